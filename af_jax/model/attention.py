@@ -1,0 +1,123 @@
+"""Gated multi-head attention and global attention on ONE axial slice.
+
+Both modules take a single slice (one MSA row, one pair row, ...); callers map
+them over the axial dimension with `chunking.axial_map`. Parameter names and
+layouts are AlphaFold's: `query_w [c, H, d]`, `output_w [H, d, c_out]`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from af_jax.model import primitives
+
+
+class Attention(nnx.Module):
+  """Multi-head attention with a sigmoid gate. Jumper et al. (2021) Suppl. Alg. 7 lines 3-7.
+
+  Args:
+    c_q: query channels; c_m: memory channels; output_dim: output channels.
+    num_head: H; key_dim, value_dim: total over heads (AlphaFold's convention).
+    gating: whether to create `gating_w`/`gating_b`.
+    zero_init: zero-initialise `output_w` (AlphaFold's default).
+  """
+
+  def __init__(self, c_q: int, c_m: int, output_dim: int, *, num_head: int,
+               key_dim: int | None = None, value_dim: int | None = None,
+               gating: bool = True, zero_init: bool = True, rngs: nnx.Rngs):
+    key_dim = c_q if key_dim is None else key_dim
+    value_dim = c_m if value_dim is None else value_dim
+    assert key_dim % num_head == 0 and value_dim % num_head == 0
+    self.num_head = num_head
+    self.key_dim = key_dim // num_head
+    self.value_dim = value_dim // num_head
+    p = primitives.param
+    self.query_w = p(rngs, (c_q, num_head, self.key_dim), 'glorot')
+    self.key_w = p(rngs, (c_m, num_head, self.key_dim), 'glorot')
+    self.value_w = p(rngs, (c_m, num_head, self.value_dim), 'glorot')
+    if gating:
+      self.gating_w = p(rngs, (c_q, num_head, self.value_dim), 'zeros')
+      self.gating_b = p(rngs, (num_head, self.value_dim), 'ones')
+    else:
+      self.gating_w = self.gating_b = None
+    self.output_w = p(rngs, (num_head, self.value_dim, output_dim),
+                      'zeros' if zero_init else 'glorot')
+    self.output_b = p(rngs, (output_dim,), 'zeros')
+
+  def __call__(self, q_data: jax.Array, m_data: jax.Array, bias: jax.Array) -> jax.Array:
+    """Attend from queries to memories.
+
+    Args:
+      q_data: [Q, c_q] queries.
+      m_data: [K, c_m] memories.
+      bias: broadcastable to [H, Q, K] (mask bias and/or pair bias).
+
+    Returns:
+      [Q, output_dim].
+    """
+    dt = q_data.dtype
+    q = jnp.einsum('qa,ahc->hqc', q_data, self.query_w[...].astype(dt))
+    # NUMERICS: AlphaFold scales q before q.k.
+    q = q * self.key_dim ** (-0.5)
+    k = jnp.einsum('ka,ahc->hkc', m_data, self.key_w[...].astype(dt))
+    v = jnp.einsum('ka,ahc->hkc', m_data, self.value_w[...].astype(dt))
+    logits = jnp.einsum('hqc,hkc->hqk', q, k).astype(jnp.float32) + bias
+    # NUMERICS: softmax in float32 whatever the matmul dtype.
+    weights = jax.nn.softmax(logits, axis=-1).astype(dt)
+    weighted_avg = jnp.einsum('hqk,hkc->qhc', weights, v)
+    if self.gating_w is not None:
+      # The gate is computed from the (normalised) query input.
+      gate = jnp.einsum('qa,ahc->qhc', q_data, self.gating_w[...].astype(dt))
+      weighted_avg = weighted_avg * jax.nn.sigmoid(gate + self.gating_b[...].astype(dt))
+    out = jnp.einsum('qhc,hco->qo', weighted_avg, self.output_w[...].astype(dt))
+    return out + self.output_b[...].astype(dt)
+
+
+class GlobalAttention(nnx.Module):
+  """Global (mean-query) gated attention. Jumper et al. (2021) Suppl. Alg. 19 lines 2-7.
+
+  One query per slice, the masked mean of the slice; keys and values are
+  single-headed (`key_w [c, d]`, `value_w [c, d]`).
+  """
+
+  def __init__(self, c_q: int, c_m: int, output_dim: int, *, num_head: int,
+               key_dim: int | None = None, value_dim: int | None = None,
+               gating: bool = True, zero_init: bool = True, rngs: nnx.Rngs):
+    key_dim = c_q if key_dim is None else key_dim
+    value_dim = c_m if value_dim is None else value_dim
+    self.num_head = num_head
+    self.key_dim = key_dim // num_head
+    self.value_dim = value_dim // num_head
+    p = primitives.param
+    self.query_w = p(rngs, (c_q, num_head, self.key_dim), 'glorot')
+    self.key_w = p(rngs, (c_m, self.key_dim), 'glorot')
+    self.value_w = p(rngs, (c_m, self.value_dim), 'glorot')
+    if gating:
+      self.gating_w = p(rngs, (c_q, num_head, self.value_dim), 'zeros')
+      self.gating_b = p(rngs, (num_head, self.value_dim), 'ones')
+    else:
+      self.gating_w = self.gating_b = None
+    self.output_w = p(rngs, (num_head, self.value_dim, output_dim),
+                      'zeros' if zero_init else 'glorot')
+    self.output_b = p(rngs, (output_dim,), 'zeros')
+
+  def __call__(self, q_data: jax.Array, m_data: jax.Array, q_mask: jax.Array) -> jax.Array:
+    """Args: q_data, m_data: [S, c] one column; q_mask: [S]. Returns [S, output_dim]."""
+    dt = q_data.dtype
+    v = jnp.einsum('ka,ac->kc', m_data, self.value_w[...].astype(dt))
+    q_avg = primitives.mask_mean(q_mask[:, None], q_data, axis=0)
+    q = jnp.einsum('a,ahc->hc', q_avg, self.query_w[...].astype(dt)) * self.key_dim ** (-0.5)
+    k = jnp.einsum('ka,ac->kc', m_data, self.key_w[...].astype(dt))
+    bias = primitives.mask_to_bias(q_mask)[None, :]
+    logits = jnp.einsum('hc,kc->hk', q, k).astype(jnp.float32) + bias
+    weights = jax.nn.softmax(logits, axis=-1).astype(dt)
+    weighted_avg = jnp.einsum('hk,kc->hc', weights, v)
+    o_w = self.output_w[...].astype(dt)
+    if self.gating_w is None:
+      out = jnp.einsum('hc,hco->o', weighted_avg, o_w) + self.output_b[...].astype(dt)
+      return jnp.broadcast_to(out[None], (q_data.shape[0], out.shape[-1]))
+    gate = jnp.einsum('qa,ahc->qhc', q_data, self.gating_w[...].astype(dt))
+    gate = jax.nn.sigmoid(gate + self.gating_b[...].astype(dt))
+    return jnp.einsum('qhc,hco->qo', weighted_avg[None] * gate, o_w) + self.output_b[...].astype(dt)

@@ -1,0 +1,30 @@
+"""Two-layer MLP transitions. Jumper et al. (2021) Suppl. Alg. 9 and 15."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from af_jax.chunking import axial_map
+from af_jax.model import primitives
+
+
+class Transition(nnx.Module):
+  """LayerNorm, Linear(n*c) + relu, Linear(c): `input_layer_norm`, `transition1/2`."""
+
+  def __init__(self, config, *, c: int, zero_init: bool = True, rngs: nnx.Rngs):
+    n = int(c * config.num_intermediate_factor)
+    self.input_layer_norm = primitives.LayerNorm(c)
+    self.transition1 = primitives.Linear(c, n, initializer='relu', rngs=rngs)
+    self.transition2 = primitives.Linear(n, c, initializer=primitives.final_init(zero_init),
+                                         rngs=rngs)
+
+  def __call__(self, act: jax.Array, mask: jax.Array, chunk: int | None = None) -> jax.Array:
+    """Args: act [N, M, c] (MSA or pair); mask [N, M], unused as in AlphaFold. Returns the update."""
+    del mask  # AlphaFold's transition is pointwise and does not mask.
+    act = self.input_layer_norm(act)
+
+    def row(x):
+      return self.transition2(jax.nn.relu(self.transition1(x)))
+
+    return axial_map(row, (act,), axis=0, chunk=chunk)

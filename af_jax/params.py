@@ -1,0 +1,131 @@
+"""AlphaFold `.npz` parameters <-> af_jax model state.
+
+The rule, in one place: a model variable at nnx path `(a, b, ..., name)` is the
+AlphaFold key `alphafold/alphafold_iteration/a/b/...//name`, with the path
+components renamed by `_COMPONENT_TO_AF` (Haiku spellings that are not Python
+names or that we do not repeat). Stacked blocks (Evoformer, extra MSA, template
+pair stack) already carry their leading layer axis, as in the published files,
+so loading is a copy with strict name and shape checks both ways.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+
+import numpy as np
+from flax import nnx
+
+from af_jax.errors import ParamsError
+
+ROOT = 'alphafold/alphafold_iteration'
+
+# af_jax attribute name -> AlphaFold (Haiku) scope name.
+_COMPONENT_TO_AF = {
+    'pair_activations': 'pair_activiations',  # sic: AlphaFold's spelling
+    'layer_stack': '__layer_stack_no_state',  # template pair stack's layer_stack
+}
+_COMPONENT_FROM_AF = {v: k for k, v in _COMPONENT_TO_AF.items()}
+
+# Published triangle-multiplication projections are separate left/right
+# arrays; alphafold-colabfold fuses them at load time. Fused-form scope names
+# are recognised on load and split back.
+_FUSED_TRIMUL = {'projection': ('left_projection', 'right_projection'),
+                 'gate': ('left_gate', 'right_gate')}
+_FUSED_NORMS = {'left_norm_input': 'layer_norm_input', 'center_norm': 'center_layer_norm'}
+
+
+def path_to_key(path: tuple, prefix: str = ROOT) -> str:
+  """nnx state path -> AlphaFold flat key `scope//name`."""
+  *scope, name = (str(p) for p in path)
+  scope = [_COMPONENT_TO_AF.get(s, s) for s in scope]
+  return '/'.join([prefix, *scope] if prefix else scope) + '//' + name
+
+
+def key_to_path(key: str, prefix: str = ROOT) -> tuple[str, ...]:
+  """AlphaFold flat key `scope//name` -> nnx state path."""
+  scope, name = key.split('//')
+  if prefix:
+    if not scope.startswith(prefix):
+      raise ParamsError(f'{key=} is not under {prefix!r}')
+    scope = scope[len(prefix):].lstrip('/')
+  parts = [_COMPONENT_FROM_AF.get(s, s) for s in scope.split('/') if s]
+  return (*parts, name)
+
+
+def module_to_flat(module: nnx.Module, prefix: str = ROOT) -> dict[str, np.ndarray]:
+  """All nnx.Param arrays of `module` as AlphaFold flat keys."""
+  flat = {}
+  for path, var in nnx.to_flat_state(nnx.state(module, nnx.Param)):
+    flat[path_to_key(path, prefix)] = np.asarray(var.get_value())
+  return flat
+
+
+def unfuse(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Split alphafold-colabfold's fused triangle-multiplication keys."""
+  out = {}
+  for key, value in flat.items():
+    scope, name = key.split('//')
+    head, _, leaf = scope.rpartition('/')
+    if leaf in _FUSED_TRIMUL and head.rpartition('/')[2].startswith('triangle_multiplication'):
+      left, right = _FUSED_TRIMUL[leaf]
+      half = value.shape[-1] // 2
+      out[f'{head}/{left}//{name}'] = value[..., :half]
+      out[f'{head}/{right}//{name}'] = value[..., half:]
+    elif leaf in _FUSED_NORMS and head.rpartition('/')[2].startswith('triangle_multiplication'):
+      out[f'{head}/{_FUSED_NORMS[leaf]}//{name}'] = value
+    else:
+      out[key] = value
+  return out
+
+
+def assign_flat(module: nnx.Module, flat: Mapping[str, np.ndarray], prefix: str = ROOT,
+                *, preset: str | None = None, source: str = 'parameters') -> None:
+  """Copy AlphaFold flat arrays into `module`, strictly.
+
+  Raises:
+    ParamsError: naming every missing, extra or wrongly shaped key.
+  """
+  flat = unfuse(flat)
+  state = nnx.state(module, nnx.Param)
+  expected = {path_to_key(p, prefix): (p, v) for p, v in nnx.to_flat_state(state)}
+  where = f'{source}' + (f' (preset {preset!r})' if preset else '')
+  missing = sorted(set(expected) - set(flat))
+  extra = sorted(set(flat) - set(expected))
+  if missing:
+    raise ParamsError(f'{len(missing)} key(s) missing from {where}, first {missing[0]!r}; '
+                      'use the params file of the same preset')
+  if extra:
+    raise ParamsError(f'{len(extra)} unexpected key(s) in {where}, first {extra[0]!r}; '
+                      'use the params file of the same preset')
+  for key, (path, var) in expected.items():
+    value = np.asarray(flat[key])
+    want = tuple(var.get_value().shape)
+    if value.shape != want:
+      raise ParamsError(f'{key=} has shape {value.shape} in {where}, expected {want}')
+    var.set_value(value.astype(np.float32))
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Read an AlphaFold `params_model_*.npz` (no pickles)."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {k: data[k] for k in data.files}
+  except FileNotFoundError:
+    raise ParamsError(f'params file {str(path)!r} not found; pass the path to a '
+                      'params_model_*.npz from AlphaFold\'s parameter release') from None
+  except (ValueError, OSError) as e:
+    raise ParamsError(f'params file {str(path)!r} is not a readable .npz ({e}); '
+                      're-download or regenerate it') from None
+
+
+def write_npz(path: str | os.PathLike, flat: Mapping[str, np.ndarray]) -> None:
+  """Write flat arrays as `.npz`, atomically (temporary name, then rename)."""
+  path = os.fspath(path)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  buf = io.BytesIO()
+  np.savez(buf, **{k: np.asarray(v) for k, v in flat.items()})
+  with open(tmp, 'wb') as f:
+    f.write(buf.getvalue())
+  os.replace(tmp, path)

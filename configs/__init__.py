@@ -1,0 +1,5 @@
+"""Model presets, training presets and bucket lists (ml_collections at the edge)."""
+
+from configs.model import PRESETS, base_config, model_config
+
+__all__ = ['PRESETS', 'base_config', 'model_config']

@@ -1,0 +1,74 @@
+"""Drive the reference AlphaFold (alphafold-colabfold==2.3.20) in float32.
+
+Shared by the parity tests: build a Haiku module, initialise it, perturb every
+array (the reference zero-initialises output layers, which hides bugs), and
+hand the same numbers to af_jax through its own loader.
+"""
+
+from __future__ import annotations
+
+import haiku as hk
+import jax
+import numpy as np
+from alphafold.model import config as ref_config
+
+from af_jax import params as af_params
+
+
+def ref_model_config(preset: str = 'model_1_ptm'):
+  """Reference config in float32 (its default is bfloat16)."""
+  cfg = ref_config.model_config(preset)
+  cfg.model.global_config.bfloat16 = False
+  cfg.model.global_config.bfloat16_output = False
+  return cfg
+
+
+def perturb(tree, seed: int):
+  """Every array drawn afresh: init + N(0, max(std(init), 0.1))."""
+  rng = np.random.default_rng(seed)
+
+  def one(x):
+    x = np.asarray(x, np.float32)
+    scale = max(float(x.std()), 0.1)
+    return (x + rng.normal(size=x.shape) * scale).astype(np.float32)
+
+  return jax.tree_util.tree_map(one, tree)
+
+
+def flatten(haiku_params) -> dict[str, np.ndarray]:
+  """Haiku {scope: {name: array}} -> {'scope//name': array}."""
+  return {f'{scope}//{name}': np.asarray(v)
+          for scope, d in haiku_params.items() for name, v in d.items()}
+
+
+def unflatten(flat) -> dict:
+  out: dict = {}
+  for key, v in flat.items():
+    scope, name = key.split('//')
+    out.setdefault(scope, {})[name] = v
+  return out
+
+
+def run_ref(fn, *args, seed: int = 0):
+  """Init the Haiku function `fn(*args)`, perturb its params, apply.
+
+  Returns:
+    (outputs, flat perturbed params)
+  """
+  transformed = hk.transform(fn)
+  params = transformed.init(jax.random.PRNGKey(seed), *args)
+  params = perturb(hk.data_structures.to_mutable_dict(params), seed + 1)
+  out = jax.jit(transformed.apply)(params, jax.random.PRNGKey(seed + 2), *args)
+  return jax.tree_util.tree_map(np.asarray, out), flatten(params)
+
+
+def load_into(module, flat, prefix: str):
+  """Copy reference params into an af_jax module through params.assign_flat."""
+  af_params.assign_flat(module, flat, prefix=prefix, source='reference')
+  return module
+
+
+def rel_err(out, ref) -> float:
+  out = np.asarray(out, np.float64)
+  ref = np.asarray(ref, np.float64)
+  return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
