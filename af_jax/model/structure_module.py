@@ -1,0 +1,241 @@
+"""The structure module. Jumper et al. (2021) Suppl. Alg. 20, 23, 24.
+
+Eight iterations of one `fold_iteration` layer (shared weights, run with
+`jax.lax.scan` so the layer compiles once) refine per-residue backbone frames
+with invariant point attention; a small ResNet predicts torsion angles from
+which all heavy atoms are placed.
+
+Units: inside the loop frames are in AlphaFold's internal units (Å divided by
+`position_scale` = 10); every output is in Å.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from af_jax.common.geometry import QuatRigid, Rigid
+from af_jax.model import all_atom, primitives
+from af_jax.model.ipa import InvariantPointAttention
+
+
+def _suffix(i: int) -> str:
+  """Haiku's name for the i-th module created with the same name: '', '_1', ..."""
+  return f'_{i}' if i else ''
+
+
+def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  return x / jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps))
+
+
+class MultiRigidSidechain(nnx.Module):
+  """Torsion angles from the single representation, then all atoms. Alg. 20 lines 11-14, Alg. 24.
+
+  Parameters: `input_projection` (for `act`), `input_projection_1` (for the
+  initial single representation), residual blocks `resblock1`/`resblock2`,
+  `resblock1_1`/`resblock2_1`, ..., and `unnormalized_angles`.
+
+  Args:
+    config: AlphaFold's `structure_module.sidechain` config.
+    c_act: channels of the iterated activations.
+    c_initial: channels of the initial single representation.
+    zero_init: zero-initialise the last layer of each residual block.
+    rngs: random streams.
+  """
+
+  def __init__(self, config, *, c_act: int, c_initial: int, zero_init: bool = True,
+               rngs: nnx.Rngs):
+    c = config.num_channel
+    self.num_residual_block = config.num_residual_block
+    self.input_projection = primitives.Linear(c_act, c, rngs=rngs)
+    self.input_projection_1 = primitives.Linear(c_initial, c, rngs=rngs)
+    for i in range(self.num_residual_block):
+      setattr(self, f'resblock1{_suffix(i)}',
+              primitives.Linear(c, c, initializer='relu', rngs=rngs))
+      setattr(self, f'resblock2{_suffix(i)}',
+              primitives.Linear(c, c, initializer=primitives.final_init(zero_init), rngs=rngs))
+    self.unnormalized_angles = primitives.Linear(c, 14, rngs=rngs)
+
+  def __call__(self, frames: Rigid, act: jax.Array, initial_act: jax.Array,
+               aatype: jax.Array) -> dict[str, jax.Array]:
+    """Torsions and atoms for the current backbone frames.
+
+    Args:
+      frames: Rigid [N_res], backbone frames in Å.
+      act: [N_res, c_act] iterated single activations.
+      initial_act: [N_res, c_initial] normalised single representation.
+      aatype: [N_res] int.
+
+    Returns:
+      angles_sin_cos and unnormalized_angles_sin_cos [N_res, 7, 2], atom_pos
+      [N_res, 14, 3] (Å), frames [N_res, 8, 12] (flat12 rigid-group frames, Å).
+    """
+    n = act.shape[0]
+    # Alg. 20 line 11 (the concatenation as a sum of two projections).
+    a = (self.input_projection(jax.nn.relu(act))
+         + self.input_projection_1(jax.nn.relu(initial_act)))
+    for i in range(self.num_residual_block):  # Alg. 20 lines 12-13
+      block1 = getattr(self, f'resblock1{_suffix(i)}')
+      block2 = getattr(self, f'resblock2{_suffix(i)}')
+      a = a + block2(jax.nn.relu(block1(jax.nn.relu(a))))
+    unnormalized = jnp.reshape(self.unnormalized_angles(jax.nn.relu(a)), (n, 7, 2))
+    angles = _l2_normalize(unnormalized)  # Alg. 20 line 14
+    group_frames = all_atom.torsion_angles_to_frames(aatype, frames, angles)
+    atom_pos = all_atom.frames_and_literature_positions_to_atom14_pos(aatype, group_frames)
+    return {'angles_sin_cos': angles, 'unnormalized_angles_sin_cos': unnormalized,
+            'atom_pos': atom_pos, 'frames': group_frames.to_flat12()}
+
+
+class FoldIteration(nnx.Module):
+  """One structure-module layer. Alg. 20 lines 6-14 and Alg. 23 (backbone update).
+
+  No dropout: AlphaFold's dropout (rate `config.dropout`) after attention and
+  transition is not implemented, so this layer is its inference form.
+  """
+
+  def __init__(self, config, *, c_s: int, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
+    c = config.num_channel
+    self.num_layer_in_transition = config.num_layer_in_transition
+    self.position_scale = config.position_scale
+    self.invariant_point_attention = InvariantPointAttention(
+        config, c_s=c, c_z=c_z, zero_init=zero_init, rngs=rngs)
+    self.attention_layer_norm = primitives.LayerNorm(c)
+    for i in range(self.num_layer_in_transition):
+      last = i == self.num_layer_in_transition - 1
+      init = primitives.final_init(zero_init) if last else 'relu'
+      setattr(self, f'transition{_suffix(i)}',
+              primitives.Linear(c, c, initializer=init, rngs=rngs))
+    self.transition_layer_norm = primitives.LayerNorm(c)
+    self.affine_update = primitives.Linear(c, 6, initializer=primitives.final_init(zero_init),
+                                           rngs=rngs)
+    self.rigid_sidechain = MultiRigidSidechain(config.sidechain, c_act=c, c_initial=c_s,
+                                               zero_init=zero_init, rngs=rngs)
+
+  def __call__(self, act: jax.Array, affine: QuatRigid, *, initial_act: jax.Array,
+               pair: jax.Array, seq_mask: jax.Array,
+               aatype: jax.Array) -> tuple[jax.Array, QuatRigid, dict]:
+    """One layer.
+
+    Args:
+      act: [N_res, c] single activations.
+      affine: QuatRigid [N_res] backbone frames (internal units).
+      initial_act: [N_res, c_s] normalised single representation.
+      pair: [N_res, N_res, c_z] normalised pair representation.
+      seq_mask: [N_res].
+      aatype: [N_res] int.
+
+    Returns:
+      (act, affine for the next layer (rotation gradient stopped), outputs)
+      with outputs 'affine' [N_res, 7] (internal units) and 'sc' (sidechains).
+    """
+    # Alg. 20 lines 6-7.
+    act = act + self.invariant_point_attention(act, pair, seq_mask, affine.to_rigid())
+    act = self.attention_layer_norm(act)
+    # Alg. 20 lines 8-9: transition.
+    x = act
+    for i in range(self.num_layer_in_transition):
+      x = getattr(self, f'transition{_suffix(i)}')(x)
+      if i < self.num_layer_in_transition - 1:
+        x = jax.nn.relu(x)
+    act = self.transition_layer_norm(act + x)
+    # Alg. 20 line 10, Alg. 23: backbone update.
+    affine = affine.pre_compose(self.affine_update(act))
+    sc = self.rigid_sidechain(affine.scale_translation(self.position_scale).to_rigid(),
+                              act, initial_act, aatype)
+    outputs = {'affine': affine.to_tensor(), 'sc': sc}
+    return act, affine.stop_rotation_gradient(), outputs  # Alg. 20 line 20
+
+
+class StructureModule(nnx.Module):
+  """Structure module head. Jumper et al. (2021) Suppl. Alg. 20.
+
+  Parameters: `single_layer_norm`, `initial_projection`, `pair_layer_norm` and
+  one `fold_iteration` whose weights all `config.num_layer` iterations share.
+
+  Args:
+    config: AlphaFold's `model.heads.structure_module` config.
+    c_s: single channels (384).
+    c_z: pair channels (128).
+    zero_init: zero-initialise output layers (AlphaFold's global zero_init).
+    rngs: random streams.
+  """
+
+  def __init__(self, config, *, c_s: int, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
+    self.num_layer = config.num_layer
+    self.position_scale = config.position_scale
+    self.single_layer_norm = primitives.LayerNorm(c_s)
+    self.initial_projection = primitives.Linear(c_s, config.num_channel, rngs=rngs)
+    self.pair_layer_norm = primitives.LayerNorm(c_z)
+    self.fold_iteration = FoldIteration(config, c_s=c_s, c_z=c_z, zero_init=zero_init,
+                                        rngs=rngs)
+
+  def __call__(self, single: jax.Array, pair: jax.Array, seq_mask: jax.Array,
+               aatype: jax.Array, *, key: jax.Array | None = None,
+               unroll: bool = False) -> dict:
+    """Fold: frames, torsions and atoms from the trunk's representations.
+
+    Args:
+      single: [N_res, c_s] single representation.
+      pair: [N_res, N_res, c_z] pair representation.
+      seq_mask: [N_res] 1 for residues, 0 for padding.
+      aatype: [N_res] int residue types (20 = unknown).
+      key: reserved for dropout in training; dropout is not implemented and
+        the key is ignored.
+      unroll: run the layers as a Python loop instead of one `lax.scan`
+        (same numbers; for tests and debugging).
+
+    Returns:
+      final_atom_positions [N_res, 37, 3] (Å, zero for absent atoms),
+      final_atom_mask [N_res, 37], final_atom14_positions [N_res, 14, 3],
+      final_atom14_mask [N_res, 14], final_affines [N_res, 7] (quaternion,
+      translation in Å), traj [L, N_res, 7] (Å), sidechains (per layer:
+      angles_sin_cos, unnormalized_angles_sin_cos [L, N_res, 7, 2], atom_pos
+      [L, N_res, 14, 3], frames [L, N_res, 8, 12]), act [N_res, c] (the
+      single representation for the pLDDT head).
+    """
+    del key
+    chex.assert_rank([single, pair, seq_mask, aatype], [2, 3, 1, 1])
+    n = single.shape[0]
+    # Alg. 20 lines 1-4.
+    initial_act = self.single_layer_norm(single)
+    act = self.initial_projection(initial_act)
+    pair = self.pair_layer_norm(pair)
+    affine = QuatRigid.identity((n,), act.dtype)  # Alg. 20 line 4: black-hole init
+    kw = dict(initial_act=initial_act, pair=pair, seq_mask=seq_mask, aatype=aatype)
+
+    if unroll:
+      per_layer = []
+      for _ in range(self.num_layer):
+        act, affine, out = self.fold_iteration(act, affine, **kw)
+        per_layer.append(out)
+      outputs = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *per_layer)
+    else:
+      # PERF: one compiled layer, its weights closed over (shared, not stacked).
+      graphdef, state = nnx.split(self.fold_iteration)
+
+      def step(carry, _):
+        act, affine = carry
+        act, affine, out = nnx.merge(graphdef, state)(act, affine, **kw)
+        return (act, affine), out
+
+      (act, _), outputs = jax.lax.scan(step, (act, affine), None, length=self.num_layer)
+
+    # Translations in Å: the reference's `traj` (quaternion unchanged).
+    scale = jnp.asarray([1.0] * 4 + [self.position_scale] * 3, act.dtype)
+    traj = outputs['affine'] * scale
+    masks = all_atom.make_atom14_masks(aatype)
+    atom14 = outputs['sc']['atom_pos'][-1]
+    # atom14_to_atom37 zeroes atoms the residue type lacks (atom37_atom_exists).
+    atom37 = all_atom.atom14_to_atom37(atom14, aatype)
+    return {
+        'final_atom_positions': atom37,
+        'final_atom_mask': masks['atom37_atom_exists'],
+        'final_atom14_positions': atom14,
+        'final_atom14_mask': masks['atom14_atom_exists'],
+        'final_affines': traj[-1],
+        'traj': traj,
+        'sidechains': outputs['sc'],
+        'act': act,
+    }
