@@ -1,16 +1,21 @@
-"""One Evoformer block (main trunk or extra-MSA stack). Jumper et al. (2021) Suppl. Alg. 6 and 18."""
+"""The trunk: embeddings, extra-MSA stack and Evoformer blocks.
+
+Jumper et al. (2021) Suppl. Alg. 2-6 and 18.
+"""
 
 from __future__ import annotations
 
 import chex
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from af_jax.chunking import ChunkPlan
-from af_jax.model import dropout
+from af_jax.model import dropout, embedders, primitives, stack
 from af_jax.model.msa import (MSAColumnAttention, MSAColumnGlobalAttention,
                               MSARowAttentionWithPairBias)
 from af_jax.model.outer_product_mean import OuterProductMean
+from af_jax.model.template import TemplateEmbedding
 from af_jax.model.transition import Transition
 from af_jax.model.triangle import TriangleAttention, TriangleMultiplication
 
@@ -49,7 +54,7 @@ class EvoformerIteration(nnx.Module):
   def __call__(self, msa: jax.Array, pair: jax.Array, msa_mask: jax.Array,
                pair_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
                key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Args: msa [N_seq, N_res, c_m]; pair [N_res, N_res, c_z]; masks [N_seq, N_res], [N_res, N_res].
+    """Args: msa [N_seq, N_res, c_m]; pair [N_res, N_res, c_z]; masks of both.
 
     `key` enables dropout (training). Returns the updated (msa, pair).
     """
@@ -89,3 +94,128 @@ class EvoformerIteration(nnx.Module):
     pair = add(pair, self.pair_transition(pair, pair_mask, plan.pair_transition),
                c.pair_transition)
     return msa, pair
+
+
+_TEMPLATE_KEYS = ('template_aatype', 'template_all_atom_positions', 'template_all_atom_masks',
+                  'template_pseudo_beta', 'template_pseudo_beta_mask', 'template_mask')
+
+
+class EmbeddingsAndEvoformer(nnx.Module):
+  """Embeds the inputs and runs the extra-MSA stack and the Evoformer.
+
+  Jumper et al. (2021) Suppl. Alg. 2 lines 5-18: input embedder (Alg. 3),
+  relative positions (Alg. 4), recycling embedder (Alg. 32), templates (Alg.
+  16-17 and torsion-angle rows), extra-MSA stack (Alg. 18), Evoformer (Alg. 6)
+  and the single representation. AlphaFold's scope: `evoformer`.
+  """
+
+  def __init__(self, config, global_config, *, target_feat_dim: int = 22,
+               msa_feat_dim: int = 49, rngs: nnx.Rngs):
+    c = config
+    zi = global_config.zero_init
+    lin = primitives.Linear
+    c_m, c_z, c_e = c.msa_channel, c.pair_channel, c.extra_msa_channel
+    self.config = c
+    self.global_config = global_config
+    self.preprocess_1d = lin(target_feat_dim, c_m, rngs=rngs)
+    self.preprocess_msa = lin(msa_feat_dim, c_m, rngs=rngs)
+    self.left_single = lin(target_feat_dim, c_z, rngs=rngs)
+    self.right_single = lin(target_feat_dim, c_z, rngs=rngs)
+    if c.recycle_pos:
+      self.prev_pos_linear = lin(c.prev_pos.num_bins, c_z, rngs=rngs)
+    if c.recycle_features:
+      self.prev_msa_first_row_norm = primitives.LayerNorm(c_m)
+      self.prev_pair_norm = primitives.LayerNorm(c_z)
+    if c.max_relative_feature:
+      self.pair_activations = lin(2 * c.max_relative_feature + 1, c_z, rngs=rngs)
+    if c.template.enabled:
+      self.template_embedding = TemplateEmbedding(c.template, c_z=c_z, zero_init=zi, rngs=rngs)
+      if c.template.embed_torsion_angles:
+        self.template_single_embedding = lin(embedders.TEMPLATE_SINGLE_FEATURES, c_m,
+                                             initializer='relu', rngs=rngs)
+        self.template_projection = lin(c_m, c_m, initializer='relu', rngs=rngs)
+    self.extra_msa_activations = lin(embedders.EXTRA_MSA_FEATURES, c_e, rngs=rngs)
+    self.extra_msa_stack = stack.create(
+        lambda r: EvoformerIteration(c.evoformer, c_m=c_e, c_z=c_z, is_extra_msa=True,
+                                     zero_init=zi, rngs=r),
+        c.extra_msa_stack_num_block, rngs)
+    self.evoformer_iteration = stack.create(
+        lambda r: EvoformerIteration(c.evoformer, c_m=c_m, c_z=c_z, is_extra_msa=False,
+                                     zero_init=zi, rngs=r),
+        c.evoformer_num_block, rngs)
+    self.single_activations = lin(c_m, c.seq_channel, rngs=rngs)
+
+  def __call__(self, batch: dict, prev: dict, plan: ChunkPlan = ChunkPlan(),
+               key: jax.Array | None = None) -> dict:
+    """Runs one recycling iteration's trunk.
+
+    Args:
+      batch: one recycle's processed features (`target_feat` [N_res, 22],
+        `msa_feat` [N_seq, N_res, 49], `msa_mask`, `seq_mask`, `aatype`,
+        `residue_index`, `extra_msa*`, `template_*`).
+      prev: `prev_msa_first_row` [N_res, c_m], `prev_pair` [N_res, N_res, c_z],
+        `prev_pos` [N_res, 37, 3] from the previous recycle (zeros first).
+      plan: chunk sizes per op.
+      key: dropout key (training) or None.
+
+    Returns:
+      `single` [N_res, c_s], `pair` [N_res, N_res, c_z], `msa` [N_seq, N_res, c_m],
+      `msa_first_row` [N_res, c_m], all float32.
+    """
+    c, gc = self.config, self.global_config
+    dt = jnp.bfloat16 if gc.bfloat16 else jnp.float32
+    remat = bool(gc.get('use_remat', False))
+    k_templ, k_extra, k_evo = (jax.random.split(key, 3) if key is not None else (None,) * 3)
+    target_feat = batch['target_feat'].astype(dt)
+    n_seq = batch['msa_feat'].shape[0]
+    # Alg. 3: input embedder.
+    msa = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(batch['msa_feat'].astype(dt))
+    pair = self.left_single(target_feat)[:, None] + self.right_single(target_feat)[None, :]
+    seq_mask = batch['seq_mask'].astype(dt)
+    mask_2d = seq_mask[:, None] * seq_mask[None, :]
+    # Alg. 32: recycling embedder.
+    if c.recycle_pos:
+      dgram = embedders.recycled_position_dgram(batch['aatype'], prev['prev_pos'], c.prev_pos)
+      pair = pair + self.prev_pos_linear(dgram.astype(dt))
+    if c.recycle_features:
+      first_row = self.prev_msa_first_row_norm(prev['prev_msa_first_row']).astype(dt)
+      msa = msa.at[0].add(first_row)
+      pair = pair + self.prev_pair_norm(prev['prev_pair']).astype(dt)
+    # Alg. 4: relative positions.
+    if c.max_relative_feature:
+      relpos = embedders.relative_position_one_hot(batch['residue_index'],
+                                                   c.max_relative_feature)
+      pair = pair + self.pair_activations(relpos.astype(dt))
+    # Alg. 2 lines 9-13: template pair embedding.
+    templates = {k: batch[k] for k in _TEMPLATE_KEYS} if c.template.enabled else None
+    if templates is not None:
+      pair = pair + self.template_embedding(pair, templates, mask_2d, plan, k_templ, remat)
+    # Alg. 2 lines 14-16 and Alg. 18: extra-MSA stack.
+    extra = self.extra_msa_activations(embedders.extra_msa_features(batch).astype(dt))
+    extra_mask = batch['extra_msa_mask'].astype(dt)
+    extra_keys = (jax.random.split(k_extra, c.extra_msa_stack_num_block)
+                  if k_extra is not None else None)
+
+    def extra_body(block, carry, k):
+      return block(carry[0], carry[1], extra_mask, mask_2d, plan, k)
+
+    _, pair = stack.scan(self.extra_msa_stack, extra_body, (extra, pair), extra_keys,
+                         remat=remat)
+    # Alg. 2 lines 7-8: template torsion angles as extra MSA rows.
+    msa_mask = batch['msa_mask'].astype(dt)
+    if templates is not None and c.template.embed_torsion_angles:
+      feats, row_mask = embedders.template_single_features(batch, gc.zero_init)
+      rows = self.template_projection(jax.nn.relu(self.template_single_embedding(feats.astype(dt))))
+      msa = jnp.concatenate([msa, rows], axis=0)
+      msa_mask = jnp.concatenate([msa_mask, row_mask.astype(dt)], axis=0)
+    # Alg. 2 lines 17-18: the Evoformer.
+    evo_keys = (jax.random.split(k_evo, c.evoformer_num_block) if k_evo is not None else None)
+
+    def evo_body(block, carry, k):
+      return block(carry[0], carry[1], msa_mask, mask_2d, plan, k)
+
+    msa, pair = stack.scan(self.evoformer_iteration, evo_body, (msa, pair), evo_keys,
+                           remat=remat)
+    single = self.single_activations(msa[0])
+    out = {'single': single, 'pair': pair, 'msa': msa[:n_seq], 'msa_first_row': msa[0]}
+    return {k: v.astype(jnp.float32) for k, v in out.items()}

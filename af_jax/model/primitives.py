@@ -63,7 +63,8 @@ def init_array(
   raise ValueError(f'unknown initializer {initializer!r}')
 
 
-def param(rngs: nnx.Rngs, shape: Sequence[int], initializer: str, fan_in: int | None = None) -> nnx.Param:
+def param(rngs: nnx.Rngs, shape: Sequence[int], initializer: str,
+          fan_in: int | None = None) -> nnx.Param:
   """A float32 nnx.Param initialised with an AlphaFold initializer."""
   return nnx.Param(init_array(rngs, shape, initializer, fan_in))
 

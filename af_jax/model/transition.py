@@ -20,7 +20,10 @@ class Transition(nnx.Module):
                                          rngs=rngs)
 
   def __call__(self, act: jax.Array, mask: jax.Array, chunk: int | None = None) -> jax.Array:
-    """Args: act [N, M, c] (MSA or pair); mask [N, M], unused as in AlphaFold. Returns the update."""
+    """Args: act [N, M, c] (MSA or pair); mask [N, M], unused (AlphaFold does not mask).
+
+    Returns the update, [N, M, c].
+    """
     del mask  # AlphaFold's transition is pointwise and does not mask.
     act = self.input_layer_norm(act)
 

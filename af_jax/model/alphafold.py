@@ -1,0 +1,146 @@
+"""The AlphaFold2 monomer model with recycling inside the compiled program.
+
+Jumper et al. (2021) Suppl. Alg. 2 "Inference". One recycling iteration is
+trunk (embeddings, extra-MSA stack, Evoformer) + structure module; the
+iterations run in a `lax.while_loop`, so the executable is the same whatever the
+number of recycles, and the loop can stop early when the CA positions settle.
+The heads run once, on the last iteration's representations.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from af_jax.chunking import ChunkPlan
+from af_jax.common import confidence
+from af_jax.errors import InputError
+from af_jax.model import heads
+from af_jax.model.evoformer import EmbeddingsAndEvoformer
+from af_jax.model.structure_module import StructureModule
+
+
+class AlphaFold(nnx.Module):
+  """AlphaFold's `alphafold_iteration` plus recycling.
+
+  Args:
+    config: the `model` sub-config of a preset (configs.model_config(name).model).
+    rngs: random streams for initialisation.
+  """
+
+  def __init__(self, config, *, rngs: nnx.Rngs):
+    e = config.embeddings_and_evoformer
+    gc = config.global_config
+    hc = config.heads
+    zi = gc.zero_init
+    self.config = config
+    self.evoformer = EmbeddingsAndEvoformer(e, gc, rngs=rngs)
+    self.structure_module = StructureModule(hc.structure_module, c_s=e.seq_channel,
+                                            c_z=e.pair_channel, zero_init=zi, rngs=rngs)
+    self.distogram_head = heads.DistogramHead(hc.distogram, c_z=e.pair_channel, zero_init=zi,
+                                              rngs=rngs)
+    self.masked_msa_head = heads.MaskedMsaHead(hc.masked_msa, c_m=e.msa_channel, zero_init=zi,
+                                               rngs=rngs)
+    self.predicted_lddt_head = heads.PredictedLDDTHead(
+        hc.predicted_lddt, c_s=hc.structure_module.num_channel, zero_init=zi, rngs=rngs)
+    self.experimentally_resolved_head = heads.ExperimentallyResolvedHead(
+        hc.experimentally_resolved, c_s=e.seq_channel, zero_init=zi, rngs=rngs)
+    self.predicted_aligned_error_head = (
+        heads.PredictedAlignedErrorHead(hc.predicted_aligned_error, c_z=e.pair_channel,
+                                        zero_init=zi, rngs=rngs)
+        if hc.predicted_aligned_error.weight else None)
+
+  def iteration(self, batch: dict, prev: dict, plan: ChunkPlan = ChunkPlan(),
+                key: jax.Array | None = None) -> tuple[dict, dict]:
+    """One recycling iteration: trunk + structure module.
+
+    Returns:
+      (representations, structure module outputs).
+    """
+    reps = self.evoformer(batch, prev, plan, key)
+    sm = self.structure_module(reps['single'], reps['pair'], batch['seq_mask'], batch['aatype'])
+    reps['structure_module'] = sm.pop('act')
+    return reps, sm
+
+  def apply_heads(self, reps: dict, sm: dict, seq_mask: jax.Array) -> dict:
+    """Every head plus the confidence metrics, with AlphaFold's output names."""
+    out = {
+        'structure_module': sm,
+        'representations': reps,
+        'distogram': self.distogram_head(reps['pair']),
+        'masked_msa': self.masked_msa_head(reps['msa']),
+        'experimentally_resolved': self.experimentally_resolved_head(reps['single']),
+        'predicted_lddt': self.predicted_lddt_head(reps['structure_module']),
+    }
+    out['plddt'] = confidence.plddt(out['predicted_lddt']['logits'])
+    out['mean_plddt'] = jnp.sum(out['plddt'] * seq_mask) / jnp.sum(seq_mask)
+    out['ranking_confidence'] = out['mean_plddt']
+    if self.predicted_aligned_error_head is not None:
+      pae = self.predicted_aligned_error_head(reps['pair'])
+      out['predicted_aligned_error_head'] = pae
+      out.update(confidence.predicted_aligned_error(pae['logits'], pae['breaks']))
+      out['ptm'] = confidence.predicted_tm_score(pae['logits'], pae['breaks'], seq_mask)
+    return out
+
+  def __call__(self, batch: dict, plan: ChunkPlan = ChunkPlan(),
+               key: jax.Array | None = None) -> dict:
+    """Recycle and predict.
+
+    Args:
+      batch: processed features with a leading axis of one slice per recycle
+        (AlphaFold's `RunModel.process_features` output), or of length 1 to
+        reuse the same features at every recycle.
+      plan: chunk sizes per op.
+      key: dropout key (training) or None.
+
+    Returns:
+      AlphaFold's outputs (see `apply_heads`) plus `num_recycles` (recycles run)
+      and `tol` (CA distance change of the last recycle, Å).
+    """
+    c = self.config
+    num_iters = int(c.num_recycle) + 1
+    n_slices = batch['aatype'].shape[0]
+    if n_slices != 1 and n_slices < num_iters:
+      raise InputError(
+          f'batch has {n_slices} recycle slices but model.num_recycle={c.num_recycle} needs '
+          f'{num_iters}; process the features with data.common.num_recycle >= {c.num_recycle}')
+    e = c.embeddings_and_evoformer
+    n_res = batch['aatype'].shape[1]
+    seq_mask = batch['seq_mask'][0]
+
+    def take(r):
+      idx = jnp.minimum(r, n_slices - 1)
+      return jax.tree_util.tree_map(lambda x: jax.lax.dynamic_index_in_dim(x, idx, 0, False),
+                                    batch)
+
+    def run(r, prev):
+      k = jax.random.fold_in(key, r) if key is not None else None
+      return self.iteration(take(r), prev, plan, k)
+
+    prev0 = {'prev_msa_first_row': jnp.zeros((n_res, e.msa_channel), jnp.float32),
+             'prev_pair': jnp.zeros((n_res, n_res, e.pair_channel), jnp.float32),
+             'prev_pos': jnp.zeros((n_res, 37, 3), jnp.float32)}
+    shapes = jax.eval_shape(run, 0, prev0)
+    outputs0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    tolerance = float(c.get('recycle_early_stop_tolerance', 0.0))
+
+    def cond(carry):
+      done, _, _, tol = carry
+      stop_early = (done > 1) & (tol < tolerance)
+      return (done < num_iters) & ~stop_early
+
+    def body(carry):
+      done, prev, _, _ = carry
+      reps, sm = run(done, prev)
+      new_prev = {'prev_msa_first_row': reps['msa_first_row'], 'prev_pair': reps['pair'],
+                  'prev_pos': sm['final_atom_positions']}
+      tol = confidence.ca_distance_change(prev['prev_pos'], new_prev['prev_pos'], seq_mask)
+      return done + 1, new_prev, (reps, sm), tol
+
+    carry = (jnp.int32(0), prev0, outputs0, jnp.float32(jnp.inf))
+    done, _, (reps, sm), tol = jax.lax.while_loop(cond, body, carry)
+    out = self.apply_heads(reps, sm, seq_mask)
+    out['num_recycles'] = done - 1
+    out['tol'] = tol
+    return out

@@ -1,0 +1,133 @@
+"""Template embedding: template pair stack and point-wise attention.
+
+Jumper et al. (2021) Suppl. Alg. 2 lines 9-13, Alg. 16 (TemplatePairStack) and
+Alg. 17 (TemplatePointwiseAttention).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from af_jax.chunking import ChunkPlan, axial_map
+from af_jax.model import dropout, embedders, primitives, stack
+from af_jax.model.attention import Attention
+from af_jax.model.transition import Transition
+from af_jax.model.triangle import TriangleAttention, TriangleMultiplication
+
+class TemplatePairBlock(nnx.Module):
+  """One block of the template pair stack. Jumper et al. (2021) Suppl. Alg. 16 lines 2-6.
+
+  DIFFERS FROM THE EVOFORMER: triangle attention comes before triangle
+  multiplication here, as in AlphaFold.
+  """
+
+  def __init__(self, config, *, c_t: int, zero_init: bool = True, rngs: nnx.Rngs):
+    kw = dict(c_z=c_t, zero_init=zero_init, rngs=rngs)
+    self.config = config
+    self.triangle_attention_starting_node = TriangleAttention(
+        config.triangle_attention_starting_node, **kw)
+    self.triangle_attention_ending_node = TriangleAttention(
+        config.triangle_attention_ending_node, **kw)
+    self.triangle_multiplication_outgoing = TriangleMultiplication(
+        config.triangle_multiplication_outgoing, **kw)
+    self.triangle_multiplication_incoming = TriangleMultiplication(
+        config.triangle_multiplication_incoming, **kw)
+    self.pair_transition = Transition(config.pair_transition, c=c_t, zero_init=zero_init,
+                                      rngs=rngs)
+
+  def __call__(self, pair: jax.Array, pair_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
+               key: jax.Array | None = None) -> jax.Array:
+    c = self.config
+    keys = list(jax.random.split(key, 5)) if key is not None else [None] * 5
+    ta, tm = plan.triangle_attention, plan.triangle_multiplication
+    for name, chunk in (('triangle_attention_starting_node', ta),
+                        ('triangle_attention_ending_node', ta),
+                        ('triangle_multiplication_outgoing', tm),
+                        ('triangle_multiplication_incoming', tm),
+                        ('pair_transition', plan.pair_transition)):
+      update = getattr(self, name)(pair, pair_mask, chunk)
+      pair = dropout.residual(pair, update, c[name], keys.pop())
+    return pair
+
+
+class TemplatePairStack(nnx.Module):
+  """`num_block` TemplatePairBlocks, stacked (AlphaFold's `__layer_stack_no_state`)."""
+
+  def __init__(self, config, *, c_t: int, zero_init: bool = True, rngs: nnx.Rngs):
+    self.num_block = config.num_block
+    self.layer_stack = stack.create(
+        lambda r: TemplatePairBlock(config, c_t=c_t, zero_init=zero_init, rngs=r),
+        config.num_block, rngs) if config.num_block else None
+
+  def __call__(self, pair: jax.Array, pair_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
+               key: jax.Array | None = None, remat: bool = False) -> jax.Array:
+    if self.layer_stack is None:
+      return pair
+    keys = jax.random.split(key, self.num_block) if key is not None else None
+    body = lambda block, p, k: block(p, pair_mask, plan, k)  # noqa: E731
+    return stack.scan(self.layer_stack, body, pair, keys, remat=remat)
+
+
+class SingleTemplateEmbedding(nnx.Module):
+  """Embeds one template into a [N_res, N_res, c_t] pair. Alg. 2 lines 9 and 11."""
+
+  def __init__(self, config, *, zero_init: bool = True, rngs: nnx.Rngs):
+    c_t = config.template_pair_stack.triangle_attention_ending_node.value_dim
+    self.config = config
+    self.embedding2d = primitives.Linear(embedders.TEMPLATE_PAIR_FEATURES, c_t,
+                                         initializer='relu', rngs=rngs)
+    self.template_pair_stack = TemplatePairStack(config.template_pair_stack, c_t=c_t,
+                                                 zero_init=zero_init, rngs=rngs)
+    self.output_layer_norm = primitives.LayerNorm(c_t)
+
+  def __call__(self, template: dict, mask_2d: jax.Array, plan: ChunkPlan = ChunkPlan(),
+               key: jax.Array | None = None, remat: bool = False) -> jax.Array:
+    """Args: template: one template's `template_*` features; mask_2d [N_res, N_res] padding."""
+    act = embedders.template_pair_features(template, self.config)
+    act = self.embedding2d(act.astype(mask_2d.dtype))
+    act = self.template_pair_stack(act, mask_2d, plan, key, remat)
+    return self.output_layer_norm(act)
+
+
+class TemplateEmbedding(nnx.Module):
+  """All templates, combined by point-wise attention from the pair. Alg. 17."""
+
+  def __init__(self, config, *, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
+    c_t = config.template_pair_stack.triangle_attention_ending_node.value_dim
+    a = config.attention
+    self.single_template_embedding = SingleTemplateEmbedding(config, zero_init=zero_init,
+                                                             rngs=rngs)
+    self.attention = Attention(c_z, c_t, c_z, num_head=a.num_head, key_dim=a.key_dim,
+                               value_dim=a.value_dim, gating=a.gating, zero_init=zero_init,
+                               rngs=rngs)
+
+  def __call__(self, pair: jax.Array, templates: dict, mask_2d: jax.Array,
+               plan: ChunkPlan = ChunkPlan(), key: jax.Array | None = None,
+               remat: bool = False) -> jax.Array:
+    """Args: pair [N_res, N_res, c_z]; templates: `template_*` with a leading N_templ axis.
+
+    Returns the template update to the pair, [N_res, N_res, c_z].
+    """
+    n_res, _, c_z = pair.shape
+    template_mask = templates['template_mask'].astype(pair.dtype)
+    n_templ = template_mask.shape[0]
+    keys = jax.random.split(key, n_templ) if key is not None else None
+
+    # PERF: one template at a time bounds memory to one [N_res, N_res, c_t].
+    def embed(xs):
+      template, k = xs
+      return self.single_template_embedding(template, mask_2d, plan, k, remat)
+
+    per_template = jax.lax.map(embed, (templates, keys))
+    c_t = per_template.shape[-1]
+    # Alg. 17: each pair position attends over its templates.
+    query = pair.reshape(n_res * n_res, 1, c_z)
+    memory = jnp.transpose(per_template, (1, 2, 0, 3)).reshape(n_res * n_res, n_templ, c_t)
+    bias = primitives.mask_to_bias(template_mask)[None, None, :]
+    out = axial_map(lambda q, m: self.attention(q, m, bias), (query, memory),
+                    chunk=plan.template_pointwise_attention)
+    out = out.reshape(n_res, n_res, c_z)
+    # No update (and no gradient) when there is no template at all.
+    return out * (jnp.sum(template_mask) > 0).astype(out.dtype)

@@ -1,0 +1,102 @@
+"""The whole model on a tiny config: outputs, recycling loop, early stop, compile once."""
+
+import jax
+import numpy as np
+import pytest
+
+from af_jax import params as af_params
+from af_jax.errors import InputError
+from af_jax.inference import Predictor, build_model, select_features
+from tests.model.tiny import random_batch, tiny_config
+
+
+@pytest.fixture(scope='module')
+def setup():
+  cfg = tiny_config()
+  flat = af_params.module_to_flat(build_model(cfg.model, seed=1))
+  # Perturb so no output layer is zero.
+  rng = np.random.default_rng(0)
+  flat = {k: v + 0.05 * rng.normal(size=v.shape).astype(np.float32) for k, v in flat.items()}
+  return cfg, flat
+
+
+def test_outputs_have_alphafolds_names_and_shapes(setup):
+  cfg, flat = setup
+  batch = random_batch()
+  out = Predictor(cfg, flat).predict_processed(batch)
+  n = batch['aatype'].shape[1]
+  sm = out['structure_module']
+  assert sm['final_atom_positions'].shape == (n, 37, 3)
+  assert sm['final_atom_mask'].shape == (n, 37)
+  assert out['plddt'].shape == (n,) and (0 <= out['plddt']).all() and (out['plddt'] <= 100).all()
+  assert out['predicted_aligned_error'].shape == (n, n)
+  assert 0 < float(out['ptm']) <= 1
+  assert float(out['max_predicted_aligned_error']) > 30
+  assert out['distogram']['logits'].shape == (n, n, 64)
+  assert out['distogram']['bin_edges'].shape == (63,)
+  assert out['masked_msa']['logits'].shape == (5, n, 23)
+  assert out['experimentally_resolved']['logits'].shape == (n, 37)
+  assert out['representations']['single'].shape == (n, 32)
+  assert out['representations']['pair'].shape == (n, n, 16)
+  assert out['num_recycles'] == 3
+  assert np.isfinite(sm['final_atom_positions']).all()
+
+
+def test_recycling_loop_equals_python_loop(setup):
+  cfg, flat = setup
+  model = build_model(cfg.model, flat)
+  feats = select_features(random_batch(seed=2), use_templates=True)
+  out = jax.jit(lambda b: model(b))(feats)
+  n = feats['aatype'].shape[1]
+  prev = {'prev_msa_first_row': np.zeros((n, 32), np.float32),
+          'prev_pair': np.zeros((n, n, 16), np.float32),
+          'prev_pos': np.zeros((n, 37, 3), np.float32)}
+  step = jax.jit(lambda b, p: model.iteration(b, p))
+  for r in range(4):
+    reps, sm = step(jax.tree_util.tree_map(lambda x: x[r], feats), prev)
+    prev = {'prev_msa_first_row': reps['msa_first_row'], 'prev_pair': reps['pair'],
+            'prev_pos': sm['final_atom_positions']}
+  np.testing.assert_allclose(out['structure_module']['final_atom_positions'],
+                             sm['final_atom_positions'], atol=1e-4)
+
+
+@pytest.mark.parametrize('tolerance,expected', [(0.0, 3), (1e6, 1)])
+def test_early_stop(setup, tolerance, expected):
+  cfg, flat = setup
+  cfg = tiny_config(**{'model.recycle_early_stop_tolerance': tolerance})
+  out = Predictor(cfg, flat).predict_processed(random_batch())
+  assert out['num_recycles'] == expected
+  assert float(out['tol']) >= 0
+
+
+def test_compiles_once_per_shape(setup):
+  cfg, flat = setup
+  predictor = Predictor(cfg, flat)
+  a = predictor.predict_processed(random_batch(seed=3))
+  b = predictor.predict_processed(random_batch(seed=4))
+  assert predictor._forward._cache_size() == 1
+  assert not np.allclose(a['plddt'], b['plddt'])
+  predictor.predict_processed(random_batch(seed=3, n_res=14))
+  assert predictor._forward._cache_size() == 2
+
+
+def test_bad_batches_are_input_errors(setup):
+  cfg, flat = setup
+  predictor = Predictor(cfg, flat)
+  batch = random_batch()
+  with pytest.raises(InputError, match='lacks'):
+    predictor.predict_processed({k: v for k, v in batch.items() if k != 'msa_feat'})
+  with pytest.raises(InputError, match='one slice per recycle'):
+    predictor.predict_processed({k: v[0] for k, v in batch.items()})
+  with pytest.raises(InputError, match='recycle slices'):
+    predictor.predict_processed({k: v[:2] for k, v in batch.items()})
+
+
+def test_bfloat16_runs_close_to_float32(setup):
+  cfg, flat = setup
+  batch = random_batch()
+  f32 = Predictor(cfg, flat).predict_processed(batch)
+  bf16 = Predictor(tiny_config(**{'model.global_config.bfloat16': True}),
+                   flat).predict_processed(batch)
+  assert np.isfinite(bf16['structure_module']['final_atom_positions']).all()
+  assert abs(float(bf16['mean_plddt']) - float(f32['mean_plddt'])) < 5
