@@ -1,0 +1,37 @@
+"""af_jax: AlphaFold2 on JAX/XLA. Installs af_jax, compile_cache and configs."""
+
+from setuptools import setup
+
+setup(
+    name='af_jax',
+    version='0.1.0',
+    description='AlphaFold2 in JAX/Flax NNX: loads AlphaFold parameters, matches its outputs',
+    python_requires='>=3.10',
+    packages=['af_jax', 'af_jax.common', 'af_jax.model', 'af_jax.chunking', 'compile_cache',
+              'configs'],
+    install_requires=[
+        # Lower bounds are the versions tested here.
+        'jax>=0.10.2',
+        'jaxlib>=0.10.2',
+        'flax>=0.12.8',
+        'optax>=0.2.8',
+        'chex>=0.1.92',
+        'numpy>=2.0',
+        'biopython>=1.85',
+        'absl-py>=2.1',
+        'ml_collections>=1.1.0',
+    ],
+    extras_require={
+        'test': [
+            'pytest>=8',
+            'ruff>=0.6',
+            # The reference implementation for parity tests, and what it needs.
+            'alphafold-colabfold==2.3.20',
+            'dm-haiku>=0.0.13',
+            'dm-tree>=0.1.8',
+            'immutabledict>=4.0',
+            'pandas>=2.0',
+            'scipy>=1.11',
+        ],
+    },
+)
