@@ -16,10 +16,20 @@ def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
   return params.read_npz(path)
 
 
-def save_params(path: str | os.PathLike, flat: dict[str, np.ndarray]) -> None:
-  """Write flat AlphaFold parameters in the published `.npz` format."""
+def save_params(path: str | os.PathLike, source) -> None:
+  """Write parameters in the published `.npz` format (exact inverse of load_params).
+
+  Args:
+    path: output file; written under a temporary name, then renamed.
+    source: flat AlphaFold arrays (`scope//name` keys), an af_jax model
+      (nnx.Module) or a Predictor.
+  """
   from af_jax import params
-  params.write_npz(path, flat)
+  if hasattr(source, 'flat_params'):
+    source = source.flat_params()
+  elif not isinstance(source, dict):
+    source = params.module_to_flat(source)
+  params.write_npz(path, source)
 
 
 def __getattr__(name):

@@ -88,6 +88,10 @@ class Predictor:
   def use_templates(self) -> bool:
     return bool(self.config.model.embeddings_and_evoformer.template.enabled)
 
+  def flat_params(self) -> dict[str, np.ndarray]:
+    """The parameters as AlphaFold flat arrays (`scope//name`)."""
+    return af_params.module_to_flat(nnx.merge(self._graphdef, self._state))
+
   def lower(self, batch: Mapping):
     """The jitted forward lowered for `batch`'s shapes (for AOT and cost analysis)."""
     return self._forward.lower(self._state, select_features(batch, self.use_templates))

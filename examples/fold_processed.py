@@ -55,6 +55,9 @@ def main(argv) -> None:
   if FLAGS.params:
     params = af_jax.load_params(FLAGS.params)
   elif FLAGS.random_params:
+    # Random output layers too (AlphaFold zero-initialises them, which would
+    # put every atom at the origin).
+    cfg.model.global_config.zero_init = False
     params = af_params.module_to_flat(build_model(cfg.model))
     print('warning: random weights; the structure is meaningless', file=sys.stderr)
   else:
@@ -71,7 +74,7 @@ def main(argv) -> None:
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   pdb_path = os.path.join(FLAGS.output_dir, f'unrelaxed_{FLAGS.preset}.pdb')
   _write_atomic(pdb_path, protein.to_pdb(prot))
-  conf = {'plddt': np.round(plddt, 2).tolist(), 'mean_plddt': float(out['mean_plddt']),
+  conf = {'plddt': [round(float(x), 2) for x in plddt], 'mean_plddt': float(out['mean_plddt']),
           'num_recycles': out['num_recycles'], 'seconds': round(seconds, 1)}
   if 'ptm' in out:
     conf['ptm'] = float(out['ptm'])

@@ -62,6 +62,10 @@ def test_save_load_round_trip_is_exact(tmp_path, small_model):
   again = params.module_to_flat(reloaded)
   for k in flat:
     np.testing.assert_array_equal(again[k], flat[k])
+  # Saving the model itself writes the same file contents.
+  af_jax.save_params(tmp_path / 'again.npz', reloaded)
+  from_model = af_jax.load_params(tmp_path / 'again.npz')
+  assert all(np.array_equal(from_model[k], flat[k]) for k in flat)
   assert not list(tmp_path.glob('*.tmp-*'))
 
 
