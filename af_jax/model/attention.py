@@ -14,7 +14,43 @@ from flax import nnx
 from af_jax.model import primitives
 
 
-class Attention(nnx.Module):
+class _GatedAttentionParams(nnx.Module):
+  """Parameters shared by both attentions; `single_kv` gives keys/values one head."""
+
+  def __init__(self, c_q: int, c_m: int, output_dim: int, *, num_head: int,
+               key_dim: int | None, value_dim: int | None, gating: bool, zero_init: bool,
+               single_kv: bool, rngs: nnx.Rngs):
+    key_dim = c_q if key_dim is None else key_dim
+    value_dim = c_m if value_dim is None else value_dim
+    assert key_dim % num_head == 0 and value_dim % num_head == 0
+    self.num_head = num_head
+    self.key_dim = key_dim // num_head
+    self.value_dim = value_dim // num_head
+    kv_heads = () if single_kv else (num_head,)
+    p = primitives.param
+    self.query_w = p(rngs, (c_q, num_head, self.key_dim), 'glorot')
+    self.key_w = p(rngs, (c_m, *kv_heads, self.key_dim), 'glorot')
+    self.value_w = p(rngs, (c_m, *kv_heads, self.value_dim), 'glorot')
+    if gating:
+      self.gating_w = p(rngs, (c_q, num_head, self.value_dim), 'zeros')
+      self.gating_b = p(rngs, (num_head, self.value_dim), 'ones')
+    else:
+      self.gating_w = self.gating_b = None
+    self.output_w = p(rngs, (num_head, self.value_dim, output_dim),
+                      'zeros' if zero_init else 'glorot')
+    self.output_b = p(rngs, (output_dim,), 'zeros')
+
+  def _gate_and_project(self, q_data: jax.Array, weighted_avg: jax.Array) -> jax.Array:
+    """[Q, H, d] -> [Q, output_dim], gated from the (normalised) query input."""
+    dt = q_data.dtype
+    if self.gating_w is not None:
+      gate = jnp.einsum('qa,ahc->qhc', q_data, self.gating_w[...].astype(dt))
+      weighted_avg = weighted_avg * jax.nn.sigmoid(gate + self.gating_b[...].astype(dt))
+    out = jnp.einsum('qhc,hco->qo', weighted_avg, self.output_w[...].astype(dt))
+    return out + self.output_b[...].astype(dt)
+
+
+class Attention(_GatedAttentionParams):
   """Multi-head attention with a sigmoid gate. Jumper et al. (2021) Suppl. Alg. 7 lines 3-7.
 
   Args:
@@ -27,24 +63,9 @@ class Attention(nnx.Module):
   def __init__(self, c_q: int, c_m: int, output_dim: int, *, num_head: int,
                key_dim: int | None = None, value_dim: int | None = None,
                gating: bool = True, zero_init: bool = True, rngs: nnx.Rngs):
-    key_dim = c_q if key_dim is None else key_dim
-    value_dim = c_m if value_dim is None else value_dim
-    assert key_dim % num_head == 0 and value_dim % num_head == 0
-    self.num_head = num_head
-    self.key_dim = key_dim // num_head
-    self.value_dim = value_dim // num_head
-    p = primitives.param
-    self.query_w = p(rngs, (c_q, num_head, self.key_dim), 'glorot')
-    self.key_w = p(rngs, (c_m, num_head, self.key_dim), 'glorot')
-    self.value_w = p(rngs, (c_m, num_head, self.value_dim), 'glorot')
-    if gating:
-      self.gating_w = p(rngs, (c_q, num_head, self.value_dim), 'zeros')
-      self.gating_b = p(rngs, (num_head, self.value_dim), 'ones')
-    else:
-      self.gating_w = self.gating_b = None
-    self.output_w = p(rngs, (num_head, self.value_dim, output_dim),
-                      'zeros' if zero_init else 'glorot')
-    self.output_b = p(rngs, (output_dim,), 'zeros')
+    super().__init__(c_q, c_m, output_dim, num_head=num_head, key_dim=key_dim,
+                     value_dim=value_dim, gating=gating, zero_init=zero_init,
+                     single_kv=False, rngs=rngs)
 
   def __call__(self, q_data: jax.Array, m_data: jax.Array, bias: jax.Array) -> jax.Array:
     """Attend from queries to memories.
@@ -66,16 +87,10 @@ class Attention(nnx.Module):
     logits = jnp.einsum('hqc,hkc->hqk', q, k).astype(jnp.float32) + bias
     # NUMERICS: softmax in float32 whatever the matmul dtype.
     weights = jax.nn.softmax(logits, axis=-1).astype(dt)
-    weighted_avg = jnp.einsum('hqk,hkc->qhc', weights, v)
-    if self.gating_w is not None:
-      # The gate is computed from the (normalised) query input.
-      gate = jnp.einsum('qa,ahc->qhc', q_data, self.gating_w[...].astype(dt))
-      weighted_avg = weighted_avg * jax.nn.sigmoid(gate + self.gating_b[...].astype(dt))
-    out = jnp.einsum('qhc,hco->qo', weighted_avg, self.output_w[...].astype(dt))
-    return out + self.output_b[...].astype(dt)
+    return self._gate_and_project(q_data, jnp.einsum('hqk,hkc->qhc', weights, v))
 
 
-class GlobalAttention(nnx.Module):
+class GlobalAttention(_GatedAttentionParams):
   """Global (mean-query) gated attention. Jumper et al. (2021) Suppl. Alg. 19 lines 2-7.
 
   One query per slice, the masked mean of the slice; keys and values are
@@ -85,23 +100,9 @@ class GlobalAttention(nnx.Module):
   def __init__(self, c_q: int, c_m: int, output_dim: int, *, num_head: int,
                key_dim: int | None = None, value_dim: int | None = None,
                gating: bool = True, zero_init: bool = True, rngs: nnx.Rngs):
-    key_dim = c_q if key_dim is None else key_dim
-    value_dim = c_m if value_dim is None else value_dim
-    self.num_head = num_head
-    self.key_dim = key_dim // num_head
-    self.value_dim = value_dim // num_head
-    p = primitives.param
-    self.query_w = p(rngs, (c_q, num_head, self.key_dim), 'glorot')
-    self.key_w = p(rngs, (c_m, self.key_dim), 'glorot')
-    self.value_w = p(rngs, (c_m, self.value_dim), 'glorot')
-    if gating:
-      self.gating_w = p(rngs, (c_q, num_head, self.value_dim), 'zeros')
-      self.gating_b = p(rngs, (num_head, self.value_dim), 'ones')
-    else:
-      self.gating_w = self.gating_b = None
-    self.output_w = p(rngs, (num_head, self.value_dim, output_dim),
-                      'zeros' if zero_init else 'glorot')
-    self.output_b = p(rngs, (output_dim,), 'zeros')
+    super().__init__(c_q, c_m, output_dim, num_head=num_head, key_dim=key_dim,
+                     value_dim=value_dim, gating=gating, zero_init=zero_init,
+                     single_kv=True, rngs=rngs)
 
   def __call__(self, q_data: jax.Array, m_data: jax.Array, q_mask: jax.Array) -> jax.Array:
     """Args: q_data, m_data: [S, c] one column; q_mask: [S]. Returns [S, output_dim]."""
@@ -114,10 +115,6 @@ class GlobalAttention(nnx.Module):
     logits = jnp.einsum('hc,kc->hk', q, k).astype(jnp.float32) + bias
     weights = jax.nn.softmax(logits, axis=-1).astype(dt)
     weighted_avg = jnp.einsum('hk,kc->hc', weights, v)
-    o_w = self.output_w[...].astype(dt)
-    if self.gating_w is None:
-      out = jnp.einsum('hc,hco->o', weighted_avg, o_w) + self.output_b[...].astype(dt)
-      return jnp.broadcast_to(out[None], (q_data.shape[0], out.shape[-1]))
-    gate = jnp.einsum('qa,ahc->qhc', q_data, self.gating_w[...].astype(dt))
-    gate = jax.nn.sigmoid(gate + self.gating_b[...].astype(dt))
-    return jnp.einsum('qhc,hco->qo', weighted_avg[None] * gate, o_w) + self.output_b[...].astype(dt)
+    # Every query of the slice receives the one global result, gated per query.
+    weighted_avg = jnp.broadcast_to(weighted_avg[None], (q_data.shape[0],) + weighted_avg.shape)
+    return self._gate_and_project(q_data, weighted_avg)
