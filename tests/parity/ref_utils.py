@@ -7,10 +7,14 @@ hand the same numbers to af_jax through its own loader.
 
 from __future__ import annotations
 
+import contextlib
+
 import haiku as hk
 import jax
 import numpy as np
+from alphafold.model import all_atom as ref_all_atom
 from alphafold.model import config as ref_config
+from alphafold.model import modules as ref_modules
 
 from af_jax import params as af_params
 
@@ -79,3 +83,27 @@ def rel_err(out, ref) -> float:
   out = np.asarray(out, np.float64)
   ref = np.asarray(ref, np.float64)
   return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+@contextlib.contextmanager
+def undefined_torsions_zeroed():
+  """Make the reference zero its undefined template torsions, as af_jax does.
+
+  Their (sin, cos) come from degenerate frames (missing atoms, e.g. the first
+  residue's pre-omega): the reference's jitted and eager runs disagree on them.
+  See embedders.template_single_features. Defined torsions are untouched.
+  """
+  original = ref_all_atom.atom37_to_torsion_angles
+
+  def masked(*args, **kwargs):
+    out = dict(original(*args, **kwargs))
+    mask = out['torsion_angles_mask'][..., None]
+    for key in ('torsion_angles_sin_cos', 'alt_torsion_angles_sin_cos'):
+      out[key] = out[key] * mask
+    return out
+
+  ref_modules.all_atom.atom37_to_torsion_angles = masked
+  try:
+    yield
+  finally:
+    ref_modules.all_atom.atom37_to_torsion_angles = original

@@ -10,10 +10,8 @@ side, as REFERENCE.md prescribes.
 import jax
 import numpy as np
 import pytest
-from alphafold.model import all_atom as ref_all_atom
 from alphafold.model import data as ref_data
 from alphafold.model import model as ref_model
-from alphafold.model import modules as ref_modules
 
 import af_jax
 from af_jax import params as af_params
@@ -31,24 +29,6 @@ OVERRIDES = {
 }
 
 
-def _mask_undefined_torsions(monkeypatch):
-  """Make the reference's undefined template torsions zero, as af_jax does.
-
-  Their (sin, cos) are rounding noise in the reference (different jitted and
-  eager); see embedders.template_single_features. Defined torsions untouched.
-  """
-  original = ref_all_atom.atom37_to_torsion_angles
-
-  def masked(*args, **kwargs):
-    out = dict(original(*args, **kwargs))
-    mask = out['torsion_angles_mask'][..., None]
-    for key in ('torsion_angles_sin_cos', 'alt_torsion_angles_sin_cos'):
-      out[key] = out[key] * mask
-    return out
-
-  monkeypatch.setattr(ref_modules.all_atom, 'atom37_to_torsion_angles', masked)
-
-
 def _configs(preset):
   ref_cfg = ref_utils.ref_model_config(preset)
   ref_cfg.update_from_flattened_dict(OVERRIDES)
@@ -59,8 +39,12 @@ def _configs(preset):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('preset,with_template', [('model_1_ptm', True), ('model_3_ptm', False)])
-def test_end_to_end(tmp_path, monkeypatch, preset, with_template):
-  _mask_undefined_torsions(monkeypatch)
+def test_end_to_end(tmp_path, preset, with_template):
+  with ref_utils.undefined_torsions_zeroed():
+    _run_and_compare(tmp_path, preset, with_template)
+
+
+def _run_and_compare(tmp_path, preset, with_template):
   ref_cfg, cfg = _configs(preset)
   runner = ref_model.RunModel(ref_cfg)
   batch = runner.process_features(raw_features(with_template), random_seed=0)

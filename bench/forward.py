@@ -1,0 +1,583 @@
+"""Forward-pass benchmark: af_jax against the reference AlphaFold, in one process.
+
+Both sides get the same perturbed random parameters (model_1_ptm dimensions)
+and the same random processed features, and run the same function: ONE
+recycling iteration (trunk + structure module + heads + confidence metrics),
+in float32. af_jax runs with `model.num_recycle = 0`; the reference's
+`RunModel.apply` always runs one iteration (its recycles are driven from
+Python), with zero `prev` inputs. Block counts are cut to keep the run short on
+a CPU (flags); everything else has model_1_ptm's dimensions.
+
+For each sequence length L and each side it reports:
+- compile seconds: `jit(...).lower(args)` + `.compile()`, with the persistent
+  compilation cache off;
+- steady-state seconds per prediction: best and median of `--reps` calls of
+  the compiled executable on device-resident inputs, the two sides
+  interleaved. The best is the headline: on a shared machine other processes
+  only ever add time;
+- peak memory: XLA's buffer assignment of the compiled executable
+  (`memory_analysis()`: arguments + outputs + temporaries - aliased), the
+  parameters included as arguments;
+- model FLOPs: matmul (dot_general) FLOPs counted on the jaxpr, with scan
+  bodies multiplied by their length (XLA's `cost_analysis()` counts a
+  while/scan body once, which under-counts both sides; its number is kept in
+  the JSON as `xla_cost_analysis_flops` for reference);
+- achieved FLOP/s = model FLOPs / best seconds, and that as a percentage of
+  the machine's float32 matmul rate (a jitted n^3 matmul, sampled at the start
+  and after every length of the same run; the best sample).
+
+Results go to stdout and `--json_out` as JSON, and into `--results_md` as a
+markdown table (between markers, so notes outside them are kept).
+
+Usage:
+  PYTHONPATH=. python bench/forward.py --lengths=64,128,256
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+from absl import app, flags
+
+flags.DEFINE_list('lengths', ['64', '128', '256'], 'Sequence lengths L to run.')
+flags.DEFINE_integer('num_seq', 128, 'MSA clusters N_seq (msa_feat rows; model_1_ptm '
+                     'appends one row per template).')
+flags.DEFINE_integer('num_extra', 256, 'Extra MSA sequences N_extra.')
+flags.DEFINE_integer('num_templates', 4, 'Templates T.')
+flags.DEFINE_integer('evoformer_blocks', 2, 'Evoformer blocks (48 in the real model).')
+flags.DEFINE_integer('extra_blocks', 1, 'Extra-MSA stack blocks (4 in the real model).')
+flags.DEFINE_integer('template_blocks', 2, 'Template pair stack blocks (2 in the real model).')
+flags.DEFINE_integer('reps', 4, 'Timed calls per side and length (after one warm-up call).')
+flags.DEFINE_integer('matmul_n', 2048, 'Size n of the n x n x n float32 matmul that '
+                     'measures the machine matmul rate.')
+flags.DEFINE_integer('ref_subbatch_size', -1,
+                     "Reference global_config.subbatch_size: -1 keeps the reference's "
+                     'default (4: its attention runs 4 rows at a time); 0 sets None '
+                     '(unchunked, as af_jax by default).')
+flags.DEFINE_integer('af_jax_chunk', 0,
+                     'af_jax chunk size for every axial op (ChunkPlan) except the template '
+                     'point-wise attention; 0 runs unchunked (the default plan).')
+flags.DEFINE_string('preset', 'model_1_ptm', 'Model preset (both sides).')
+flags.DEFINE_integer('seed', 0, 'Seed for parameters and features.')
+flags.DEFINE_string('json_out', None, 'Also write the JSON results here.')
+flags.DEFINE_string('results_md', os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                               'RESULTS.md'),
+                    'Markdown file to write the table into ("" to skip).')
+
+flags.DEFINE_string('md_section', 'main',
+                    'Name of the section of --results_md this run replaces (one per '
+                    'configuration, e.g. "main", "chunk16").')
+
+FLAGS = flags.FLAGS
+
+
+def _markers(section: str) -> tuple[str, str]:
+  return (f'<!-- bench/forward.py:{section}:begin (generated; edit outside these markers) -->',
+          f'<!-- bench/forward.py:{section}:end -->')
+
+
+# ----------------------------------------------------------------------------
+# Machine description and matmul rate.
+
+
+def machine_info() -> dict:
+  import jax
+  import jaxlib
+  cpu = platform.processor() or 'unknown'
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          cpu = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return {
+      'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+      'nproc': os.cpu_count(),
+      'affinity_cpus': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None,
+      'cpu': cpu,
+      'device': str(jax.devices()[0]),
+      'jax': jax.__version__,
+      'jaxlib': jaxlib.__version__,
+      'python': platform.python_version(),
+  }
+
+
+def matmul_rate(n: int, reps: int = 10) -> dict:
+  """float32 FLOP/s of a jitted n x n @ n x n matmul (best and median of `reps`)."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(2), (n, n), jnp.float32)
+  f = jax.jit(jnp.matmul)
+  f(a, b).block_until_ready()
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a, b).block_until_ready()
+    times.append(time.perf_counter() - t)
+  flops = 2.0 * n ** 3
+  return {'n': n, 'reps': reps, 'best_s': min(times), 'median_s': statistics.median(times),
+          'flops_per_s': flops / min(times), 'median_flops_per_s': flops / statistics.median(times)}
+
+
+def load_average() -> list[float] | None:
+  try:
+    return [float(x) for x in open('/proc/loadavg').read().split()[:3]]
+  except OSError:
+    return None
+
+
+# ----------------------------------------------------------------------------
+# FLOP counting on a jaxpr (scan bodies times their length).
+
+
+def _sub_jaxprs(params):
+  from jax.extend import core as jex_core
+  for v in params.values():
+    vs = v if isinstance(v, (tuple, list)) else (v,)
+    for x in vs:
+      if isinstance(x, jex_core.ClosedJaxpr):
+        yield x.jaxpr
+      elif isinstance(x, jex_core.Jaxpr):
+        yield x
+
+
+# Primitives counted as one FLOP per output element ("other" FLOPs).
+_ELEMENTWISE = frozenset("""
+add sub mul div neg max min exp exp2 log log1p logistic tanh rsqrt sqrt pow integer_pow
+square abs sign erf sin cos atan2 select_n clamp
+""".split())
+_REDUCTIONS = frozenset('reduce_sum reduce_max reduce_min argmax argmin'.split())
+
+
+def count_flops(jaxpr, while_trips: int = 1) -> dict:
+  """{'matmul': dot_general FLOPs, 'other': element/reduction op count, 'while_loops': n}.
+
+  Scan bodies count `length` times, while-loop bodies `while_trips` times,
+  `cond` its most expensive branch.
+  """
+  total = {'matmul': 0.0, 'other': 0.0, 'while_loops': 0}
+
+  def add(d, mult):
+    total['matmul'] += mult * d['matmul']
+    total['other'] += mult * d['other']
+    total['while_loops'] += d['while_loops']
+
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == 'dot_general':
+      (lc, _), _ = eqn.params['dimension_numbers']
+      lhs = eqn.invars[0].aval.shape
+      out = eqn.outvars[0].aval.shape
+      total['matmul'] += 2.0 * math.prod(out) * math.prod(lhs[d] for d in lc)
+    elif name == 'scan':
+      add(count_flops(eqn.params['jaxpr'].jaxpr, while_trips), eqn.params['length'])
+    elif name == 'while':
+      total['while_loops'] += 1
+      add(count_flops(eqn.params['body_jaxpr'].jaxpr, while_trips), while_trips)
+      add(count_flops(eqn.params['cond_jaxpr'].jaxpr, while_trips), while_trips)
+    elif name == 'cond':
+      branches = [count_flops(b.jaxpr, while_trips) for b in eqn.params['branches']]
+      add(max(branches, key=lambda d: d['matmul'] + d['other']), 1)
+    elif name in _ELEMENTWISE:
+      total['other'] += math.prod(eqn.outvars[0].aval.shape)
+    elif name in _REDUCTIONS:
+      total['other'] += math.prod(eqn.invars[0].aval.shape)
+    else:
+      for sub in _sub_jaxprs(eqn.params):
+        add(count_flops(sub, while_trips), 1)
+  return total
+
+
+# ----------------------------------------------------------------------------
+# Inputs and parameters.
+
+
+def make_batch(n_res: int, n_seq: int, n_extra: int, n_templ: int, seed: int) -> dict:
+  """A random processed batch (one recycle slice) with AlphaFold's processed names."""
+  import numpy as np
+
+  from af_jax.common import residue_constants as rc
+  from af_jax.model import all_atom
+  rng = np.random.default_rng(seed)
+  aatype = rng.integers(0, 20, n_res)
+  # target_feat: has_break + one-hot over 21 residue types.
+  target_feat = np.concatenate([np.zeros((n_res, 1)), np.eye(21)[aatype]], -1)
+  # msa_feat: msa one-hot (23), has_deletion, deletion_value, cluster profile (23),
+  # deletion mean: 49 channels.
+  msa = rng.integers(0, 22, (n_seq, n_res))
+  msa[0] = aatype
+  has_del = (rng.random((n_seq, n_res)) < 0.1).astype(np.float32)
+  profile = rng.dirichlet(np.ones(23), (n_seq, n_res))
+  msa_feat = np.concatenate([np.eye(23)[msa], has_del[..., None],
+                             (rng.random((n_seq, n_res, 1)) * has_del[..., None]),
+                             profile, rng.random((n_seq, n_res, 1)) * 0.1], -1)
+  extra_has_del = (rng.random((n_extra, n_res)) < 0.1).astype(np.float32)
+  # Templates: a random walk of CA positions with the other atoms nearby.
+  t_aatype = rng.integers(0, 20, (n_templ, n_res))
+  ca = np.cumsum(rng.normal(size=(n_templ, n_res, 3)), axis=1) * 2.2
+  pos = ca[:, :, None, :] + rng.normal(size=(n_templ, n_res, 37, 3)) * 1.2
+  pos[:, :, 1] = ca
+  t_mask = np.asarray(rc.restype_atom37_mask)[t_aatype]
+  pos = pos * t_mask[..., None]
+  cb = np.where((t_aatype == rc.restype_order['G'])[..., None], pos[:, :, 1], pos[:, :, 3])
+  batch = {
+      'aatype': aatype, 'residue_index': np.arange(n_res), 'seq_mask': np.ones(n_res),
+      'target_feat': target_feat, 'msa_feat': msa_feat, 'msa_mask': np.ones((n_seq, n_res)),
+      'msa_row_mask': np.ones(n_seq),
+      'extra_msa': rng.integers(0, 23, (n_extra, n_res)),
+      'extra_msa_mask': np.ones((n_extra, n_res)), 'extra_has_deletion': extra_has_del,
+      'extra_deletion_value': rng.random((n_extra, n_res)) * extra_has_del,
+      'extra_msa_row_mask': np.ones(n_extra),
+      'template_aatype': t_aatype, 'template_all_atom_positions': pos,
+      'template_all_atom_masks': t_mask, 'template_pseudo_beta': cb,
+      'template_pseudo_beta_mask': np.ones((n_templ, n_res)), 'template_mask': np.ones(n_templ),
+      **{k: np.asarray(v) for k, v in all_atom.make_atom14_masks(aatype).items()},
+  }
+  out = {}
+  for k, v in batch.items():
+    v = np.asarray(v)
+    v = v.astype(np.int32 if v.dtype.kind in 'iu' else np.float32)
+    out[k] = v[None]  # the leading recycle axis: one slice
+  return out
+
+
+def zero_prev(n_res: int) -> dict:
+  import numpy as np
+  return {'prev_msa_first_row': np.zeros((n_res, 256), np.float32),
+          'prev_pair': np.zeros((n_res, n_res, 128), np.float32),
+          'prev_pos': np.zeros((n_res, 37, 3), np.float32)}
+
+
+def set_sizes(cfg) -> None:
+  e = cfg.model.embeddings_and_evoformer
+  e.evoformer_num_block = FLAGS.evoformer_blocks
+  e.extra_msa_stack_num_block = FLAGS.extra_blocks
+  e.template.template_pair_stack.num_block = FLAGS.template_blocks
+  cfg.model.num_recycle = 0
+
+
+def chunk_plan():
+  """af_jax's ChunkPlan from --af_jax_chunk."""
+  import dataclasses
+
+  from af_jax.chunking import ChunkPlan
+  if not FLAGS.af_jax_chunk:
+    return ChunkPlan()
+  return ChunkPlan(**{f.name: FLAGS.af_jax_chunk for f in dataclasses.fields(ChunkPlan)
+                      if f.name != 'template_pointwise_attention'})
+
+
+def reference_config():
+  from tests.parity import ref_utils
+  cfg = ref_utils.ref_model_config(FLAGS.preset)
+  set_sizes(cfg)
+  if FLAGS.ref_subbatch_size >= 0:
+    cfg.model.global_config.subbatch_size = FLAGS.ref_subbatch_size or None
+  return cfg
+
+
+def make_params(runner, seed: int):
+  """Reference-initialised params, every array perturbed: (fused haiku, unfused flat)."""
+  import jax
+  from alphafold.model import utils as ref_model_utils
+
+  from tests.parity import ref_utils
+  n = 16
+  batch = make_batch(n, 8, 8, FLAGS.num_templates, seed)
+  init = runner.init(jax.random.PRNGKey(seed), {**batch, 'prev': zero_prev(n)})
+  # The e2e parity scale: every array random, structure module well-conditioned.
+  fused_flat = ref_utils.perturb(ref_utils.flatten(init), seed + 1, scale=0.2)
+  fused = ref_model_utils.flat_params_to_haiku(fused_flat, fuse=True, to_jnp=True)
+  unfused = ref_utils.flatten(
+      ref_model_utils.flat_params_to_haiku(fused_flat, fuse=False, to_jnp=False))
+  return fused, unfused
+
+
+# ----------------------------------------------------------------------------
+# Measuring one side.
+
+
+def memory_bytes(compiled) -> dict:
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  d = {k: int(getattr(m, f'{k}_size_in_bytes', 0) or 0)
+       for k in ('argument', 'output', 'temp', 'alias', 'generated_code')}
+  d['peak'] = d['argument'] + d['output'] + d['temp'] - d['alias']
+  return d
+
+
+def xla_flops(compiled) -> float | None:
+  c = compiled.cost_analysis()
+  if isinstance(c, (list, tuple)):
+    c = c[0] if c else None
+  return float(c['flops']) if c and 'flops' in c else None
+
+
+class Side:
+  """One implementation: a jitted function, its device-resident args, the compiled executable."""
+
+  def __init__(self, name: str, jitted, args: tuple, lower=None):
+    self.name = name
+    self.jitted = jitted
+    self.args = args
+    self._lower = lower or (lambda: jitted.lower(*args))
+    self.times: list[float] = []
+    self.compiled = None
+    self.compile_s = None
+    self.out = None
+
+  def compile(self):
+    t = time.perf_counter()
+    self.compiled = self._lower().compile()
+    self.compile_s = time.perf_counter() - t
+
+  def call(self):
+    import jax
+    t = time.perf_counter()
+    out = jax.block_until_ready(self.compiled(*self.args))
+    return out, time.perf_counter() - t
+
+
+def run_length(n_res: int, ref_runner, ref_params, predictor) -> dict:
+  import jax
+  import numpy as np
+
+  from af_jax import inference
+  print(f'--- L = {n_res}', file=sys.stderr, flush=True)
+  batch = make_batch(n_res, FLAGS.num_seq, FLAGS.num_extra, FLAGS.num_templates,
+                     FLAGS.seed + n_res)
+
+  # Reference: RunModel.apply(params, key, {batch slice, prev}).
+  ref_feats = jax.device_put({**batch, 'prev': zero_prev(n_res)})
+  ref = Side('reference', ref_runner.apply, (ref_params, jax.random.PRNGKey(0), ref_feats))
+  # af_jax: the Predictor's jitted (state, features) -> outputs, compiled through
+  # Predictor.lower; called directly so that both sides time only the executable.
+  feats = jax.device_put(inference.select_features(batch, predictor.use_templates))
+  ours = Side('af_jax', predictor._forward, (predictor._state, feats),  # noqa: SLF001
+              lower=lambda: predictor.lower(batch))
+  sides = (ref, ours)
+
+  result = {'L': n_res, 'load_average_before': load_average(), 'sides': {}}
+  for s in sides:
+    print(f'compiling {s.name}', file=sys.stderr, flush=True)
+    s.compile()
+    s.out, first_s = s.call()  # warm-up
+    flops = count_flops(jax.make_jaxpr(s.jitted)(*s.args).jaxpr, while_trips=1)
+    result['sides'][s.name] = {
+        'compile_s': s.compile_s, 'first_call_s': first_s,
+        'memory_bytes': memory_bytes(s.compiled),
+        'model_flops': flops['matmul'], 'elementwise_ops': flops['other'],
+        'while_loops_counted_once': flops['while_loops'],
+        'xla_cost_analysis_flops': xla_flops(s.compiled),
+    }
+    print(f'{s.name}: compile {s.compile_s:.1f}s, first call {first_s:.2f}s', file=sys.stderr,
+          flush=True)
+  # Interleaved (ABBA...) so that drifts in machine load hit both sides alike.
+  for rep in range(FLAGS.reps):
+    for s in (sides if rep % 2 == 0 else sides[::-1]):
+      _, dt = s.call()
+      s.times.append(dt)
+    print(f'rep {rep}: ' + ', '.join(f'{s.name} {s.times[-1]:.2f}s' for s in sides),
+          file=sys.stderr, flush=True)
+  result['load_average_after'] = load_average()
+  for s in sides:
+    r = result['sides'][s.name]
+    r['times_s'] = s.times
+    r['best_s'] = min(s.times)
+    r['median_s'] = statistics.median(s.times)
+
+  a, b = result['sides']['reference'], result['sides']['af_jax']
+  result['ratios'] = {
+      'speedup_best': a['best_s'] / b['best_s'],
+      'speedup_median': a['median_s'] / b['median_s'],
+      'compile_ref_over_af_jax': a['compile_s'] / b['compile_s'],
+      'peak_memory_af_jax_over_ref': (b['memory_bytes'].get('peak', 0) /
+                                      max(a['memory_bytes'].get('peak', 0), 1)),
+  }
+  ref_pos = np.asarray(ref.out['structure_module']['final_atom_positions'])
+  pos = np.asarray(ours.out['structure_module']['final_atom_positions'])
+  result['sanity'] = {
+      'max_abs_diff_final_atom_positions_A': float(np.max(np.abs(pos - ref_pos))),
+      'max_abs_diff_plddt': float(np.max(np.abs(np.asarray(ours.out['plddt']) -
+                                                np.asarray(ref.out['plddt'])))),
+      'ptm_reference_af_jax': [float(ref.out['ptm']), float(ours.out['ptm'])],
+  }
+  print(json.dumps({'L': n_res, 'ratios': result['ratios'], 'sanity': result['sanity']}),
+        file=sys.stderr, flush=True)
+  return result
+
+
+def add_rates(results: list[dict], machine_rate: float) -> None:
+  """Achieved FLOP/s (model FLOPs / best time) and its share of the machine's matmul rate."""
+  for r in results:
+    for d in r['sides'].values():
+      d['flops_per_s'] = d['model_flops'] / d['best_s']
+      d['pct_of_matmul_rate'] = 100.0 * d['flops_per_s'] / machine_rate
+      d['xla_flops_per_s'] = (d['xla_cost_analysis_flops'] or 0.0) / d['best_s']
+
+
+# ----------------------------------------------------------------------------
+# Report.
+
+
+def command_line() -> str:
+  args = ' '.join(sys.argv[1:])
+  return f'PYTHONPATH=. python bench/forward.py {args}'.rstrip()
+
+
+def markdown(report: dict) -> str:
+  m, s, mr = report['machine'], report['settings'], report['matmul_rate']
+  begin, end = _markers(FLAGS.md_section)
+  title = '' if FLAGS.md_section == 'main' else f' [{FLAGS.md_section}]'
+  lines = [
+      begin,
+      f'## Forward pass: af_jax vs reference AlphaFold (`bench/forward.py`){title}',
+      '',
+      f"- Date: {m['date']}; machine: {m['nproc']} CPU(s) ({m['cpu']}), {m['device']}; "
+      f"jax {m['jax']}, jaxlib {m['jaxlib']}, Python {m['python']}.",
+      f"- Command (from the repository root): `{report['command']}`",
+      f"- Function: one recycling iteration (embeddings, templates, extra-MSA stack, Evoformer, "
+      f"structure module, heads, confidence) of {s['preset']} in float32, the same perturbed "
+      f"random parameters and random processed features on both sides; "
+      f"N_seq={s['num_seq']} (+{s['num_templates']} template rows), N_extra={s['num_extra']}, "
+      f"T={s['num_templates']}, Evoformer blocks={s['evoformer_blocks']}, extra-MSA blocks="
+      f"{s['extra_blocks']}, template pair blocks={s['template_blocks']} "
+      f"({s['param_bytes'] / 2**20:.0f} MB of parameters); reference `subbatch_size`="
+      f"{s['ref_subbatch_size']}, af_jax chunk plan: {s['af_jax_chunk_plan']}.",
+      f"- Machine float32 matmul rate ({mr['n']}^3 jitted matmul, measured "
+      f"{mr['measurements']} times through the run): best {mr['best'] / 1e9:.1f} GFLOP/s, "
+      f"median {mr['median'] / 1e9:.1f} GFLOP/s; % of matmul rate below is against the best.",
+      f"- Times: {s['reps']} interleaved calls per side of the compiled executable after a "
+      'warm-up; best and median. Compile = lower + compile, persistent cache off. Peak memory = '
+      "XLA's buffer assignment of the executable (arguments incl. parameters + outputs + "
+      'temporaries). Model FLOPs = dot_general FLOPs of the jaxpr with every scan body times '
+      "its length (XLA's `cost_analysis()` counts each loop body once; its figures are in the "
+      'JSON).',
+      '',
+      '| L | side | compile (s) | best (s/pred) | median (s/pred) | peak mem (MB) | '
+      'model GFLOP | GFLOP/s | % of matmul rate |',
+      '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
+  ]
+  for r in report['results']:
+    for name in ('reference', 'af_jax'):
+      d = r['sides'][name]
+      lines.append(
+          f"| {r['L']} | {name} | {d['compile_s']:.1f} | {d['best_s']:.3f} | "
+          f"{d['median_s']:.3f} | {d['memory_bytes'].get('peak', 0) / 2**20:.0f} | "
+          f"{d['model_flops'] / 1e9:.1f} | {d['flops_per_s'] / 1e9:.1f} | "
+          f"{d['pct_of_matmul_rate']:.1f} |")
+  lines += ['', '| L | speedup, best (ref / af_jax) | speedup, median | compile (ref / af_jax) '
+            '| peak memory (af_jax / ref) | max abs Δ final atom positions (Å) |',
+            '|---:|---:|---:|---:|---:|---:|']
+  for r in report['results']:
+    q = r['ratios']
+    lines.append(f"| {r['L']} | {q['speedup_best']:.2f}x | {q['speedup_median']:.2f}x | "
+                 f"{q['compile_ref_over_af_jax']:.2f} | {q['peak_memory_af_jax_over_ref']:.2f} | "
+                 f"{r['sanity']['max_abs_diff_final_atom_positions_A']:.1e} |")
+  lines += ['', '<details><summary>JSON</summary>', '', '```json',
+            json.dumps(report, indent=1), '```', '', '</details>', end]
+  return '\n'.join(lines) + '\n'
+
+
+def write_markdown(path: str, text: str) -> None:
+  old = ''
+  if os.path.exists(path):
+    with open(path) as f:
+      old = f.read()
+  begin, end = _markers(FLAGS.md_section)
+  if begin in old and end in old:
+    head, rest = old.split(begin, 1)
+    tail = rest.split(end, 1)[1].lstrip('\n')
+    new = head + text + ('\n' + tail if tail else '')
+  elif old:
+    new = old.rstrip('\n') + '\n\n' + text
+  else:
+    new = '# Benchmark results\n\n' + text
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(new)
+  os.replace(tmp, path)
+
+
+def main(argv):
+  del argv
+  import jax
+  # Cold compiles on both sides: no persistent cache hits.
+  jax.config.update('jax_enable_compilation_cache', False)
+  from alphafold.model import model as ref_model
+
+  import af_jax
+  from af_jax.inference import Predictor
+
+  machine = machine_info()
+  matmuls = [matmul_rate(FLAGS.matmul_n)]
+  print(f"matmul rate: {matmuls[-1]['flops_per_s'] / 1e9:.1f} GFLOP/s", file=sys.stderr,
+        flush=True)
+
+  ref_cfg = reference_config()
+  runner = ref_model.RunModel(ref_cfg)
+  ref_params, flat = make_params(runner, FLAGS.seed)
+  param_bytes = sum(v.nbytes for v in flat.values())
+  cfg = af_jax.model_config(FLAGS.preset)
+  set_sizes(cfg)
+  predictor = Predictor(cfg, flat, plan=chunk_plan())
+  del flat
+
+  results = []
+  for n in FLAGS.lengths:
+    results.append(run_length(int(n), runner, ref_params, predictor))
+    matmuls.append(matmul_rate(FLAGS.matmul_n))  # the machine is shared: sample it again
+  machine_rate = max(m['flops_per_s'] for m in matmuls)
+  add_rates(results, machine_rate)
+  report = {
+      'benchmark': 'forward',
+      'command': command_line(),
+      'machine': machine,
+      'settings': {
+          'preset': FLAGS.preset, 'num_seq': FLAGS.num_seq, 'num_extra': FLAGS.num_extra,
+          'num_templates': FLAGS.num_templates, 'evoformer_blocks': FLAGS.evoformer_blocks,
+          'extra_blocks': FLAGS.extra_blocks, 'template_blocks': FLAGS.template_blocks,
+          'reps': FLAGS.reps, 'iterations_per_prediction': 1, 'param_bytes': param_bytes,
+          'ref_subbatch_size': ref_cfg.model.global_config.subbatch_size,
+          'af_jax_chunk_plan': (f'{FLAGS.af_jax_chunk} for every axial op'
+                                if FLAGS.af_jax_chunk else 'unchunked (ChunkPlan())'),
+          'dtype': 'float32',
+      },
+      'matmul_rate': {
+          'n': FLAGS.matmul_n, 'measurements': len(matmuls), 'best': machine_rate,
+          'median': statistics.median(m['median_flops_per_s'] for m in matmuls),
+          'samples': matmuls,
+      },
+      'results': results,
+  }
+  text = json.dumps(report, indent=1)
+  print(text)
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, 'w') as f:
+      f.write(text + '\n')
+  if FLAGS.results_md:
+    write_markdown(FLAGS.results_md, markdown(report))
+
+
+def main_with_same_template_features(argv):
+  # Both sides must see the same features: af_jax zeroes undefined template
+  # torsions (DIFFERS FROM AF2, see model/embedders.py); make the reference do
+  # the same so the sanity column compares like with like.
+  from tests.parity import ref_utils
+  with ref_utils.undefined_torsions_zeroed():
+    main(argv)
+
+
+if __name__ == '__main__':
+  app.run(main_with_same_template_features)
