@@ -7,7 +7,6 @@ later calls with the same shapes reuse the executable.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 import jax
@@ -19,8 +18,7 @@ from af_jax import params as af_params
 from af_jax.chunking import ChunkPlan
 from af_jax.errors import InputError
 from af_jax.model.alphafold import AlphaFold
-
-logger = logging.getLogger(__name__)
+from af_jax.model.evoformer import TEMPLATE_FEATURES
 
 # Processed features the model reads, with their dtypes.
 MODEL_FEATURES = {
@@ -28,11 +26,6 @@ MODEL_FEATURES = {
     'target_feat': np.float32, 'msa_feat': np.float32, 'msa_mask': np.float32,
     'extra_msa': np.int32, 'extra_msa_mask': np.float32, 'extra_has_deletion': np.float32,
     'extra_deletion_value': np.float32,
-}
-TEMPLATE_FEATURES = {
-    'template_aatype': np.int32, 'template_all_atom_positions': np.float32,
-    'template_all_atom_masks': np.float32, 'template_pseudo_beta': np.float32,
-    'template_pseudo_beta_mask': np.float32, 'template_mask': np.float32,
 }
 
 

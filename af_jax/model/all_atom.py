@@ -48,6 +48,14 @@ def make_atom14_masks(aatype: jax.Array) -> dict[str, jax.Array]:
   }
 
 
+def _convert_layout(data: jax.Array, aatype: jax.Array, index: np.ndarray,
+                    exists: np.ndarray) -> jax.Array:
+  """Gather per-residue atom slots by a per-restype index table; zero absent slots."""
+  out = _gather_atoms(data, jnp.asarray(index)[aatype])
+  mask = jnp.asarray(exists)[aatype].astype(out.dtype)
+  return out * jnp.reshape(mask, mask.shape + (1,) * (out.ndim - mask.ndim))
+
+
 def atom14_to_atom37(atom14_data: jax.Array, aatype: jax.Array) -> jax.Array:
   """Scatter atom14 data into the atom37 layout; absent atoms are zero.
 
@@ -58,9 +66,8 @@ def atom14_to_atom37(atom14_data: jax.Array, aatype: jax.Array) -> jax.Array:
   Returns:
     [..., N, 37, *C].
   """
-  out = _gather_atoms(atom14_data, jnp.asarray(rc.restype_atom37_to_atom14)[aatype])
-  exists = jnp.asarray(rc.restype_atom37_mask)[aatype].astype(out.dtype)
-  return out * jnp.reshape(exists, exists.shape + (1,) * (out.ndim - exists.ndim))
+  return _convert_layout(atom14_data, aatype, rc.restype_atom37_to_atom14,
+                         rc.restype_atom37_mask)
 
 
 def atom37_to_atom14(atom37_data: jax.Array, aatype: jax.Array) -> jax.Array:
@@ -73,9 +80,8 @@ def atom37_to_atom14(atom37_data: jax.Array, aatype: jax.Array) -> jax.Array:
   Returns:
     [..., N, 14, *C].
   """
-  out = _gather_atoms(atom37_data, jnp.asarray(rc.restype_atom14_to_atom37)[aatype])
-  exists = jnp.asarray(rc.restype_atom14_mask)[aatype].astype(out.dtype)
-  return out * jnp.reshape(exists, exists.shape + (1,) * (out.ndim - exists.ndim))
+  return _convert_layout(atom37_data, aatype, rc.restype_atom14_to_atom37,
+                         rc.restype_atom14_mask)
 
 
 def _rotation_about_x(sin: jax.Array, cos: jax.Array) -> jax.Array:

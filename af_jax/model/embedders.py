@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from af_jax.common import geometry
+from af_jax.common import residue_constants as rc
 from af_jax.model import all_atom
 
 # Channel counts of the features below (they fix the published weight shapes).
@@ -18,7 +19,7 @@ EXTRA_MSA_FEATURES = 25      # 23-way one-hot + has_deletion + deletion_value
 TEMPLATE_PAIR_FEATURES = 88  # 39 dgram + 1 mask + 2 x 22 aatype + 3 unit vector + 1 mask
 TEMPLATE_SINGLE_FEATURES = 57  # 22 aatype + 14 torsion sin/cos + 14 alt + 7 mask
 
-_N, _CA, _C = 0, 1, 2  # atom37 indices
+_N, _CA, _C = (rc.atom_order[a] for a in ('N', 'CA', 'C'))
 
 
 def relative_position_one_hot(residue_index: jax.Array, max_relative_feature: int) -> jax.Array:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from af_jax.chunking import ChunkPlan
@@ -96,8 +97,12 @@ class EvoformerIteration(nnx.Module):
     return msa, pair
 
 
-_TEMPLATE_KEYS = ('template_aatype', 'template_all_atom_positions', 'template_all_atom_masks',
-                  'template_pseudo_beta', 'template_pseudo_beta_mask', 'template_mask')
+# Template features the trunk reads (processed names), with their dtypes.
+TEMPLATE_FEATURES = {
+    'template_aatype': np.int32, 'template_all_atom_positions': np.float32,
+    'template_all_atom_masks': np.float32, 'template_pseudo_beta': np.float32,
+    'template_pseudo_beta_mask': np.float32, 'template_mask': np.float32,
+}
 
 
 class EmbeddingsAndEvoformer(nnx.Module):
@@ -187,7 +192,7 @@ class EmbeddingsAndEvoformer(nnx.Module):
                                                    c.max_relative_feature)
       pair = pair + self.pair_activations(relpos.astype(dt))
     # Alg. 2 lines 9-13: template pair embedding.
-    templates = {k: batch[k] for k in _TEMPLATE_KEYS} if c.template.enabled else None
+    templates = {k: batch[k] for k in TEMPLATE_FEATURES} if c.template.enabled else None
     if templates is not None:
       pair = pair + self.template_embedding(pair, templates, mask_2d, plan, k_templ, remat)
     # Alg. 2 lines 14-16 and Alg. 18: extra-MSA stack.

@@ -16,6 +16,7 @@ from af_jax.model.attention import Attention
 from af_jax.model.transition import Transition
 from af_jax.model.triangle import TriangleAttention, TriangleMultiplication
 
+
 class TemplatePairBlock(nnx.Module):
   """One block of the template pair stack. Jumper et al. (2021) Suppl. Alg. 16 lines 2-6.
 
