@@ -7,8 +7,8 @@ setup(
     version='0.1.0',
     description='AlphaFold2 in JAX/Flax NNX: loads AlphaFold parameters, matches its outputs',
     python_requires='>=3.10',
-    packages=['af_jax', 'af_jax.common', 'af_jax.model', 'af_jax.chunking', 'compile_cache',
-              'configs'],
+    packages=['af_jax', 'af_jax.common', 'af_jax.data', 'af_jax.data.tools', 'af_jax.model',
+              'af_jax.chunking', 'compile_cache', 'configs'],
     install_requires=[
         # Lower bounds are the versions tested here.
         'jax>=0.10.2',
@@ -20,6 +20,7 @@ setup(
         'biopython>=1.85',
         'absl-py>=2.1',
         'ml_collections>=1.1.0',
+        'matplotlib>=3.8',
     ],
     extras_require={
         'test': [
@@ -32,6 +33,8 @@ setup(
             'immutabledict>=4.0',
             'pandas>=2.0',
             'scipy>=1.11',
+            # Reads written PDB/mmCIF files back in tests (a second, independent parser).
+            'gemmi>=0.7',
         ],
     },
 )

@@ -7,7 +7,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # package -> af_jax packages it must not import
 FORBIDDEN = {
-    'af_jax/common': ('af_jax.model', 'af_jax.chunking', 'af_jax.inference', 'flax'),
+    'af_jax/common': ('af_jax.model', 'af_jax.chunking', 'af_jax.inference', 'af_jax.data', 'flax'),
+    # The data pipeline is numpy: it runs in worker processes and never compiles anything.
+    'af_jax/data': ('af_jax.model', 'af_jax.chunking', 'af_jax.inference', 'jax', 'flax'),
     'af_jax/model': ('af_jax.inference',),
     'af_jax/chunking': ('af_jax.model', 'af_jax.inference'),
     'compile_cache': ('af_jax', 'configs'),

@@ -1,0 +1,1 @@
+"""MSA and template search binaries (jackhmmer, hhblits, hhsearch, mmseqs2, kalign) as subprocesses."""
