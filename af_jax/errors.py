@@ -19,3 +19,7 @@ class ConfigError(AfJaxError):
 
 class ParamsError(AfJaxError):
   """A parameter file does not match the model it is loaded into."""
+
+
+class ToolError(AfJaxError):
+  """An external search tool (jackhmmer, hhblits, ...) is missing, failed or timed out."""
