@@ -1,45 +1,36 @@
 """Persistent XLA compilation cache for any JAX program (imports nothing from af_jax).
 
-This is the thin start: `configure()` points JAX's persistent cache at a
-directory and stores every executable whatever its compile time. Warm-up,
-autotune profiles and maintenance commands come with the compile-cache issue.
+Compile each shape once, ever: `configure()` points JAX's persistent cache at a directory
+(one subdirectory per autotuning profile), stores every executable with a metadata record
+(label, compile seconds, last use) and keeps the directory under a size by evicting the least
+recently used. `compile_with_cache()` compiles one lowered function through it and reports
+hit or miss; `warmup()` fills it ahead of time from shapes alone. `python -m compile_cache
+stats|list|prune|clear|verify|warmup` inspects and maintains it.
+
+Typical use::
+
+  import compile_cache
+  compile_cache.configure(autotune_profile='max_autotune')   # before the first JAX call
+  compile_cache.warmup([('f/L128', jax.jit(f), (jax.ShapeDtypeStruct((128, 64), 'f4'),))])
 """
 
-from __future__ import annotations
+from compile_cache.cached_compile import CompileResult
+from compile_cache.cached_compile import compile_with_cache
+from compile_cache.config import ENV_VAR
+from compile_cache.config import Settings
+from compile_cache.config import configure
+from compile_cache.config import current
+from compile_cache.config import default_dir
+from compile_cache.config import strip_xla_argv
+from compile_cache.errors import CompileCacheError
+from compile_cache.profiles import PROFILES
+from compile_cache.units import format_size
+from compile_cache.units import parse_size
+from compile_cache.warm import Spec
+from compile_cache.warm import warmup
 
-import os
-from pathlib import Path
-
-import jax
-
-ENV_VAR = 'COMPILE_CACHE_DIR'
-
-
-def default_dir() -> Path:
-  """`$COMPILE_CACHE_DIR`, else `$XDG_CACHE_HOME/af_jax/xla`, else `~/.cache/af_jax/xla`."""
-  if os.environ.get(ENV_VAR):
-    return Path(os.environ[ENV_VAR]).expanduser()
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return Path(base) / 'af_jax' / 'xla'
-
-
-def configure(cache_dir: str | os.PathLike | None = None, *,
-              max_size_bytes: int | None = None) -> Path:
-  """Enable the persistent cache; call before the first compilation.
-
-  Args:
-    cache_dir: where executables are stored (default: `default_dir()`).
-    max_size_bytes: evict least-recently-used entries beyond this size.
-
-  Returns:
-    The cache directory in use.
-  """
-  path = Path(cache_dir).expanduser() if cache_dir else default_dir()
-  path.mkdir(parents=True, exist_ok=True)
-  jax.config.update('jax_compilation_cache_dir', str(path))
-  # Cache every executable: a fast compile is still worth skipping at start-up.
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  if max_size_bytes is not None:
-    jax.config.update('jax_compilation_cache_max_size', int(max_size_bytes))
-  return path
+__all__ = [
+    'CompileCacheError', 'CompileResult', 'ENV_VAR', 'PROFILES', 'Settings', 'Spec',
+    'compile_with_cache', 'configure', 'current', 'default_dir', 'format_size', 'parse_size',
+    'strip_xla_argv', 'warmup',
+]

@@ -1,0 +1,123 @@
+"""`python -m compile_cache stats|list|prune|clear|verify|warmup`: inspect and fill the cache.
+
+Examples:
+  python -m compile_cache stats
+  python -m compile_cache list --cache_dir /shared/xla_cache
+  python -m compile_cache prune --max_size=1.5GB
+  python -m compile_cache verify
+  python -m compile_cache warmup --specs my_pkg.warm:specs --arg buckets=[128,256] \\
+      --autotune_profile max_autotune
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+
+from compile_cache import config
+from compile_cache import report
+from compile_cache import store
+from compile_cache import units
+from compile_cache import verify
+from compile_cache import warm
+from compile_cache.errors import CompileCacheError
+
+
+def _parser() -> argparse.ArgumentParser:
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument('--cache_dir', default=None,
+                      help=f'cache root (default: ${config.ENV_VAR}, else '
+                           '$XDG_CACHE_HOME/af_jax/xla, else ~/.cache/af_jax/xla)')
+  parser = argparse.ArgumentParser(prog='python -m compile_cache', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest='command', required=True)
+  sub.add_parser('stats', parents=[common], help='entry count and size per profile, in all')
+  sub.add_parser('list', parents=[common], help='every entry, least recently used first')
+  prune_cmd = sub.add_parser('prune', parents=[common],
+                         help='remove least recently used entries down to a size')
+  prune_cmd.add_argument('--max_size', required=True,
+                     help='size to keep under, e.g. 800MB, 1.5GB, 2GiB')
+  sub.add_parser('clear', parents=[common], help='remove every entry and autotune result')
+  verify_cmd = sub.add_parser('verify', parents=[common],
+                          help='check every entry decodes and loads; remove broken ones')
+  verify_cmd.add_argument('--keep_broken', action='store_true',
+                      help='report broken entries without removing them')
+  warm_cmd = sub.add_parser('warmup', parents=[common],
+                        help='compile the specs a provider returns, skipping cached ones')
+  warm_cmd.add_argument('--specs', required=True,
+                    help='module:function returning (label, jitted_fn, shape structs) specs')
+  warm_cmd.add_argument('--arg', action='append', default=[], metavar='NAME=VALUE',
+                    help='keyword argument for the provider; VALUE is a Python literal or text '
+                         '(repeatable)')
+  warm_cmd.add_argument('--autotune_profile', default='default',
+                    help='XLA flag preset: default, fast_compile, max_autotune, multi_device; '
+                         'part of the cache key, so use the same one when running')
+  warm_cmd.add_argument('--xla_flags', default='',
+                    help='extra XLA flags (space separated); part of the cache key, so pass the '
+                         'same ones when running')
+  warm_cmd.add_argument('--max_size', default=None,
+                    help='keep the cache under this size while writing (LRU eviction)')
+  return parser
+
+
+def _root(args: argparse.Namespace) -> Path:
+  return config.default_dir() if args.cache_dir is None else Path(args.cache_dir).expanduser()
+
+
+def _warmup(args: argparse.Namespace) -> None:
+  # JAX hashes sys.argv's --xla* entries into every key: ours would make keys that a program
+  # given the same flags through configure() never reproduces.
+  config.strip_xla_argv()
+  # configure() before the provider: XLA_FLAGS must be set before its first JAX call.
+  config.configure(args.cache_dir, autotune_profile=args.autotune_profile,
+                   xla_flags=args.xla_flags, max_size_bytes=args.max_size)
+  provider = warm.load_provider(args.specs)
+  kwargs = dict(warm.parse_arg(a) for a in args.arg)
+  warm.warmup(provider(**kwargs))
+
+
+def run(argv: list[str]) -> None:
+  """Runs one command; `argv` excludes the program name."""
+  args = _parser().parse_args(argv)
+  root = _root(args)
+  if args.command == 'stats':
+    print(report.stats(root))
+  elif args.command == 'list':
+    print(report.table(store.list_entries(root)))
+  elif args.command == 'prune':
+    limit = units.parse_size(args.max_size)
+    removed = store.evict_to_size(root, limit)
+    for entry in removed:
+      print(f'removed {entry.function} ({units.format_size(entry.size)}, last used '
+            f'{report.format_time(entry.last_used)}) {entry.key}')
+    total = sum(e.size for e in store.list_entries(root))
+    print(f'pruned {len(removed)} entries; {units.format_size(total)} left '
+          f'(limit {units.format_size(limit)})')
+  elif args.command == 'clear':
+    print(f'removed {store.clear(root)} entries from {root}')
+  elif args.command == 'verify':
+    checks = verify.verify(root, remove_broken=not args.keep_broken)
+    for check in checks:
+      print(f'{check.status:8s} {check.entry.function} {check.entry.key}: {check.detail}')
+    broken = sum(c.status == 'broken' for c in checks)
+    action = 'kept' if args.keep_broken else 'removed'
+    print(f'verified {len(checks)} entries: {sum(c.status == "ok" for c in checks)} loaded, '
+          f'{sum(c.status == "decoded" for c in checks)} decoded only, {broken} broken '
+          f'({action})')
+  elif args.command == 'warmup':
+    _warmup(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Command-line entry: bad input is one line on stderr and exit status 2."""
+  try:
+    run(sys.argv[1:] if argv is None else argv)
+  except CompileCacheError as e:
+    print(f'compile_cache: error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,175 @@
+"""Every use of JAX internals in compile_cache, in one place (checked against JAX 0.10.2).
+
+JAX's persistent cache (jax._src.compilation_cache) keeps one `CacheInterface` object in the
+module global `_cache` and builds its own `LRUCache` there on first use. We put an
+`IndexedCache` there instead: the same files in the same format (`<key>-cache`, `<key>-atime`),
+plus a metadata record per entry and least-recently-used eviction of our own. We do not use
+JAX's eviction (`jax_compilation_cache_max_size`): in 0.10.2 it needs the optional `filelock`
+package, and without it the cache fails to initialise and JAX silently runs uncached after one
+warning.
+
+Other internals used: `xla_bridge.backends_are_initialized` (XLA reads XLA_FLAGS once, when
+the first backend starts), and the entry codec (`decompress_executable`,
+`extract_executable_and_time`) plus `Client.deserialize_executable` for `verify`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+import threading
+import time
+from typing import Iterator
+import warnings
+
+import jax
+from jax._src import compilation_cache as _jax_cache
+from jax._src import xla_bridge as _xla_bridge
+from jax._src.compilation_cache_interface import CacheInterface
+from jax._src.lib import xla_client as _xla_client
+
+from compile_cache import store
+
+logger = logging.getLogger(__name__)
+
+_local = threading.local()
+
+
+def backends_are_initialized() -> bool:
+  """True once a JAX backend has started (after which XLA_FLAGS changes are ignored)."""
+  return _xla_bridge.backends_are_initialized()
+
+
+def decode_entry(value: bytes) -> tuple[bytes, int]:
+  """A `-cache` file's bytes -> (serialized executable, whole compile seconds JAX stored)."""
+  return _jax_cache.extract_executable_and_time(_jax_cache.decompress_executable(value))
+
+
+def deserialize(executable: bytes, devices: list[jax.Device]) -> None:
+  """Loads a serialized executable onto `devices` and drops it; raises if it cannot load.
+
+  The device count must be the one the executable was compiled for: XLA aborts the process
+  (a CHECK failure, not an exception) when a sharded executable meets fewer devices.
+  """
+  client = devices[0].client
+  client.deserialize_executable(executable, _xla_client.DeviceList(tuple(devices)), None)
+
+
+@dataclasses.dataclass
+class Lookup:
+  """What the persistent cache saw during one compilation in this thread.
+
+  Attributes:
+    key: JAX's cache key for the executable (None: the cache was not consulted).
+    hit: the executable was loaded from the cache.
+    written: a freshly compiled executable was written to the cache.
+  """
+  key: str | None = None
+  hit: bool = False
+  written: bool = False
+
+
+@contextlib.contextmanager
+def observe() -> Iterator[Lookup]:
+  """Records the cache key and hit/miss of compilations run inside the block in this thread."""
+  previous = getattr(_local, 'lookup', None)
+  _local.lookup = lookup = Lookup()
+  try:
+    yield lookup
+  finally:
+    _local.lookup = previous
+
+
+def _current_lookup() -> Lookup | None:
+  return getattr(_local, 'lookup', None)
+
+
+class IndexedCache(CacheInterface):
+  """JAX's file cache, plus per-entry metadata and least-recently-used eviction.
+
+  Args:
+    directory: where this profile's entries live.
+    root: the cache root (eviction counts every profile under it).
+    max_size_bytes: the size all entries under `root` are kept under; None: no limit.
+    profile: the autotuning profile's name, recorded with each entry.
+    writable: False for a read-only directory: load entries, store nothing.
+  """
+
+  def __init__(self, directory: Path, root: Path, max_size_bytes: int | None, profile: str,
+               *, writable: bool = True):
+    self._path = directory
+    self._root = root
+    self._max_size = max_size_bytes
+    self._profile = profile
+    self._miss_at: dict[str, float] = {}
+    self._lock = threading.Lock()
+    self._writable = writable
+
+  def _no_more_writes(self, error: OSError) -> None:
+    if self._writable:
+      self._writable = False
+      warnings.warn(f'compile cache {self._path} is not writable ({error}); executables load '
+                    'from it but new ones are not stored', stacklevel=2)
+
+  def get(self, key: str) -> bytes | None:
+    lookup = _current_lookup()
+    if lookup is not None:
+      lookup.key = key
+    try:
+      value = (self._path / (key + store.CACHE_SUFFIX)).read_bytes()
+    except FileNotFoundError:
+      with self._lock:
+        self._miss_at[key] = time.monotonic()
+      return None
+    if lookup is not None:
+      lookup.hit = True
+    if self._writable:
+      try:
+        store.touch(self._path, key)
+      except OSError as e:
+        self._no_more_writes(e)
+    return value
+
+  def put(self, key: str, value: bytes) -> None:
+    # JAX calls put right after the miss it compiled for, in the same thread.
+    with self._lock:
+      missed = self._miss_at.pop(key, None)
+    seconds = time.monotonic() - missed if missed is not None else None
+    if not self._writable:
+      return
+    if self._max_size is not None and len(value) > self._max_size:
+      warnings.warn(f'executable {key} ({len(value)} bytes) is larger than the cache limit '
+                    f'max_size_bytes={self._max_size}; not stored', stacklevel=2)
+      return
+    try:
+      # Replaces an existing file: JAX only writes after a failed load, so an entry already
+      # there is one that could not be read back (truncated, corrupted) and must go.
+      store.write_entry(self._path, key, value)
+      store.update_meta(self._path, key, created=time.time(), profile=self._profile,
+                        compile_seconds=round(seconds, 3) if seconds is not None else None)
+    except OSError as e:
+      self._no_more_writes(e)
+      return
+    lookup = _current_lookup()
+    if lookup is not None:
+      lookup.key, lookup.written = key, True
+    if self._max_size is not None:
+      for entry in store.evict_to_size(self._root, self._max_size, protect=(key,)):
+        logger.info('compile cache: evicted %s (%d bytes, least recently used)',
+                    entry.key, entry.size)
+
+
+def install(cache: CacheInterface | None) -> None:
+  """Makes `cache` the persistent cache JAX reads and writes (None: JAX builds its own)."""
+  _jax_cache.reset_cache()
+  if cache is not None:
+    with _jax_cache._cache_initialized_mutex:
+      _jax_cache._cache = cache
+      _jax_cache._cache_initialized = True
+
+
+def installed() -> CacheInterface | None:
+  """The cache object JAX currently uses (None before first use or when disabled)."""
+  return _jax_cache._cache
