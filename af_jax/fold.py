@@ -1,0 +1,277 @@
+"""Fold FASTA records (or features.pkl files) into AlphaFold's output directories.
+
+The library function behind run_inference.py: targets sorted by length so padded
+buckets (and their executables) are reused, one Predictor per model kept for the
+whole run, a target whose outputs are complete skipped, and every stage timed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from absl import logging
+
+import af_jax
+from af_jax import cli, outputs, plots
+from af_jax import params as af_params
+from af_jax.data import features, parsers, pipeline, transforms
+from af_jax.errors import ConfigError, InputError, ParamsError
+from configs import buckets as bucket_lists
+
+MODEL_PRESETS = {
+    'monomer': tuple(f'model_{i}' for i in range(1, 6)),
+    'monomer_ptm': tuple(f'model_{i}_ptm' for i in range(1, 6)),
+}
+PARAMS_HELP = ('get them with AlphaFold\'s scripts/download_alphafold_params.sh '
+               '(https://storage.googleapis.com/alphafold/alphafold_params_2022-12-06.tar)')
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """One job: a name, its sequence, and where its raw features come from."""
+
+  record: parsers.FastaRecord
+  features_path: str | None = None  # a features.pkl to use instead of the data pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldOptions:
+  """Everything a run needs besides its targets (see run_inference.py for each flag)."""
+
+  output_dir: pathlib.Path
+  model_names: tuple[str, ...] = MODEL_PRESETS['monomer_ptm']
+  params_dir: str | None = None
+  random_params: bool = False
+  num_recycle: int | None = None
+  random_seed: int = 0
+  num_seeds: int = 1
+  length_buckets: tuple[int, ...] = bucket_lists.LENGTH_BUCKETS
+  precision: str = 'float32'
+  config_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  pipeline: pipeline.PipelineOptions = dataclasses.field(
+      default_factory=pipeline.PipelineOptions)
+
+
+def params_path(params_dir: str, model_name: str) -> pathlib.Path:
+  """`params_model_<name>.npz` in params_dir or params_dir/params (AlphaFold's data_dir)."""
+  name = f'params_{model_name}.npz'
+  for candidate in (pathlib.Path(params_dir) / name, pathlib.Path(params_dir) / 'params' / name):
+    if candidate.is_file():
+      return candidate
+  raise ParamsError(f'{name} not found in --params_dir={params_dir} (nor in its params/); '
+                    f'{PARAMS_HELP}, or pass --random_params for a smoke test')
+
+
+def model_config(model_name: str, options: FoldOptions):
+  """The preset's config with the run's recycles, precision and --config overrides."""
+  if model_name not in af_jax.PRESETS:
+    raise ConfigError(f'unknown model name {model_name!r}; choose from '
+                      f'{", ".join(af_jax.PRESETS)}')
+  cfg = af_jax.model_config(model_name)
+  if options.num_recycle is not None:
+    if options.num_recycle < 0:
+      raise ConfigError(f'--num_recycle={options.num_recycle} must be >= 0')
+    cfg.model.num_recycle = options.num_recycle
+    cfg.data.common.num_recycle = options.num_recycle
+  if options.precision not in ('float32', 'bfloat16'):
+    raise ConfigError(f'--precision={options.precision!r}: choose float32 or bfloat16')
+  cfg.model.global_config.bfloat16 = options.precision == 'bfloat16'
+  cli.apply_overrides(cfg, dict(options.config_overrides))
+  if options.random_params:
+    # AlphaFold zero-initialises output layers, which would put every atom at the origin.
+    cfg.model.global_config.zero_init = False
+  return cfg
+
+
+def load_model_params(model_name: str, cfg, options: FoldOptions) -> dict[str, np.ndarray]:
+  """The model's weights: the published file, or random ones when --random_params."""
+  if options.random_params:
+    from af_jax.inference import build_model
+    logging.warning('%s: RANDOM weights (--random_params): a smoke test, the structures are '
+                    'meaningless', model_name)
+    return af_params.module_to_flat(build_model(cfg.model, seed=options.random_seed))
+  if not options.params_dir:
+    raise ParamsError(f'no weights for {model_name}: pass --params_dir (the directory with '
+                      f'params/params_{model_name}.npz; {PARAMS_HELP}) or --random_params')
+  return af_jax.load_params(params_path(options.params_dir, model_name))
+
+
+def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = ()) -> list[Target]:
+  """All records of all FASTA files (and features.pkl files), sorted by length; names unique."""
+  targets = []
+  for path in fasta_paths:
+    targets += [Target(r) for r in parsers.read_fasta(path)]
+  for path in features_paths:
+    feats = features.load_features_pkl(path)
+    p = pathlib.Path(path)
+    name = p.parent.name if p.name.startswith('features.pkl') else p.name.split('.')[0]
+    sequence = _sequence_of(feats)
+    targets.append(Target(parsers.FastaRecord(name, name, sequence), features_path=str(path)))
+  if not targets:
+    raise InputError('no targets: pass --fasta_paths (or --features_paths)')
+  seen: dict[str, int] = {}
+  for t in targets:
+    seen[t.record.name] = seen.get(t.record.name, 0) + 1
+  dupes = sorted(n for n, c in seen.items() if c > 1)
+  if dupes:
+    raise InputError(f'target names {dupes} occur more than once across the inputs; each '
+                     'names an output directory, so rename the records')
+  return sorted(targets, key=lambda t: (len(t.record.sequence), t.record.name))
+
+
+def _sequence_of(feats: Mapping) -> str:
+  if 'sequence' in feats:
+    seq = feats['sequence'][0]
+    return seq.decode() if isinstance(seq, bytes) else str(seq)
+  from af_jax.common import residue_constants as rc
+  aatype = np.argmax(feats['aatype'], axis=-1) if np.ndim(feats['aatype']) == 2 else feats['aatype']
+  return ''.join(rc.restypes_with_x[int(a)] for a in aatype)
+
+
+def check_output_dir(output_dir: pathlib.Path) -> None:
+  """Fail before any work when the output directory cannot be written."""
+  try:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    probe = output_dir / f'.write-test-{os.getpid()}'
+    probe.write_text('')
+    probe.unlink()
+  except OSError as e:
+    raise InputError(f'cannot write to --output_dir={output_dir} ({e.strerror}); choose a '
+                     'writable directory') from None
+
+
+class Folder:
+  """Runs the models over targets; Predictors (and their compiled shapes) live for the run."""
+
+  def __init__(self, options: FoldOptions):
+    from af_jax.inference import Predictor
+    self.options = options
+    self._configs = {name: model_config(name, options) for name in options.model_names}
+    # Weights are read and checked against each model up front: a missing, corrupt or
+    # wrong-preset file fails before hours of MSA search. Nothing compiles yet.
+    self._predictors = {}
+    for name, cfg in self._configs.items():
+      try:
+        self._predictors[name] = Predictor(cfg, load_model_params(name, cfg, options))
+      except ParamsError as e:
+        where = params_path(options.params_dir, name) if options.params_dir else 'random'
+        raise ParamsError(f'{name} weights from {where}: {e}') from None
+
+  def predictor(self, model_name: str):
+    return self._predictors[model_name]
+
+  def fold(self, targets: Sequence[Target]) -> list[pathlib.Path]:
+    """Fold every target; returns their output directories."""
+    check_output_dir(self.options.output_dir)
+    dirs = []
+    for i, target in enumerate(targets, 1):
+      name, length = target.record.name, len(target.record.sequence)
+      target_dir = self.options.output_dir / name
+      dirs.append(target_dir)
+      if outputs.is_complete(target_dir):
+        _log_skipped(i, len(targets), target, target_dir)
+        continue
+      logging.info('[%d/%d] %s (%d residues)', i, len(targets), name, length)
+      start = time.time()
+      self.fold_target(target, target_dir)
+      logging.info('[%d/%d] %s done in %.1f s', i, len(targets), name, time.time() - start)
+    return dirs
+
+  def fold_target(self, target: Target, target_dir: pathlib.Path) -> None:
+    """Features, every model x seed, outputs and ranking for one target."""
+    opts = self.options
+    target_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    start = time.time()
+    if target.features_path:
+      raw = features.load_features_pkl(target.features_path)
+    else:
+      raw = pipeline.make_raw_features(target.record, target_dir, opts.pipeline)
+    features.write_features_pkl(target_dir / 'features.pkl', raw)
+    timings['features'] = time.time() - start
+    logging.info('%s: features in %.1f s', target.record.name, timings['features'])
+
+    num_res = len(target.record.sequence)
+    scores, proteins, plddts, paes = {}, {}, {}, {}
+    for m, model_name in enumerate(opts.model_names):
+      cfg = self._configs[model_name]
+      for s in range(opts.num_seeds):
+        pred_name = f'{model_name}_pred_{s}'
+        seed = opts.random_seed + s * len(opts.model_names) + m
+        t0 = time.time()
+        batch = transforms.process_features(
+            raw, cfg, seed, **bucket_sizes(raw, cfg, opts.length_buckets))
+        timings[f'process_features_{pred_name}'] = time.time() - t0
+        t0 = time.time()
+        out = self.predictor(model_name).predict_processed(batch, random_seed=seed)
+        timings[f'predict_and_compile_{pred_name}'] = time.time() - t0
+        out = outputs.unpad_prediction(out, num_res)
+        plddt = np.asarray(out['plddt'])
+        scores[pred_name] = float(plddt.mean())
+        plddts[pred_name] = plddt
+        if 'predicted_aligned_error' in out:
+          paes[pred_name] = out['predicted_aligned_error']
+        prot = outputs.prediction_protein(out, raw_aatype(raw), np.arange(num_res))
+        proteins[pred_name] = prot
+        outputs.write_prediction(target_dir, pred_name, out, prot)
+        logging.info('%s %s: mean pLDDT %.2f%s, %d recycles, %.1f s (padded to %d residues)',
+                     target.record.name, pred_name, scores[pred_name],
+                     f', pTM {float(out["ptm"]):.3f}' if 'ptm' in out else '',
+                     int(out['num_recycles']), timings[f'predict_and_compile_{pred_name}'],
+                     batch['aatype'].shape[-1])
+    order = sorted(scores, key=scores.get, reverse=True)
+    title = f'{target.record.name} ({num_res} residues)'
+    if opts.random_params:
+      title += ' - RANDOM WEIGHTS, smoke test only'
+    plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title)
+    if paes:
+      plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order if k in paes}, title)
+    outputs.write_timings(target_dir, timings)
+    outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params)
+
+
+def bucket_sizes(raw: Mapping, cfg, length_buckets: Sequence[int]) -> dict[str, int]:
+  """Padded sizes for a target: its length and MSA depths rounded up to buckets.
+
+  MSA depths use configs.MSA_BUCKETS, capped at the preset's own maxima (which
+  are then the bucket), so a set of proteins needs a handful of executables.
+  """
+  num_res, clusters, extra = transforms.natural_sizes(raw, cfg)
+  return {
+      'num_res': bucket_lists.bucket_size(num_res, length_buckets),
+      'msa_clusters': min(bucket_lists.bucket_size(clusters, bucket_lists.MSA_BUCKETS),
+                          transforms.max_msa_clusters(cfg)),
+      'extra_msa': min(bucket_lists.bucket_size(extra, bucket_lists.MSA_BUCKETS),
+                       max(int(cfg.data.common.max_extra_msa), 1)),
+  }
+
+
+def _log_skipped(i: int, n: int, target: Target, target_dir: pathlib.Path) -> None:
+  logging.info('[%d/%d] %s (%d residues): outputs complete in %s, skipped', i, n,
+               target.record.name, len(target.record.sequence), target_dir)
+
+
+def raw_aatype(raw: Mapping) -> np.ndarray:
+  """Residue type indices from the raw one-hot aatype."""
+  aatype = np.asarray(raw['aatype'])
+  return np.argmax(aatype, axis=-1).astype(np.int32) if aatype.ndim == 2 else aatype
+
+
+def fold(fasta_paths: Sequence[str], options: FoldOptions,
+         features_paths: Sequence[str] = ()) -> list[pathlib.Path]:
+  """Read the targets, check the outputs and weights, fold them all."""
+  targets = read_targets(fasta_paths, features_paths)
+  check_output_dir(options.output_dir)
+  logging.info('%d targets, models %s, %d seed(s) each', len(targets),
+               ', '.join(options.model_names), options.num_seeds)
+  if all(outputs.is_complete(options.output_dir / t.record.name) for t in targets):
+    # Nothing to fold: do not even load the weights.
+    for i, t in enumerate(targets, 1):
+      _log_skipped(i, len(targets), t, options.output_dir / t.record.name)
+    return [options.output_dir / t.record.name for t in targets]
+  return Folder(options).fold(targets)

@@ -1,0 +1,178 @@
+"""A target's result directory, laid out as AlphaFold's run_alphafold.py lays it out.
+
+  <output_dir>/<target>/
+    features.pkl                   raw features (AlphaFold's names)
+    msas/                          the alignments the features came from
+    unrelaxed_<model>.pdb / .cif   one per prediction (<model> = model_1_ptm_pred_0, ...)
+    result_<model>.pkl             the prediction's arrays (AlphaFold's output names)
+    confidence_<model>.json        per-residue pLDDT (AlphaFold DB format)
+    pae_<model>.json               PAE (AlphaFold DB format; _ptm models only)
+    ranked_<i>.pdb / .cif          predictions ranked by mean pLDDT
+    plddt.png, pae.png             pictures of the confidences
+    timings.json                   seconds per stage
+    ranking_debug.json             ranking scores and order; written last, so its presence
+                                   (with every file it names) means the target is complete
+
+Every file is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pickle
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from af_jax.common import protein
+
+RANKING_FILE = 'ranking_debug.json'
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+  """Write `data` to `path` through a temporary file in the same directory."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
+  with open(tmp, 'wb' if isinstance(data, bytes) else 'w') as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
+  """Let `writer(tmp_path)` write a file (e.g. matplotlib's savefig), then rename it."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f'.tmp-{os.getpid()}-{path.name}')
+  writer(str(tmp))
+  os.replace(tmp, path)
+
+
+def plddt_category(score: float) -> str:
+  """AlphaFold DB's band: D (<50), L (<70), M (<90), H (>=90)."""
+  if score < 50:
+    return 'D'
+  if score < 70:
+    return 'L'
+  if score < 90:
+    return 'M'
+  return 'H'
+
+
+def confidence_json(plddt: np.ndarray) -> str:
+  """Per-residue pLDDT in the AlphaFold DB's confidence JSON format."""
+  scores = [round(float(s), 2) for s in plddt]
+  return json.dumps({
+      'residueNumber': list(range(1, len(scores) + 1)),
+      'confidenceScore': scores,
+      'confidenceCategory': [plddt_category(s) for s in scores],
+  }, separators=(',', ':'))
+
+
+def pae_json(pae: np.ndarray, max_pae: float) -> str:
+  """Predicted aligned error in the AlphaFold DB's PAE JSON format (a one-entry list)."""
+  return json.dumps([{
+      'predicted_aligned_error': np.round(np.asarray(pae, np.float64), 2).tolist(),
+      'max_predicted_aligned_error': round(float(max_pae), 2),
+  }], separators=(',', ':'))
+
+
+def residue_axes(path: tuple[str, ...]) -> tuple[int, ...]:
+  """Which axes of the output at `path` run over residues (AlphaFold's output names)."""
+  name = path[-1]
+  if path[0] in ('masked_msa',) or name == 'msa' or path[:2] == ('structure_module', 'sidechains'):
+    return (1,)  # [N_seq or N_layer, N_res, ...]
+  if name == 'traj':
+    return (1,)
+  if path[0] in ('distogram', 'predicted_aligned_error_head') and name == 'logits':
+    return (0, 1)
+  if name in ('aligned_confidence_probs', 'predicted_aligned_error', 'pair'):
+    return (0, 1)
+  if name in ('bin_edges', 'breaks') or not path:
+    return ()
+  return (0,)
+
+
+def unpad_prediction(out: Mapping, num_res: int) -> dict:
+  """Cut a prediction made on a padded bucket back to the target's `num_res` residues."""
+  def walk(tree, path):
+    if isinstance(tree, Mapping):
+      return {k: walk(v, path + (k,)) for k, v in tree.items()}
+    value = np.asarray(tree)
+    if value.ndim == 0:
+      return tree
+    for axis in residue_axes(path):
+      value = value.take(np.arange(num_res), axis=axis)
+    return value
+  return walk(out, ())
+
+
+def prediction_protein(out: Mapping, aatype: np.ndarray, residue_index: np.ndarray,
+                       chain_id: str = 'A') -> protein.Protein:
+  """A Protein from a prediction, pLDDT in the B-factor column (as AlphaFold writes it)."""
+  sm = out['structure_module']
+  plddt = np.asarray(out['plddt'])
+  mask = np.asarray(sm['final_atom_mask'])
+  return protein.Protein(
+      atom_positions=np.asarray(sm['final_atom_positions']), atom_mask=mask,
+      aatype=np.asarray(aatype), residue_index=np.asarray(residue_index) + 1,
+      b_factors=plddt[:, None] * mask, chain_id=chain_id)
+
+
+def write_prediction(target_dir: pathlib.Path, model_name: str, out: Mapping,
+                     prot: protein.Protein) -> None:
+  """Structure, result arrays and confidence JSON of one prediction."""
+  write_atomic(target_dir / f'unrelaxed_{model_name}.pdb', protein.to_pdb(prot))
+  write_atomic(target_dir / f'unrelaxed_{model_name}.cif',
+               protein.to_mmcif(prot, model_name=model_name))
+  write_atomic(target_dir / f'result_{model_name}.pkl',
+               pickle.dumps(_to_numpy(out), protocol=pickle.HIGHEST_PROTOCOL))
+  write_atomic(target_dir / f'confidence_{model_name}.json', confidence_json(out['plddt']))
+  if 'predicted_aligned_error' in out:
+    write_atomic(target_dir / f'pae_{model_name}.json',
+                 pae_json(out['predicted_aligned_error'], out['max_predicted_aligned_error']))
+
+
+def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
+                  proteins: Mapping[str, protein.Protein], *,
+                  random_params: bool = False) -> list[str]:
+  """ranked_<i>.pdb/.cif by mean pLDDT (best first), then ranking_debug.json last.
+
+  With random weights the ranking file says so, so nobody mistakes a smoke test for a fold.
+  """
+  order = sorted(scores, key=lambda name: scores[name], reverse=True)
+  for i, name in enumerate(order):
+    write_atomic(target_dir / f'ranked_{i}.pdb', protein.to_pdb(proteins[name]))
+    write_atomic(target_dir / f'ranked_{i}.cif',
+                 protein.to_mmcif(proteins[name], model_name=name))
+  ranking = {'plddts': {k: float(v) for k, v in scores.items()}, 'order': order}
+  if random_params:
+    ranking['params'] = 'RANDOM (--random_params): smoke test, the structures are meaningless'
+  write_atomic(target_dir / RANKING_FILE, json.dumps(ranking, indent=4))
+  return order
+
+
+def write_timings(target_dir: pathlib.Path, timings: Mapping[str, float]) -> None:
+  write_atomic(target_dir / 'timings.json',
+               json.dumps({k: round(float(v), 3) for k, v in timings.items()}, indent=4))
+
+
+def is_complete(target_dir: pathlib.Path) -> bool:
+  """True when ranking_debug.json exists and every file it implies is there."""
+  ranking = target_dir / RANKING_FILE
+  if not ranking.is_file():
+    return False
+  try:
+    order = json.loads(ranking.read_text())['order']
+  except (ValueError, KeyError):
+    return False
+  needed = [f'ranked_{i}.pdb' for i in range(len(order))]
+  needed += [f'unrelaxed_{name}.pdb' for name in order]
+  needed += [f'result_{name}.pkl' for name in order]
+  return bool(order) and all((target_dir / n).is_file() for n in needed)
+
+
+def _to_numpy(tree):
+  if isinstance(tree, Mapping):
+    return {k: _to_numpy(v) for k, v in tree.items()}
+  return np.asarray(tree) if not isinstance(tree, (int, float, str)) else tree

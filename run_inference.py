@@ -1,0 +1,143 @@
+"""Fold proteins from FASTA files, as AlphaFold's run_alphafold.py does, on JAX/XLA.
+
+  python run_inference.py --fasta_paths=examples/2q2k_A.fasta --output_dir=out \
+      --params_dir=/data/alphafold --model_preset=monomer_ptm \
+      --msa_mode=precomputed --msa_paths=examples/2q2k_A_msas/uniref90_hits.sto,...
+
+Each FASTA record is one target; its outputs go to <output_dir>/<record name>/
+(features.pkl, msas/, unrelaxed_*.pdb/.cif, ranked_*.pdb/.cif, result_*.pkl,
+confidence_*.json, pae_*.json, plddt.png, pae.png, timings.json, ranking_debug.json).
+Any config value can be overridden: --config.model.embeddings_and_evoformer.evoformer_num_block=2.
+Bad input ends with one line on stderr and exit status 2.
+"""
+
+import os
+import pathlib
+import sys
+
+from absl import app, flags, logging
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from af_jax import cli, fold  # noqa: E402
+from af_jax.data import msa_search, pipeline  # noqa: E402
+from af_jax.errors import ConfigError  # noqa: E402
+from configs import buckets  # noqa: E402
+
+flags.DEFINE_list('fasta_paths', [], 'FASTA files; every record is one target (names must be '
+                  'unique across files). Targets are folded shortest first.')
+flags.DEFINE_list('features_paths', [], 'AlphaFold/ColabFold features.pkl files to fold as they '
+                  'are, instead of (or besides) --fasta_paths; the MSA flags do not apply to them.')
+flags.DEFINE_string('output_dir', None, 'Where each target gets its directory.')
+flags.DEFINE_string('params_dir', None, 'Directory with params_model_*.npz, or AlphaFold\'s '
+                    'data_dir holding params/params_model_*.npz. Required unless --random_params.')
+flags.DEFINE_bool('random_params', False, 'Random weights, for a smoke test without the '
+                  'AlphaFold parameters: every output then says RANDOM and means nothing.')
+flags.DEFINE_enum('model_preset', 'monomer_ptm', list(fold.MODEL_PRESETS),
+                  'monomer: model_1..5; monomer_ptm: model_1_ptm..5_ptm (adds PAE and pTM). '
+                  'Ignored when --model_names is given.')
+flags.DEFINE_list('model_names', [], 'Models to run, e.g. model_1_ptm,model_3_ptm (overrides '
+                  '--model_preset).')
+flags.DEFINE_integer('num_recycle', None, 'Recycling iterations (default: the preset\'s, 3). '
+                     'Sets model.num_recycle and data.common.num_recycle together.')
+flags.DEFINE_integer('random_seed', 0, 'Seed for MSA sampling and masking; prediction k of '
+                     'model m uses random_seed + k * num_models + m.')
+flags.DEFINE_integer('num_seeds', 1, 'Predictions per model, each with its own seed '
+                     '(<model>_pred_<k>).')
+flags.DEFINE_enum('msa_mode', 'single_sequence', list(msa_search.MODES),
+                  'single_sequence: the query alone; precomputed: --msa_paths or files already '
+                  'in <output_dir>/<target>/msas; jackhmmer: uniref90 + mgnify (+ small_bfd); '
+                  'hhblits: jackhmmer on uniref90/mgnify plus hhblits on bfd + uniref30; '
+                  'mmseqs2: mmseqs against --mmseqs_database_path.')
+flags.DEFINE_list('msa_paths', [], 'With --msa_mode=precomputed: a3m/sto files (and a pdb70 '
+                  '.hhr for templates), or a directory of them, for a single target.')
+flags.DEFINE_string('uniref90_database_path', None, 'jackhmmer FASTA database (UniRef90).')
+flags.DEFINE_string('mgnify_database_path', None, 'jackhmmer FASTA database (MGnify).')
+flags.DEFINE_string('small_bfd_database_path', None, 'jackhmmer FASTA database (small BFD).')
+flags.DEFINE_string('bfd_database_path', None, 'hhblits database prefix (BFD).')
+flags.DEFINE_string('uniref30_database_path', None, 'hhblits database prefix (UniRef30).')
+flags.DEFINE_string('mmseqs_database_path', None, 'mmseqs2 database (FASTA or createdb).')
+flags.DEFINE_string('pdb70_database_path', None, 'hhsearch database prefix for template hits.')
+flags.DEFINE_string('jackhmmer_binary_path', None, 'Default: jackhmmer on PATH.')
+flags.DEFINE_string('hhblits_binary_path', None, 'Default: hhblits on PATH.')
+flags.DEFINE_string('hhsearch_binary_path', None, 'Default: hhsearch on PATH.')
+flags.DEFINE_string('mmseqs_binary_path', None, 'Default: mmseqs on PATH.')
+flags.DEFINE_string('kalign_binary_path', None, 'Default: kalign on PATH (template realignment).')
+flags.DEFINE_integer('n_cpu', 2, 'Threads for each search binary.')
+flags.DEFINE_float('search_timeout', 3600.0, 'Seconds allowed for each search binary run.')
+flags.DEFINE_bool('use_templates', False, 'Featurize template hits (pdb_hits.hhr from '
+                  '--pdb70_database_path or --msa_paths) from --template_mmcif_dir. Only models '
+                  '1 and 2 read templates.')
+flags.DEFINE_string('template_mmcif_dir', None, 'Template structures, <pdb_id>.cif[.gz].')
+flags.DEFINE_string('max_template_date', '9999-12-31', 'YYYY-MM-DD: skip templates released '
+                    'after it (use the target\'s date to benchmark honestly).')
+flags.DEFINE_string('obsolete_pdbs_path', None, 'AlphaFold\'s obsolete.dat (optional).')
+flags.DEFINE_list('buckets', [str(b) for b in buckets.LENGTH_BUCKETS],
+                  'Length buckets: each target is padded to the smallest bucket that holds it, so '
+                  'a set of proteins compiles a few executables (MSA depth has its own buckets).')
+flags.DEFINE_enum('precision', 'float32', ['float32', 'bfloat16'],
+                  'bfloat16 matmuls (softmax, layer norm, coordinates stay float32).')
+flags.DEFINE_string('compilation_cache_dir', None, 'Persistent XLA cache directory (default: '
+                    '$COMPILE_CACHE_DIR, else ~/.cache/af_jax/xla).')
+FLAGS = flags.FLAGS
+MSA_FILE_SUFFIXES = pipeline.MSA_SUFFIXES + ('.hhr',)
+
+OVERRIDES: dict[str, str] = {}
+
+
+def options_from_flags() -> fold.FoldOptions:
+  """FoldOptions from the parsed flags."""
+  if not FLAGS.output_dir:
+    raise ConfigError('--output_dir is required')
+  msa_paths = []
+  for given in FLAGS.msa_paths:
+    # A directory stands for the alignments (and .hhr) in it.
+    path = pathlib.Path(given)
+    msa_paths += sorted(str(p) for p in path.iterdir() if p.name.endswith(MSA_FILE_SUFFIXES)) \
+        if path.is_dir() else [given]
+  databases = msa_search.Databases(
+      uniref90=FLAGS.uniref90_database_path, mgnify=FLAGS.mgnify_database_path,
+      small_bfd=FLAGS.small_bfd_database_path, bfd=FLAGS.bfd_database_path,
+      uniref30=FLAGS.uniref30_database_path, mmseqs_db=FLAGS.mmseqs_database_path,
+      pdb70=FLAGS.pdb70_database_path, jackhmmer_binary=FLAGS.jackhmmer_binary_path,
+      hhblits_binary=FLAGS.hhblits_binary_path, hhsearch_binary=FLAGS.hhsearch_binary_path,
+      mmseqs_binary=FLAGS.mmseqs_binary_path)
+  pipe = pipeline.PipelineOptions(
+      msa_mode=FLAGS.msa_mode, databases=databases, msa_paths=tuple(msa_paths),
+      use_templates=FLAGS.use_templates, template_mmcif_dir=FLAGS.template_mmcif_dir,
+      max_template_date=FLAGS.max_template_date, kalign_binary_path=FLAGS.kalign_binary_path,
+      obsolete_pdbs_path=FLAGS.obsolete_pdbs_path, n_cpu=FLAGS.n_cpu,
+      timeout=FLAGS.search_timeout)
+  if FLAGS.msa_paths and len(FLAGS.fasta_paths) != 1:
+    raise ConfigError('--msa_paths belongs to one target: pass exactly one FASTA file '
+                      'with one record, or put each target\'s files in <output_dir>/<name>/msas')
+  return fold.FoldOptions(
+      output_dir=pathlib.Path(FLAGS.output_dir),
+      model_names=tuple(FLAGS.model_names) or fold.MODEL_PRESETS[FLAGS.model_preset],
+      params_dir=FLAGS.params_dir, random_params=FLAGS.random_params,
+      num_recycle=FLAGS.num_recycle, random_seed=FLAGS.random_seed, num_seeds=FLAGS.num_seeds,
+      length_buckets=buckets.parse_buckets(','.join(FLAGS.buckets)),
+      precision=FLAGS.precision, config_overrides=dict(OVERRIDES), pipeline=pipe)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise ConfigError(f'unexpected arguments {argv[1:]}; every input is a --flag')
+  options = options_from_flags()
+  if FLAGS.compilation_cache_dir or os.environ.get('COMPILE_CACHE_DIR'):
+    import compile_cache
+    path = compile_cache.configure(FLAGS.compilation_cache_dir)
+    logging.info('compilation cache: %s', path)
+  dirs = fold.fold(FLAGS.fasta_paths, options, FLAGS.features_paths)
+  for d in dirs:
+    print(d)
+
+
+def entry(argv: list[str]) -> None:
+  rest, overrides = cli.split_config_overrides(argv)
+  OVERRIDES.update(overrides)
+  app.run(main, argv=rest)
+
+
+if __name__ == '__main__':
+  cli.run_main(entry)

@@ -1,0 +1,223 @@
+"""run_inference.py end to end on real chains, and its one-line errors on bad input.
+
+A tiny model (tests/model/tiny.py) with random weights keeps each run to seconds;
+everything else is the real command line: real FASTA records and alignments from
+../shared/data, templates from the template fixture, a jackhmmer search of a small
+real database, and the written structures read back by biopython and gemmi.
+"""
+
+import json
+import os
+import pathlib
+import pickle
+import shutil
+import subprocess
+import sys
+
+import gemmi
+import numpy as np
+import pytest
+from Bio.PDB import PDBParser
+
+from af_jax.data import parsers
+from tests.data.shared_data import CHAIN_2Q2K, MINI_DATABASES, SHARED_DATA, TEMPLATE_FIXTURE
+from tests.model.tiny import TINY
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / 'run_inference.py'
+MSA_5ZYH = SHARED_DATA / 'chains_with_msa' / 'protenix_msa_demo' / 'msa' / '0' / 'non_pairing.a3m'
+
+SMALL = [f'--config.{k}={v}' for k, v in TINY.items()] + [
+    '--num_recycle=1', '--config.data.eval.max_msa_clusters=16',
+    '--config.data.common.max_extra_msa=32', '--buckets=80,256', '--random_params']
+
+
+def run(args, check=True):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  env.pop('XLA_FLAGS', None)
+  proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def first_row(a3m_path):
+  return parsers.parse_a3m(pathlib.Path(a3m_path).read_text()).sequences[0]
+
+
+@pytest.fixture(scope='module')
+def three_chains(tmp_path_factory):
+  """One run over three real chains with precomputed MSAs (one with templates), 2 seeds."""
+  tmp = tmp_path_factory.mktemp('fold')
+  out = tmp / 'out'
+  short = parsers.read_fasta(TEMPLATE_FIXTURE / 'short.fasta')[0].sequence
+  seqs = {'2q2k_A': first_row(CHAIN_2Q2K / 'alignments' / '2q2k_A' / 'bfd_uniclust_hits.a3m'),
+          'short': short, '5zyh_A': first_row(MSA_5ZYH)}
+  # Longest first in the file: the run must sort them.
+  fasta = tmp / 'targets.fasta'
+  fasta.write_text(''.join(f'>{n} test chain\n{s}\n' for n, s in reversed(seqs.items())))
+  # AlphaFold's use_precomputed_msas layout: <output_dir>/<target>/msas/.
+  for name, files in {'2q2k_A': sorted((CHAIN_2Q2K / 'alignments' / '2q2k_A').iterdir()),
+                      'short': sorted((TEMPLATE_FIXTURE / 'alignments').iterdir()),
+                      '5zyh_A': [MSA_5ZYH]}.items():
+    msa_dir = out / name / 'msas'
+    msa_dir.mkdir(parents=True)
+    for f in files:
+      shutil.copy(f, msa_dir / f.name)
+  args = [f'--fasta_paths={fasta}', f'--output_dir={out}', '--msa_mode=precomputed',
+          '--model_names=model_1_ptm', '--num_seeds=2', '--use_templates',
+          f'--template_mmcif_dir={TEMPLATE_FIXTURE / "template_mmcifs"}',
+          '--max_template_date=2100-01-01', *SMALL]
+  proc = run(args)
+  return out, seqs, args, proc
+
+
+def test_outputs_of_three_real_chains(three_chains):
+  out, seqs, _, proc = three_chains
+  # One progress line per target, shortest first (the FASTA lists them longest first).
+  progress = [line.split('] ', 1)[1] for line in proc.stderr.splitlines()
+              if 'residues)' in line and '] [' in line]
+  assert progress == ['[1/3] 2q2k_A (70 residues)', '[2/3] short (73 residues)',
+                      '[3/3] 5zyh_A (237 residues)'], progress
+  for name, seq in seqs.items():
+    d = out / name
+    ranking = json.loads((d / 'ranking_debug.json').read_text())
+    preds = ['model_1_ptm_pred_0', 'model_1_ptm_pred_1']
+    assert sorted(ranking['order']) == preds
+    assert ranking['order'] == sorted(preds, key=lambda p: -ranking['plddts'][p])
+    assert 'RANDOM' in ranking['params']
+    for pred in preds:
+      conf = json.loads((d / f'confidence_{pred}.json').read_text())
+      assert len(conf['confidenceScore']) == len(seq)
+      pae = json.loads((d / f'pae_{pred}.json').read_text())[0]
+      assert np.shape(pae['predicted_aligned_error']) == (len(seq), len(seq))
+      result = pickle.loads((d / f'result_{pred}.pkl').read_bytes())
+      assert result['structure_module']['final_atom_positions'].shape == (len(seq), 37, 3)
+      np.testing.assert_allclose(np.mean(result['plddt']), ranking['plddts'][pred], rtol=1e-5)
+    # The written structures parse back, in both formats, with the target's sequence.
+    structure = PDBParser(QUIET=True).get_structure(name, str(d / 'ranked_0.pdb'))
+    assert len(list(structure.get_residues())) == len(seq)
+    for fmt in ('pdb', 'cif'):
+      st = gemmi.read_structure(str(d / f'ranked_0.{fmt}'))
+      residues = [r for r in st[0][0]]
+      assert gemmi.one_letter_code([r.name for r in residues]).upper() == seq
+      best = ranking['order'][0]
+      plddt = json.loads((d / f'confidence_{best}.json').read_text())['confidenceScore']
+      np.testing.assert_allclose([r[0].b_iso for r in residues], plddt, atol=0.01)
+    for png in ('plddt.png', 'pae.png'):
+      assert (d / png).read_bytes()[:4] == b'\x89PNG'
+    timings = json.loads((d / 'timings.json').read_text())
+    assert {'features', 'process_features_model_1_ptm_pred_0',
+            'predict_and_compile_model_1_ptm_pred_1'} <= set(timings)
+    feats = pickle.loads((d / 'features.pkl').read_bytes())
+    assert feats['msa'].shape[0] > 1 and feats['aatype'].shape[0] == len(seq)
+    assert not [p for p in d.rglob('*') if 'tmp' in p.name]
+  # Templates came from the fixture for the one target that has an hhr.
+  assert len(pickle.loads((out / 'short' / 'features.pkl').read_bytes())[
+      'template_domain_names']) > 0
+
+
+def test_rerun_skips_complete_targets(three_chains):
+  out, seqs, args, _ = three_chains
+  before = {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()}
+  proc = run(args)
+  assert proc.stderr.count('outputs complete') == len(seqs)
+  assert {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()} == before
+
+
+def _database_query():
+  """A record of the small UniRef90 sample, so the search must find at least itself."""
+  text = (MINI_DATABASES / 'uniref90__subsampled_1000.fasta').read_text()
+  for block in text.split('>')[1:]:
+    header, _, body = block.partition('\n')
+    seq = body.replace('\n', '')
+    if 40 <= len(seq) <= 80 and set(seq) <= set('ACDEFGHIKLMNPQRSTVWY'):
+      return header.split()[0], seq
+  raise AssertionError('no short standard sequence in the database')
+
+
+def test_jackhmmer_search_of_a_small_database(tmp_path):
+  _, seq = _database_query()
+  fasta = tmp_path / 'q.fasta'
+  fasta.write_text(f'>query1\n{seq}\n')
+  run([f'--fasta_paths={fasta}', f'--output_dir={tmp_path / "out"}', '--msa_mode=jackhmmer',
+       f'--uniref90_database_path={MINI_DATABASES / "uniref90__subsampled_1000.fasta"}',
+       '--model_names=model_3_ptm', *SMALL])
+  d = tmp_path / 'out' / 'query1'
+  sto = parsers.read_msa(d / 'msas' / 'uniref90_hits.sto')
+  assert sto.sequences[0] == seq and len(sto) >= 2
+  assert pickle.loads((d / 'features.pkl').read_bytes())['msa'].shape[0] >= 2
+  assert (d / 'ranked_0.pdb').is_file()
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope='module')
+def bad_inputs(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('bad')
+  good = tmp / 'good.fasta'
+  good.write_text('>t1\nMKVLAAGIVG\n')
+  (tmp / 'letters.fasta').write_text('>t1\nMKV1LAAG\n')
+  (tmp / 'empty.fasta').write_text('')
+  (tmp / 'malformed.fasta').write_text('MKVLAAGIVG\n')
+  (tmp / 'dupes.fasta').write_text('>t1\nMKVLA\n>t1\nMKVLG\n')
+  (tmp / 'a_file').write_text('')
+  params = tmp / 'params'
+  params.mkdir()
+  (params / 'params_model_1_ptm.npz').write_bytes(b'not a zip file')
+  other = tmp / 'other'
+  other.mkdir()
+  # Weights of model_3_ptm (no template stack) saved under model_1_ptm's name.
+  code = ('import sys; sys.path.insert(0, "."); import af_jax; from af_jax.inference import '
+          'build_model; from tests.model.tiny import tiny_config; '
+          f'af_jax.save_params("{other}/params_model_1_ptm.npz", '
+          'build_model(tiny_config("model_3_ptm").model))')
+  subprocess.run([sys.executable, '-c', code], cwd=ROOT, check=True, timeout=300)
+  return tmp
+
+
+TINY_FLAGS = [f'--config.{k}={v}' for k, v in TINY.items()]
+BAD = {
+    'letters': (['--fasta_paths={tmp}/letters.fasta'], '1'),
+    'empty': (['--fasta_paths={tmp}/empty.fasta'], 'empty'),
+    'malformed': (['--fasta_paths={tmp}/malformed.fasta'], '>'),
+    'duplicate names': (['--fasta_paths={tmp}/dupes.fasta'], 't1'),
+    'msa query mismatch': (['--fasta_paths={tmp}/good.fasta', '--msa_mode=precomputed',
+                            f'--msa_paths={CHAIN_2Q2K}/alignments/2q2k_A/mgnify_hits.sto'],
+                           'does not match'),
+    'missing params': (['--fasta_paths={tmp}/good.fasta', '--params_dir={tmp}/nowhere',
+                        '--norandom_params'], 'params_model_1_ptm.npz'),
+    'corrupt params': (['--fasta_paths={tmp}/good.fasta', '--params_dir={tmp}/params',
+                        '--norandom_params'], 'params_model_1_ptm.npz'),
+    'params of another preset': (['--fasta_paths={tmp}/good.fasta', '--params_dir={tmp}/other',
+                                  '--norandom_params'], 'model_1_ptm'),
+    'missing database': (['--fasta_paths={tmp}/good.fasta', '--msa_mode=jackhmmer',
+                          '--uniref90_database_path={tmp}/no_such_db.fasta'], 'no_such_db'),
+    'missing binary': (['--fasta_paths={tmp}/good.fasta', '--msa_mode=jackhmmer',
+                        f'--uniref90_database_path={MINI_DATABASES}/'
+                        'uniref90__subsampled_1000.fasta',
+                        '--jackhmmer_binary_path={tmp}/bin/jackhmmer'], 'jackhmmer'),
+    'unwritable output dir': (['--fasta_paths={tmp}/good.fasta'], 'output_dir'),
+    'unknown config key': (['--fasta_paths={tmp}/good.fasta', '--config.model.no_such=1'],
+                           'no_such'),
+}
+
+
+@pytest.mark.parametrize('case', list(BAD))
+def test_bad_input_is_one_line_and_nonzero(bad_inputs, case):
+  args, needle = BAD[case]
+  tmp = bad_inputs
+  out = tmp / 'a_file' / 'out' if case == 'unwritable output dir' else tmp / f'out_{case[:8]}'
+  args = [a.format(tmp=tmp) for a in args]
+  # The case's own flags come last, so they win (e.g. --no-random_params).
+  proc = run([f'--output_dir={out}', '--model_names=model_1_ptm', '--random_params',
+              *TINY_FLAGS, *args], check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and needle in last, last
+  # Nothing was predicted: no structure or ranking files anywhere.
+  if out.exists():
+    assert not list(out.rglob('*.pdb')) and not list(out.rglob('ranking_debug.json'))
