@@ -16,7 +16,7 @@ from flax import nnx
 from af_jax.chunking import ChunkPlan
 from af_jax.common import confidence
 from af_jax.errors import InputError
-from af_jax.model import heads
+from af_jax.model import heads, primitives
 from af_jax.model.evoformer import EmbeddingsAndEvoformer
 from af_jax.model.structure_module import StructureModule
 
@@ -34,21 +34,24 @@ class AlphaFold(nnx.Module):
     gc = config.global_config
     hc = config.heads
     zi = gc.zero_init
+    # NUMERICS: the big heads compute in the trunk's dtype (float32 logits);
+    # the structure module and the per-residue heads are always float32.
+    dt = primitives.compute_dtype(gc)
     self.config = config
     self.evoformer = EmbeddingsAndEvoformer(e, gc, rngs=rngs)
     self.structure_module = StructureModule(hc.structure_module, c_s=e.seq_channel,
                                             c_z=e.pair_channel, zero_init=zi, rngs=rngs)
     self.distogram_head = heads.DistogramHead(hc.distogram, c_z=e.pair_channel, zero_init=zi,
-                                              rngs=rngs)
+                                              dtype=dt, rngs=rngs)
     self.masked_msa_head = heads.MaskedMsaHead(hc.masked_msa, c_m=e.msa_channel, zero_init=zi,
-                                               rngs=rngs)
+                                               dtype=dt, rngs=rngs)
     self.predicted_lddt_head = heads.PredictedLDDTHead(
         hc.predicted_lddt, c_s=hc.structure_module.num_channel, zero_init=zi, rngs=rngs)
     self.experimentally_resolved_head = heads.ExperimentallyResolvedHead(
         hc.experimentally_resolved, c_s=e.seq_channel, zero_init=zi, rngs=rngs)
     self.predicted_aligned_error_head = (
         heads.PredictedAlignedErrorHead(hc.predicted_aligned_error, c_z=e.pair_channel,
-                                        zero_init=zi, rngs=rngs)
+                                        zero_init=zi, dtype=dt, rngs=rngs)
         if hc.predicted_aligned_error.weight else None)
 
   def iteration(self, batch: dict, prev: dict, plan: ChunkPlan = ChunkPlan(),

@@ -3,6 +3,9 @@
 Both modules take a single slice (one MSA row, one pair row, ...); callers map
 them over the axial dimension with `chunking.axial_map`. Parameter names and
 layouts are AlphaFold's: `query_w [c, H, d]`, `output_w [H, d, c_out]`.
+
+Precision: projections run in the module's compute `dtype` (bfloat16 with
+`global_config.bfloat16`); logits, softmax and the gate's sigmoid are float32.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ class _GatedAttentionParams(nnx.Module):
 
   def __init__(self, c_q: int, c_m: int, output_dim: int, *, num_head: int,
                key_dim: int | None, value_dim: int | None, gating: bool, zero_init: bool,
-               single_kv: bool, rngs: nnx.Rngs):
+               single_kv: bool, dtype, rngs: nnx.Rngs):
+    self.dtype = jnp.dtype(dtype)
     key_dim = c_q if key_dim is None else key_dim
     value_dim = c_m if value_dim is None else value_dim
     assert key_dim % num_head == 0 and value_dim % num_head == 0
@@ -42,11 +46,11 @@ class _GatedAttentionParams(nnx.Module):
 
   def _gate_and_project(self, q_data: jax.Array, weighted_avg: jax.Array) -> jax.Array:
     """[Q, H, d] -> [Q, output_dim], gated from the (normalised) query input."""
-    dt = q_data.dtype
+    dt = self.dtype
     if self.gating_w is not None:
-      gate = jnp.einsum('qa,ahc->qhc', q_data, self.gating_w[...].astype(dt))
-      weighted_avg = weighted_avg * jax.nn.sigmoid(gate + self.gating_b[...].astype(dt))
-    out = jnp.einsum('qhc,hco->qo', weighted_avg, self.output_w[...].astype(dt))
+      logits = primitives.einsum('qa,ahc->qhc', q_data, self.gating_w[...], dtype=dt)
+      weighted_avg = primitives.gate(weighted_avg, logits + self.gating_b[...].astype(dt))
+    out = primitives.einsum('qhc,hco->qo', weighted_avg, self.output_w[...], dtype=dt)
     return out + self.output_b[...].astype(dt)
 
 
@@ -58,14 +62,16 @@ class Attention(_GatedAttentionParams):
     num_head: H; key_dim, value_dim: total over heads (AlphaFold's convention).
     gating: whether to create `gating_w`/`gating_b`.
     zero_init: zero-initialise `output_w` (AlphaFold's default).
+    dtype: compute dtype of the projections (parameters stay float32).
   """
 
   def __init__(self, c_q: int, c_m: int, output_dim: int, *, num_head: int,
                key_dim: int | None = None, value_dim: int | None = None,
-               gating: bool = True, zero_init: bool = True, rngs: nnx.Rngs):
+               gating: bool = True, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     super().__init__(c_q, c_m, output_dim, num_head=num_head, key_dim=key_dim,
                      value_dim=value_dim, gating=gating, zero_init=zero_init,
-                     single_kv=False, rngs=rngs)
+                     single_kv=False, dtype=dtype, rngs=rngs)
 
   def __call__(self, q_data: jax.Array, m_data: jax.Array, bias: jax.Array) -> jax.Array:
     """Attend from queries to memories.
@@ -78,16 +84,18 @@ class Attention(_GatedAttentionParams):
     Returns:
       [Q, output_dim].
     """
-    dt = q_data.dtype
-    q = jnp.einsum('qa,ahc->hqc', q_data, self.query_w[...].astype(dt))
+    dt, f32 = self.dtype, jnp.float32
+    q = primitives.einsum('qa,ahc->hqc', q_data, self.query_w[...], dtype=dt)
     # NUMERICS: AlphaFold scales q before q.k.
     q = q * self.key_dim ** (-0.5)
-    k = jnp.einsum('ka,ahc->hkc', m_data, self.key_w[...].astype(dt))
-    v = jnp.einsum('ka,ahc->hkc', m_data, self.value_w[...].astype(dt))
-    logits = jnp.einsum('hqc,hkc->hqk', q, k).astype(jnp.float32) + bias
-    # NUMERICS: softmax in float32 whatever the matmul dtype.
-    weights = jax.nn.softmax(logits, axis=-1).astype(dt)
-    return self._gate_and_project(q_data, jnp.einsum('hqk,hkc->qhc', weights, v))
+    k = primitives.einsum('ka,ahc->hkc', m_data, self.key_w[...], dtype=dt)
+    v = primitives.einsum('ka,ahc->hkc', m_data, self.value_w[...], dtype=dt)
+    # NUMERICS: logits (bias included) and softmax in float32 whatever the
+    # matmul dtype; only the normalised weights are rounded for weights @ v.
+    logits = primitives.einsum('hqc,hkc->hqk', q, k, dtype=dt, out_dtype=f32) + bias
+    weights = jax.nn.softmax(logits, axis=-1)
+    weighted_avg = primitives.einsum('hqk,hkc->qhc', weights, v, dtype=dt)
+    return self._gate_and_project(q_data, weighted_avg)
 
 
 class GlobalAttention(_GatedAttentionParams):
@@ -99,22 +107,25 @@ class GlobalAttention(_GatedAttentionParams):
 
   def __init__(self, c_q: int, c_m: int, output_dim: int, *, num_head: int,
                key_dim: int | None = None, value_dim: int | None = None,
-               gating: bool = True, zero_init: bool = True, rngs: nnx.Rngs):
+               gating: bool = True, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     super().__init__(c_q, c_m, output_dim, num_head=num_head, key_dim=key_dim,
                      value_dim=value_dim, gating=gating, zero_init=zero_init,
-                     single_kv=True, rngs=rngs)
+                     single_kv=True, dtype=dtype, rngs=rngs)
 
   def __call__(self, q_data: jax.Array, m_data: jax.Array, q_mask: jax.Array) -> jax.Array:
     """Args: q_data, m_data: [S, c] one column; q_mask: [S]. Returns [S, output_dim]."""
-    dt = q_data.dtype
-    v = jnp.einsum('ka,ac->kc', m_data, self.value_w[...].astype(dt))
-    q_avg = primitives.mask_mean(q_mask[:, None], q_data, axis=0)
-    q = jnp.einsum('a,ahc->hc', q_avg, self.query_w[...].astype(dt)) * self.key_dim ** (-0.5)
-    k = jnp.einsum('ka,ac->kc', m_data, self.key_w[...].astype(dt))
+    dt, f32 = self.dtype, jnp.float32
+    v = primitives.einsum('ka,ac->kc', m_data, self.value_w[...], dtype=dt)
+    # NUMERICS: the masked mean over the slice in float32.
+    q_avg = primitives.mask_mean(q_mask[:, None].astype(f32), q_data.astype(f32), axis=0)
+    q = primitives.einsum('a,ahc->hc', q_avg, self.query_w[...], dtype=dt)
+    q = q * self.key_dim ** (-0.5)
+    k = primitives.einsum('ka,ac->kc', m_data, self.key_w[...], dtype=dt)
     bias = primitives.mask_to_bias(q_mask)[None, :]
-    logits = jnp.einsum('hc,kc->hk', q, k).astype(jnp.float32) + bias
-    weights = jax.nn.softmax(logits, axis=-1).astype(dt)
-    weighted_avg = jnp.einsum('hk,kc->hc', weights, v)
+    logits = primitives.einsum('hc,kc->hk', q, k, dtype=dt, out_dtype=f32) + bias
+    weights = jax.nn.softmax(logits, axis=-1)
+    weighted_avg = primitives.einsum('hk,kc->hc', weights, v, dtype=dt)
     # Every query of the slice receives the one global result, gated per query.
     weighted_avg = jnp.broadcast_to(weighted_avg[None], (q_data.shape[0],) + weighted_avg.shape)
     return self._gate_and_project(q_data, weighted_avg)

@@ -5,6 +5,8 @@ Jumper et al. (2021) Suppl. Alg. 2-6 and 18.
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -29,8 +31,8 @@ class EvoformerIteration(nnx.Module):
   """
 
   def __init__(self, config, *, c_m: int, c_z: int, is_extra_msa: bool,
-               zero_init: bool = True, rngs: nnx.Rngs):
-    kw = dict(zero_init=zero_init, rngs=rngs)
+               zero_init: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
+    kw = dict(zero_init=zero_init, dtype=dtype, rngs=rngs)
     self.config = config
     self.is_extra_msa = is_extra_msa
     self.msa_row_attention_with_pair_bias = MSARowAttentionWithPairBias(
@@ -112,13 +114,20 @@ class EmbeddingsAndEvoformer(nnx.Module):
   relative positions (Alg. 4), recycling embedder (Alg. 32), templates (Alg.
   16-17 and torsion-angle rows), extra-MSA stack (Alg. 18), Evoformer (Alg. 6)
   and the single representation. AlphaFold's scope: `evoformer`.
+
+  NUMERICS: with `global_config.bfloat16` every Linear/einsum of the trunk
+  computes in bfloat16 (`primitives.compute_dtype`) and the MSA and pair
+  activations are carried in bfloat16 between blocks, as AlphaFold's
+  `bfloat16_context` does (half the activation memory); features, masks and
+  geometry stay float32 and the outputs are float32.
   """
 
   def __init__(self, config, global_config, *, target_feat_dim: int = 22,
                msa_feat_dim: int = 49, rngs: nnx.Rngs):
     c = config
     zi = global_config.zero_init
-    lin = primitives.Linear
+    dt = primitives.compute_dtype(global_config)
+    lin = functools.partial(primitives.Linear, dtype=dt)
     c_m, c_z, c_e = c.msa_channel, c.pair_channel, c.extra_msa_channel
     self.config = c
     self.global_config = global_config
@@ -134,7 +143,8 @@ class EmbeddingsAndEvoformer(nnx.Module):
     if c.max_relative_feature:
       self.pair_activations = lin(2 * c.max_relative_feature + 1, c_z, rngs=rngs)
     if c.template.enabled:
-      self.template_embedding = TemplateEmbedding(c.template, c_z=c_z, zero_init=zi, rngs=rngs)
+      self.template_embedding = TemplateEmbedding(c.template, c_z=c_z, zero_init=zi, dtype=dt,
+                                                  rngs=rngs)
       if c.template.embed_torsion_angles:
         self.template_single_embedding = lin(embedders.TEMPLATE_SINGLE_FEATURES, c_m,
                                              initializer='relu', rngs=rngs)
@@ -142,13 +152,14 @@ class EmbeddingsAndEvoformer(nnx.Module):
     self.extra_msa_activations = lin(embedders.EXTRA_MSA_FEATURES, c_e, rngs=rngs)
     self.extra_msa_stack = stack.create(
         lambda r: EvoformerIteration(c.evoformer, c_m=c_e, c_z=c_z, is_extra_msa=True,
-                                     zero_init=zi, rngs=r),
+                                     zero_init=zi, dtype=dt, rngs=r),
         c.extra_msa_stack_num_block, rngs)
     self.evoformer_iteration = stack.create(
         lambda r: EvoformerIteration(c.evoformer, c_m=c_m, c_z=c_z, is_extra_msa=False,
-                                     zero_init=zi, rngs=r),
+                                     zero_init=zi, dtype=dt, rngs=r),
         c.evoformer_num_block, rngs)
-    self.single_activations = lin(c_m, c.seq_channel, rngs=rngs)
+    # NUMERICS: the single representation keeps the float32 accumulator.
+    self.single_activations = lin(c_m, c.seq_channel, out_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, batch: dict, prev: dict, plan: ChunkPlan = ChunkPlan(),
                key: jax.Array | None = None) -> dict:
@@ -168,21 +179,24 @@ class EmbeddingsAndEvoformer(nnx.Module):
       `msa_first_row` [N_res, c_m], all float32.
     """
     c, gc = self.config, self.global_config
-    dt = jnp.bfloat16 if gc.bfloat16 else jnp.float32
+    # The Linears cast features to the compute dtype `dt`; their outputs start
+    # the MSA and pair activations in `dt`. Masks stay float32.
+    dt = primitives.compute_dtype(gc)
     remat = bool(gc.get('use_remat', False))
     k_templ, k_extra, k_evo = (jax.random.split(key, 3) if key is not None else (None,) * 3)
-    target_feat = batch['target_feat'].astype(dt)
+    target_feat = batch['target_feat']
     n_seq = batch['msa_feat'].shape[0]
     # Alg. 3: input embedder.
-    msa = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(batch['msa_feat'].astype(dt))
+    msa = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(batch['msa_feat'])
     pair = self.left_single(target_feat)[:, None] + self.right_single(target_feat)[None, :]
-    seq_mask = batch['seq_mask'].astype(dt)
+    seq_mask = batch['seq_mask'].astype(jnp.float32)
     mask_2d = seq_mask[:, None] * seq_mask[None, :]
     # Alg. 32: recycling embedder.
     if c.recycle_pos:
       dgram = embedders.recycled_position_dgram(batch['aatype'], prev['prev_pos'], c.prev_pos)
-      pair = pair + self.prev_pos_linear(dgram.astype(dt))
+      pair = pair + self.prev_pos_linear(dgram)
     if c.recycle_features:
+      # NUMERICS: float32 layer norms of the float32 recycled outputs.
       first_row = self.prev_msa_first_row_norm(prev['prev_msa_first_row']).astype(dt)
       msa = msa.at[0].add(first_row)
       pair = pair + self.prev_pair_norm(prev['prev_pair']).astype(dt)
@@ -190,14 +204,14 @@ class EmbeddingsAndEvoformer(nnx.Module):
     if c.max_relative_feature:
       relpos = embedders.relative_position_one_hot(batch['residue_index'],
                                                    c.max_relative_feature)
-      pair = pair + self.pair_activations(relpos.astype(dt))
+      pair = pair + self.pair_activations(relpos)
     # Alg. 2 lines 9-13: template pair embedding.
     templates = {k: batch[k] for k in TEMPLATE_FEATURES} if c.template.enabled else None
     if templates is not None:
       pair = pair + self.template_embedding(pair, templates, mask_2d, plan, k_templ, remat)
     # Alg. 2 lines 14-16 and Alg. 18: extra-MSA stack.
-    extra = self.extra_msa_activations(embedders.extra_msa_features(batch).astype(dt))
-    extra_mask = batch['extra_msa_mask'].astype(dt)
+    extra = self.extra_msa_activations(embedders.extra_msa_features(batch))
+    extra_mask = batch['extra_msa_mask'].astype(jnp.float32)
     extra_keys = (jax.random.split(k_extra, c.extra_msa_stack_num_block)
                   if k_extra is not None else None)
 
@@ -207,12 +221,12 @@ class EmbeddingsAndEvoformer(nnx.Module):
     _, pair = stack.scan(self.extra_msa_stack, extra_body, (extra, pair), extra_keys,
                          remat=remat)
     # Alg. 2 lines 7-8: template torsion angles as extra MSA rows.
-    msa_mask = batch['msa_mask'].astype(dt)
+    msa_mask = batch['msa_mask'].astype(jnp.float32)
     if templates is not None and c.template.embed_torsion_angles:
       feats, row_mask = embedders.template_single_features(batch, gc.zero_init)
-      rows = self.template_projection(jax.nn.relu(self.template_single_embedding(feats.astype(dt))))
+      rows = self.template_projection(jax.nn.relu(self.template_single_embedding(feats)))
       msa = jnp.concatenate([msa, rows], axis=0)
-      msa_mask = jnp.concatenate([msa_mask, row_mask.astype(dt)], axis=0)
+      msa_mask = jnp.concatenate([msa_mask, row_mask.astype(jnp.float32)], axis=0)
     # Alg. 2 lines 17-18: the Evoformer.
     evo_keys = (jax.random.split(k_evo, c.evoformer_num_block) if k_evo is not None else None)
 

@@ -1,4 +1,10 @@
-"""Output heads. Jumper et al. (2021) Suppl. 1.9.6-1.9.10."""
+"""Output heads. Jumper et al. (2021) Suppl. 1.9.6-1.9.10.
+
+NUMERICS: the big projections (distogram and aligned error from the pair,
+masked MSA from the MSA) compute in the trunk's dtype (bfloat16 with
+`global_config.bfloat16`) and return float32 logits (the matmul's float32
+accumulator); the small per-residue heads are float32.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,12 @@ from af_jax.model import primitives
 class DistogramHead(nnx.Module):
   """Symmetrised pair logits over 64 distance bins. Suppl. 1.9.8."""
 
-  def __init__(self, config, *, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_z: int, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     self.config = config
     self.half_logits = primitives.Linear(c_z, config.num_bins,
-                                         initializer=primitives.final_init(zero_init), rngs=rngs)
+                                         initializer=primitives.final_init(zero_init),
+                                         dtype=dtype, out_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, pair: jax.Array) -> dict:
     half = self.half_logits(pair)
@@ -27,9 +35,11 @@ class DistogramHead(nnx.Module):
 class MaskedMsaHead(nnx.Module):
   """Logits of the masked MSA residues (BERT objective). Suppl. 1.9.9."""
 
-  def __init__(self, config, *, c_m: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_m: int, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     self.logits = primitives.Linear(c_m, config.num_output,
-                                    initializer=primitives.final_init(zero_init), rngs=rngs)
+                                    initializer=primitives.final_init(zero_init),
+                                    dtype=dtype, out_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, msa: jax.Array) -> dict:
     return {'logits': self.logits(msa)}
@@ -68,10 +78,12 @@ class ExperimentallyResolvedHead(nnx.Module):
 class PredictedAlignedErrorHead(nnx.Module):
   """Binned aligned error of residue j in the frame of residue i. Suppl. 1.9.7."""
 
-  def __init__(self, config, *, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_z: int, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     self.config = config
     self.logits = primitives.Linear(c_z, config.num_bins,
-                                    initializer=primitives.final_init(zero_init), rngs=rngs)
+                                    initializer=primitives.final_init(zero_init),
+                                    dtype=dtype, out_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, pair: jax.Array) -> dict:
     c = self.config

@@ -15,14 +15,16 @@ from af_jax.model.attention import Attention, GlobalAttention
 class MSARowAttentionWithPairBias(nnx.Module):
   """MSA per-row attention biased by the pair representation. Jumper et al. (2021) Suppl. Alg. 7."""
 
-  def __init__(self, config, *, c_m: int, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_m: int, c_z: int, zero_init: bool = True,
+               dtype=jnp.float32, rngs: nnx.Rngs):
     h = config.num_head
+    self.dtype = jnp.dtype(dtype)
     self.query_norm = primitives.LayerNorm(c_m)
     self.feat_2d_norm = primitives.LayerNorm(c_z)
     self.feat_2d_weights = primitives.param(rngs, (c_z, h), f'normal:{c_z ** -0.5}')
     self.attention = Attention(c_m, c_m, c_m, num_head=h, key_dim=config.get('key_dim'),
                                value_dim=config.get('value_dim'), gating=config.gating,
-                               zero_init=zero_init, rngs=rngs)
+                               zero_init=zero_init, dtype=dtype, rngs=rngs)
 
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, pair: jax.Array,
                chunk: int | None = None) -> jax.Array:
@@ -34,8 +36,9 @@ class MSARowAttentionWithPairBias(nnx.Module):
     mask_bias = primitives.mask_to_bias(msa_mask)
     msa = self.query_norm(msa)
     pair = self.feat_2d_norm(pair)
-    # Alg. 7 line 3: one bias per head shared by every row.
-    pair_bias = jnp.einsum('qkc,ch->hqk', pair, self.feat_2d_weights[...].astype(pair.dtype))
+    # Alg. 7 line 3: one bias per head shared by every row (float32, like the logits).
+    pair_bias = primitives.einsum('qkc,ch->hqk', pair, self.feat_2d_weights[...],
+                                  dtype=self.dtype, out_dtype=jnp.float32)
 
     def row(x, b):
       return self.attention(x, x, b[None, None, :] + pair_bias)
@@ -46,11 +49,12 @@ class MSARowAttentionWithPairBias(nnx.Module):
 class MSAColumnAttention(nnx.Module):
   """MSA per-column attention. Jumper et al. (2021) Suppl. Alg. 8."""
 
-  def __init__(self, config, *, c_m: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_m: int, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     self.query_norm = primitives.LayerNorm(c_m)
     self.attention = Attention(c_m, c_m, c_m, num_head=config.num_head,
                                key_dim=config.get('key_dim'), value_dim=config.get('value_dim'),
-                               gating=config.gating, zero_init=zero_init, rngs=rngs)
+                               gating=config.gating, zero_init=zero_init, dtype=dtype, rngs=rngs)
 
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None) -> jax.Array:
     """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]. Returns the update."""
@@ -66,12 +70,13 @@ class MSAColumnAttention(nnx.Module):
 class MSAColumnGlobalAttention(nnx.Module):
   """Extra-MSA per-column global attention. Jumper et al. (2021) Suppl. Alg. 19."""
 
-  def __init__(self, config, *, c_m: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_m: int, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     self.query_norm = primitives.LayerNorm(c_m)
     self.attention = GlobalAttention(c_m, c_m, c_m, num_head=config.num_head,
                                      key_dim=config.get('key_dim'),
                                      value_dim=config.get('value_dim'), gating=config.gating,
-                                     zero_init=zero_init, rngs=rngs)
+                                     zero_init=zero_init, dtype=dtype, rngs=rngs)
 
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None) -> jax.Array:
     """Args: msa [N_extra, N_res, c_e]; msa_mask [N_extra, N_res]. Returns the update."""

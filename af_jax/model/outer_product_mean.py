@@ -17,30 +17,34 @@ class OuterProductMean(nnx.Module):
   `output_w [c, c, c_z]`, `output_b [c_z]`.
   """
 
-  def __init__(self, config, *, c_m: int, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_m: int, c_z: int, zero_init: bool = True,
+               dtype=jnp.float32, rngs: nnx.Rngs):
     c = config.num_outer_channel
+    self.dtype = jnp.dtype(dtype)
     self.layer_norm_input = primitives.LayerNorm(c_m)
-    self.left_projection = primitives.Linear(c_m, c, rngs=rngs)
-    self.right_projection = primitives.Linear(c_m, c, rngs=rngs)
+    self.left_projection = primitives.Linear(c_m, c, dtype=dtype, rngs=rngs)
+    self.right_projection = primitives.Linear(c_m, c, dtype=dtype, rngs=rngs)
     self.output_w = primitives.param(rngs, (c, c, c_z), 'zeros' if zero_init else 'relu',
                                      fan_in=c * c)
     self.output_b = primitives.param(rngs, (c_z,), 'zeros')
 
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None) -> jax.Array:
     """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]. Returns [N_res, N_res, c_z]."""
-    mask = msa_mask[..., None].astype(msa.dtype)
+    dt, f32 = self.dtype, jnp.float32
+    msa_mask = msa_mask.astype(f32)
     x = self.layer_norm_input(msa)
-    left = mask * self.left_projection(x)
-    right = mask * self.right_projection(x)
-    w = self.output_w[...].astype(msa.dtype)
-    b = self.output_b[...].astype(msa.dtype)
+    left = msa_mask[..., None].astype(dt) * self.left_projection(x)
+    right = msa_mask[..., None].astype(dt) * self.right_projection(x)
+    w, b = self.output_w[...], self.output_b[...]
 
     def row(left_i, mask_i):
       # left_i [N_seq, c] for residue i; Alg. 10 lines 2-4 for all j at once.
-      outer = jnp.einsum('sc,sje->jce', left_i, right)
-      out = jnp.einsum('jce,cef->jf', outer, w) + b
-      # NUMERICS: bias inside the sum, then divide by (1e-3 + number of pairs).
-      norm = jnp.einsum('s,sj->j', mask_i, msa_mask.astype(msa.dtype))
-      return out / (1e-3 + norm[:, None])
+      outer = primitives.einsum('sc,sje->jce', left_i, right, dtype=dt)
+      # NUMERICS: the projection to c_z accumulates in float32, the bias goes
+      # inside the sum, and the division by (1e-3 + number of pairs) is float32
+      # (a bfloat16 count is inexact past 256 sequences).
+      out = primitives.einsum('jce,cef->jf', outer, w, dtype=dt, out_dtype=f32) + b
+      norm = jnp.einsum('s,sj->j', mask_i, msa_mask)
+      return (out / (1e-3 + norm[:, None])).astype(dt)
 
-    return axial_map(row, (left, msa_mask.astype(msa.dtype)), axis=1, chunk=chunk)
+    return axial_map(row, (left, msa_mask), axis=1, chunk=chunk)

@@ -3,10 +3,19 @@
 Every learnable array in af_jax is created through these helpers, so a module's
 attribute path plus the variable name *is* its AlphaFold key (params.py only
 rewrites the path separator and a short table of exceptions).
+
+Precision: parameters are always STORED in float32 (AlphaFold's .npz loads
+unchanged). A module that does matmuls takes a compute `dtype`
+(`compute_dtype(global_config)`: bfloat16 when `global_config.bfloat16`) and
+runs every matmul/einsum through `einsum`/`matmul` below, which cast the
+activations and the float32 weights to that dtype at the matmul, as AlphaFold's
+`bfloat16_context` casts its parameters on read. LayerNorm statistics, softmax
+and sigmoid gates (`gate`) are computed in float32 whatever the dtype.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -63,6 +72,52 @@ def init_array(
   raise ValueError(f'unknown initializer {initializer!r}')
 
 
+def compute_dtype(global_config) -> jnp.dtype:
+  """The trunk's matmul dtype: bfloat16 if `global_config.bfloat16`, else float32."""
+  return jnp.dtype(jnp.bfloat16 if global_config.get('bfloat16', False) else jnp.float32)
+
+
+def _in_dtype(fn, operands, dtype, out_dtype) -> jax.Array:
+  dtype = jnp.dtype(dtype)
+  operands = [x.astype(dtype) for x in operands]
+  if out_dtype is None or jnp.dtype(out_dtype) == dtype:
+    return fn(*operands)
+  # NUMERICS: XLA:CPU has no bfloat16 x bfloat16 -> float32 dot; there the
+  # (already rounded) operands are widened instead, which forms the same
+  # products. GPUs and TPUs keep the bfloat16 dot with its float32 result.
+  return jax.lax.platform_dependent(
+      *operands,
+      cpu=lambda *xs: fn(*[x.astype(out_dtype) for x in xs]),
+      default=lambda *xs: fn(*xs, preferred_element_type=out_dtype))
+
+
+def einsum(equation: str, *operands: jax.Array, dtype=jnp.float32,
+           out_dtype=None) -> jax.Array:
+  """`jnp.einsum` computed in `dtype`, the result in `out_dtype` (default `dtype`).
+
+  NUMERICS: operands (activations and float32-stored weights alike) are cast to
+  `dtype` here, at the matmul; XLA accumulates a bfloat16 dot in float32, and
+  `out_dtype=float32` keeps that accumulator instead of rounding it to
+  bfloat16 (for attention logits, normalised sums and head logits). In
+  float32 this is exactly `jnp.einsum`.
+  """
+  return _in_dtype(functools.partial(jnp.einsum, equation), operands, dtype, out_dtype)
+
+
+def matmul(x: jax.Array, w: jax.Array, *, dtype=jnp.float32, out_dtype=None) -> jax.Array:
+  """`x @ w` with `einsum`'s casts: computed in `dtype`, result in `out_dtype`."""
+  return _in_dtype(jnp.matmul, (x, w), dtype, out_dtype)
+
+
+def gate(x: jax.Array, logits: jax.Array) -> jax.Array:
+  """`x * sigmoid(logits)`, in `x`'s dtype.
+
+  NUMERICS: the sigmoid is taken in float32 (it fuses into the product, so
+  this costs no memory); only the gated result is rounded to `x.dtype`.
+  """
+  return (x * jax.nn.sigmoid(logits.astype(jnp.float32))).astype(x.dtype)
+
+
 def param(rngs: nnx.Rngs, shape: Sequence[int], initializer: str,
           fan_in: int | None = None) -> nnx.Param:
   """A float32 nnx.Param initialised with an AlphaFold initializer."""
@@ -78,6 +133,9 @@ class Linear(nnx.Module):
     initializer: 'linear', 'relu' or 'zeros' (AlphaFold's `final_init`).
     use_bias: whether to create `bias`.
     bias_init: constant initial bias (1.0 for AlphaFold's gates).
+    dtype: compute dtype of the matmul (parameters stay float32).
+    out_dtype: dtype of the result (default `dtype`); float32 keeps the
+      matmul's float32 accumulator, e.g. for logits.
     rngs: random streams.
   """
 
@@ -89,8 +147,12 @@ class Linear(nnx.Module):
       initializer: str = 'linear',
       use_bias: bool = True,
       bias_init: float = 0.0,
+      dtype=jnp.float32,
+      out_dtype=None,
       rngs: nnx.Rngs,
   ):
+    self.dtype = jnp.dtype(dtype)
+    self.out_dtype = jnp.dtype(dtype if out_dtype is None else out_dtype)
     self.in_shape = _as_tuple(num_input)
     self.out_shape = _as_tuple(num_output)
     self.weights = param(rngs, self.in_shape + self.out_shape, initializer,
@@ -101,11 +163,12 @@ class Linear(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     n_in, n_out = len(self.in_shape), len(self.out_shape)
     w = self.weights[...]
+    kw = dict(dtype=self.dtype, out_dtype=self.out_dtype)
     if n_in == 1 and n_out == 1:
-      y = jnp.matmul(x, w.astype(x.dtype))
+      y = matmul(x, w, **kw)
     else:
       ins, outs = 'abcde'[:n_in], 'fghij'[:n_out]
-      y = jnp.einsum(f'...{ins},{ins}{outs}->...{outs}', x, w.astype(x.dtype))
+      y = einsum(f'...{ins},{ins}{outs}->...{outs}', x, w, **kw)
     if self.bias is not None:
       y = y + self.bias[...].astype(y.dtype)
     return y

@@ -24,8 +24,9 @@ class TemplatePairBlock(nnx.Module):
   multiplication here, as in AlphaFold.
   """
 
-  def __init__(self, config, *, c_t: int, zero_init: bool = True, rngs: nnx.Rngs):
-    kw = dict(c_z=c_t, zero_init=zero_init, rngs=rngs)
+  def __init__(self, config, *, c_t: int, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    kw = dict(c_z=c_t, zero_init=zero_init, dtype=dtype, rngs=rngs)
     self.config = config
     self.triangle_attention_starting_node = TriangleAttention(
         config.triangle_attention_starting_node, **kw)
@@ -36,7 +37,7 @@ class TemplatePairBlock(nnx.Module):
     self.triangle_multiplication_incoming = TriangleMultiplication(
         config.triangle_multiplication_incoming, **kw)
     self.pair_transition = Transition(config.pair_transition, c=c_t, zero_init=zero_init,
-                                      rngs=rngs)
+                                      dtype=dtype, rngs=rngs)
 
   def __call__(self, pair: jax.Array, pair_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
                key: jax.Array | None = None) -> jax.Array:
@@ -56,10 +57,11 @@ class TemplatePairBlock(nnx.Module):
 class TemplatePairStack(nnx.Module):
   """`num_block` TemplatePairBlocks, stacked (AlphaFold's `__layer_stack_no_state`)."""
 
-  def __init__(self, config, *, c_t: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_t: int, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     self.num_block = config.num_block
     self.layer_stack = stack.create(
-        lambda r: TemplatePairBlock(config, c_t=c_t, zero_init=zero_init, rngs=r),
+        lambda r: TemplatePairBlock(config, c_t=c_t, zero_init=zero_init, dtype=dtype, rngs=r),
         config.num_block, rngs) if config.num_block else None
 
   def __call__(self, pair: jax.Array, pair_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
@@ -74,20 +76,22 @@ class TemplatePairStack(nnx.Module):
 class SingleTemplateEmbedding(nnx.Module):
   """Embeds one template into a [N_res, N_res, c_t] pair. Alg. 2 lines 9 and 11."""
 
-  def __init__(self, config, *, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, zero_init: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
     c_t = config.template_pair_stack.triangle_attention_ending_node.value_dim
     self.config = config
     self.embedding2d = primitives.Linear(embedders.TEMPLATE_PAIR_FEATURES, c_t,
-                                         initializer='relu', rngs=rngs)
+                                         initializer='relu', dtype=dtype, rngs=rngs)
     self.template_pair_stack = TemplatePairStack(config.template_pair_stack, c_t=c_t,
-                                                 zero_init=zero_init, rngs=rngs)
+                                                 zero_init=zero_init, dtype=dtype, rngs=rngs)
     self.output_layer_norm = primitives.LayerNorm(c_t)
 
   def __call__(self, template: dict, mask_2d: jax.Array, plan: ChunkPlan = ChunkPlan(),
                key: jax.Array | None = None, remat: bool = False) -> jax.Array:
     """Args: template: one template's `template_*` features; mask_2d [N_res, N_res] padding."""
+    # NUMERICS: the features (distances, unit vectors) are float32; the
+    # embedding casts them to the compute dtype at its matmul.
     act = embedders.template_pair_features(template, self.config)
-    act = self.embedding2d(act.astype(mask_2d.dtype))
+    act = self.embedding2d(act)
     act = self.template_pair_stack(act, mask_2d, plan, key, remat)
     return self.output_layer_norm(act)
 
@@ -95,14 +99,15 @@ class SingleTemplateEmbedding(nnx.Module):
 class TemplateEmbedding(nnx.Module):
   """All templates, combined by point-wise attention from the pair. Alg. 17."""
 
-  def __init__(self, config, *, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_z: int, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     c_t = config.template_pair_stack.triangle_attention_ending_node.value_dim
     a = config.attention
     self.single_template_embedding = SingleTemplateEmbedding(config, zero_init=zero_init,
-                                                             rngs=rngs)
+                                                             dtype=dtype, rngs=rngs)
     self.attention = Attention(c_z, c_t, c_z, num_head=a.num_head, key_dim=a.key_dim,
                                value_dim=a.value_dim, gating=a.gating, zero_init=zero_init,
-                               rngs=rngs)
+                               dtype=dtype, rngs=rngs)
 
   def __call__(self, pair: jax.Array, templates: dict, mask_2d: jax.Array,
                plan: ChunkPlan = ChunkPlan(), key: jax.Array | None = None,
@@ -112,7 +117,7 @@ class TemplateEmbedding(nnx.Module):
     Returns the template update to the pair, [N_res, N_res, c_z].
     """
     n_res, _, c_z = pair.shape
-    template_mask = templates['template_mask'].astype(pair.dtype)
+    template_mask = templates['template_mask'].astype(jnp.float32)
     n_templ = template_mask.shape[0]
     keys = jax.random.split(key, n_templ) if key is not None else None
 

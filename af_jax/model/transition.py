@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from af_jax.chunking import axial_map
@@ -12,12 +13,13 @@ from af_jax.model import primitives
 class Transition(nnx.Module):
   """LayerNorm, Linear(n*c) + relu, Linear(c): `input_layer_norm`, `transition1/2`."""
 
-  def __init__(self, config, *, c: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c: int, zero_init: bool = True, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     n = int(c * config.num_intermediate_factor)
     self.input_layer_norm = primitives.LayerNorm(c)
-    self.transition1 = primitives.Linear(c, n, initializer='relu', rngs=rngs)
+    self.transition1 = primitives.Linear(c, n, initializer='relu', dtype=dtype, rngs=rngs)
     self.transition2 = primitives.Linear(n, c, initializer=primitives.final_init(zero_init),
-                                         rngs=rngs)
+                                         dtype=dtype, rngs=rngs)
 
   def __call__(self, act: jax.Array, mask: jax.Array, chunk: int | None = None) -> jax.Array:
     """Args: act [N, M, c] (MSA or pair); mask [N, M], unused (AlphaFold does not mask).
