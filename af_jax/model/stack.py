@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 M = TypeVar('M', bound=nnx.Module)
@@ -20,6 +21,14 @@ M = TypeVar('M', bound=nnx.Module)
 def create(make_block: Callable[[nnx.Rngs], M], num_layers: int, rngs: nnx.Rngs) -> M:
   """Build `num_layers` independent copies of a block as one stacked module."""
   keys = jax.random.split(rngs.params(), num_layers)
+  if not isinstance(keys, jax.core.Tracer):
+    # PERF: eagerly, build the layers one by one (their initializers then draw on
+    # the host, see primitives.init_array) and stack their arrays; tracing the
+    # block under nnx.vmap would compile every initializer instead.
+    layers = [nnx.split(make_block(nnx.Rngs(params=k))) for k in keys]
+    graphdef = layers[0][0]
+    state = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *(st for _, st in layers))
+    return nnx.merge(graphdef, state)
 
   @nnx.vmap(in_axes=0, out_axes=0)
   def make(key):
