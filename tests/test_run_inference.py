@@ -221,3 +221,16 @@ def test_bad_input_is_one_line_and_nonzero(bad_inputs, case):
   # Nothing was predicted: no structure or ranking files anywhere.
   if out.exists():
     assert not list(out.rglob('*.pdb')) and not list(out.rglob('ranking_debug.json'))
+
+
+def test_features_pkl_is_accepted_as_input(three_chains, tmp_path):
+  out, seqs, _, _ = three_chains
+  src = out / '2q2k_A' / 'features.pkl'
+  run([f'--features_paths={src}', f'--output_dir={tmp_path}', '--model_names=model_3_ptm',
+       *SMALL])
+  # The target is named after the directory holding features.pkl (AlphaFold's layout).
+  d = tmp_path / '2q2k_A'
+  assert pickle.loads((d / 'features.pkl').read_bytes())['msa'].shape == \
+      pickle.loads(src.read_bytes())['msa'].shape
+  structure = PDBParser(QUIET=True).get_structure('x', str(d / 'ranked_0.pdb'))
+  assert len(list(structure.get_residues())) == len(seqs['2q2k_A'])
