@@ -2,7 +2,7 @@
 
   python run_inference.py --fasta_paths=examples/2q2k_A.fasta --output_dir=out \
       --params_dir=/data/alphafold --model_preset=monomer_ptm \
-      --msa_mode=precomputed --msa_paths=examples/2q2k_A_msas/uniref90_hits.sto,...
+      --msa_mode=precomputed --msa_paths=examples/2q2k_A_msas
 
 Each FASTA record is one target; its outputs go to <output_dir>/<record name>/
 (features.pkl, msas/, unrelaxed_*.pdb/.cif, ranked_*.pdb/.cif, result_*.pkl,
@@ -78,7 +78,23 @@ flags.DEFINE_list('buckets', [str(b) for b in buckets.LENGTH_BUCKETS],
 flags.DEFINE_enum('precision', 'float32', ['float32', 'bfloat16'],
                   'bfloat16 matmuls (softmax, layer norm, coordinates stay float32).')
 flags.DEFINE_string('compilation_cache_dir', None, 'Persistent XLA cache directory (default: '
-                    '$COMPILE_CACHE_DIR, else ~/.cache/af_jax/xla).')
+                    '$COMPILE_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, /af_jax/xla). Each '
+                    'shape compiles once, ever; later runs load it.')
+flags.DEFINE_bool('compilation_cache', True, 'Use the persistent cache (--nocompilation_cache: '
+                  'compile in memory only).')
+flags.DEFINE_string('compilation_cache_max_size', None, 'Evict least recently used entries '
+                    'beyond this size (e.g. 20GB).')
+flags.DEFINE_string('autotune_profile', 'default', 'XLA GPU flag preset, part of the cache key: '
+                    'default, fast_compile, max_autotune, multi_device (see python -m '
+                    'compile_cache --help). Harmless on CPU.')
+flags.DEFINE_string('xla_flags', '', 'Extra XLA flags (space separated), added after the '
+                    'profile\'s and part of the cache key.')
+flags.DEFINE_bool('warmup_only', False, 'Compile every --model_names x length bucket into the '
+                  'cache from shapes alone (only the buckets of --fasta_paths targets when given; '
+                  'MSA depths: --warmup_msa_depths), then exit. Needs no weights.')
+flags.DEFINE_list('warmup_msa_depths', [], 'clusters:extra pairs to warm up (default: each '
+                  'preset\'s maxima, what a deep MSA fills; 1:1 with '
+                  '--msa_mode=single_sequence), e.g. 512:5120,64:256.')
 FLAGS = flags.FLAGS
 MSA_FILE_SUFFIXES = pipeline.MSA_SUFFIXES + ('.hhr',)
 
@@ -124,10 +140,25 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments {argv[1:]}; every input is a --flag')
   options = options_from_flags()
-  if FLAGS.compilation_cache_dir or os.environ.get('COMPILE_CACHE_DIR'):
+  if FLAGS.compilation_cache:
+    # Before anything touches JAX: the profile's XLA flags are read when the backend starts.
     import compile_cache
-    path = compile_cache.configure(FLAGS.compilation_cache_dir)
-    logging.info('compilation cache: %s', path)
+    path = compile_cache.configure(
+        FLAGS.compilation_cache_dir, max_size_bytes=FLAGS.compilation_cache_max_size,
+        autotune_profile=FLAGS.autotune_profile, xla_flags=FLAGS.xla_flags)
+    compile_cache.strip_xla_argv()
+    logging.info('compilation cache: %s (profile %s)', path, FLAGS.autotune_profile)
+  if FLAGS.warmup_only:
+    try:
+      depths = [tuple(int(x) for x in d.split(':', 1)) for d in FLAGS.warmup_msa_depths] or None
+    except ValueError:
+      raise ConfigError(f'--warmup_msa_depths={",".join(FLAGS.warmup_msa_depths)}: write '
+                        'clusters:extra pairs, e.g. 512:5120,64:256') from None
+    if depths is None and FLAGS.msa_mode == 'single_sequence':
+      depths = [(1, 1)]  # the query alone: one cluster, one (empty) extra row
+    targets = fold.read_targets(FLAGS.fasta_paths) if FLAGS.fasta_paths else ()
+    fold.warmup(options, targets, depths)
+    return
   dirs = fold.fold(FLAGS.fasta_paths, options, FLAGS.features_paths)
   for d in dirs:
     print(d)

@@ -63,9 +63,10 @@ def apply_overrides(config, overrides: dict[str, str]) -> None:
 
 
 def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
-  """absl-style entry: AfJaxError becomes one line on stderr and exit status 2."""
+  """absl-style entry: AfJaxError (or CompileCacheError) becomes one line on stderr, exit 2."""
+  from compile_cache import CompileCacheError
   try:
     main(list(sys.argv if argv is None else argv))
-  except AfJaxError as e:
+  except (AfJaxError, CompileCacheError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

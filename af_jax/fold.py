@@ -208,7 +208,12 @@ class Folder:
             raw, cfg, seed, **bucket_sizes(raw, cfg, opts.length_buckets))
         timings[f'process_features_{pred_name}'] = time.time() - t0
         t0 = time.time()
-        out = self.predictor(model_name).predict_processed(batch, random_seed=seed)
+        predictor = self.predictor(model_name)
+        compiled = predictor.compile(batch)
+        timings[f'compile_{pred_name}'] = compiled.seconds
+        logging.info('%s %s: executable %s %s in %.1f s', target.record.name, pred_name,
+                     compiled.label, _COMPILE_STATUS[compiled.status], compiled.seconds)
+        out = predictor.predict_processed(batch, random_seed=seed)
         timings[f'predict_and_compile_{pred_name}'] = time.time() - t0
         out = outputs.unpad_prediction(out, num_res)
         plddt = np.asarray(out['plddt'])
@@ -249,6 +254,31 @@ def bucket_sizes(raw: Mapping, cfg, length_buckets: Sequence[int]) -> dict[str, 
       'extra_msa': min(bucket_lists.bucket_size(extra, bucket_lists.MSA_BUCKETS),
                        max(int(cfg.data.common.max_extra_msa), 1)),
   }
+
+
+_COMPILE_STATUS = {
+    'compiled': 'compiled (cache miss; stored)', 'loaded': 'loaded from the compilation cache',
+    'in_process': 'reused', 'uncached': 'compiled (no persistent cache)',
+    'skipped': 'already cached'}
+
+
+def warmup(options: FoldOptions, targets: Sequence[Target] = (),
+           msa_depths: Sequence[tuple[int, int]] | None = None) -> list:
+  """Compile every model x length bucket (x MSA depth) into the cache, from shapes alone.
+
+  With targets, only the buckets they fall into; otherwise every length bucket.
+  """
+  import compile_cache
+
+  from af_jax import warmup as af_warmup
+  lengths = sorted({bucket_lists.bucket_size(len(t.record.sequence), options.length_buckets)
+                    for t in targets}) or list(options.length_buckets)
+  specs = []
+  for name in options.model_names:
+    specs += af_warmup.model_specs(model_config(name, options), lengths, msa_depths)
+  logging.info('warm-up: %d executables (%s x lengths %s)', len(specs),
+               ', '.join(options.model_names), lengths)
+  return compile_cache.warmup(specs)
 
 
 def _log_skipped(i: int, n: int, target: Target, target_dir: pathlib.Path) -> None:

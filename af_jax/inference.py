@@ -55,23 +55,57 @@ def select_features(batch: Mapping, use_templates: bool) -> dict[str, np.ndarray
   return out
 
 
+def feature_shapes(batch: Mapping, use_templates: bool) -> dict[str, jax.ShapeDtypeStruct]:
+  """The model inputs' shapes and dtypes from a batch of arrays or of shape structs."""
+  wanted = dict(MODEL_FEATURES)
+  if use_templates:
+    wanted.update(TEMPLATE_FEATURES)
+  missing = [k for k in wanted if k not in batch]
+  if missing:
+    raise InputError(f'processed batch lacks {missing}; pass the output of AlphaFold\'s '
+                     'RunModel.process_features (or af_jax.data processing)')
+  return {k: jax.ShapeDtypeStruct(tuple(np.shape(batch[k])), dt) for k, dt in wanted.items()}
+
+
+def bucket_label(model_name: str, shapes: Mapping[str, jax.ShapeDtypeStruct]) -> str:
+  """`model_1_ptm/L128/msa512x1024/t4/r4`: what a compiled executable is for."""
+  n_slices, n_res = shapes['aatype'].shape
+  label = (f'{model_name}/L{n_res}/msa{shapes["msa_feat"].shape[1]}'
+           f'x{shapes["extra_msa"].shape[1]}')
+  if 'template_aatype' in shapes:
+    label += f'/t{shapes["template_aatype"].shape[1]}'
+  return f'{label}/r{n_slices}'
+
+
 class Predictor:
   """Folds processed feature batches with one preset's parameters.
 
+  Each input shape is compiled once (ahead of time, through the persistent
+  compilation cache when `compile_cache.configure()` was called, which logs a
+  hit or a miss per executable) and the executable is kept for later calls.
+
   Args:
     config: a preset ConfigDict (`af_jax.model_config(name)`), overrides applied.
-    params: AlphaFold flat parameters (`af_jax.load_params(path)`).
+    params: AlphaFold flat parameters (`af_jax.load_params(path)`), or None for
+      an abstract Predictor that can only compile (warm-up from shapes alone).
     plan: chunk sizes per op (None: unchunked).
   """
 
-  def __init__(self, config, params: Mapping[str, np.ndarray], *,
+  def __init__(self, config, params: Mapping[str, np.ndarray] | None, *,
                plan: ChunkPlan | None = None):
     self.config = config
     self.plan = plan or ChunkPlan()
-    model = build_model(config.model, params, preset=config.get('model_name'))
-    self._graphdef, self._state = nnx.split(model)
-    self._state = jax.tree_util.tree_map(jnp.asarray, self._state)
+    self.name = config.get('model_name') or 'model'
+    if params is None:
+      model = nnx.eval_shape(lambda: build_model(config.model))
+      self._graphdef, self._state = nnx.split(model)
+    else:
+      model = build_model(config.model, params, preset=config.get('model_name'))
+      self._graphdef, self._state = nnx.split(model)
+      self._state = jax.tree_util.tree_map(jnp.asarray, self._state)
     self._forward = jax.jit(self._apply)
+    self._executables: dict[tuple, object] = {}
+    self.last_compile = None  # compile_cache.CompileResult of the latest compile() call
 
   def _apply(self, state, batch):
     model = nnx.merge(self._graphdef, state)
@@ -86,8 +120,28 @@ class Predictor:
     return af_params.module_to_flat(nnx.merge(self._graphdef, self._state))
 
   def lower(self, batch: Mapping):
-    """The jitted forward lowered for `batch`'s shapes (for AOT and cost analysis)."""
-    return self._forward.lower(self._state, select_features(batch, self.use_templates))
+    """The jitted forward lowered for `batch`'s shapes (arrays or ShapeDtypeStructs)."""
+    state = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), self._state)
+    return self._forward.lower(state, feature_shapes(batch, self.use_templates))
+
+  def compile(self, batch: Mapping):
+    """Compile (or load from the cache) the executable for `batch`'s shapes.
+
+    Returns:
+      The compile_cache.CompileResult (status 'compiled', 'loaded', 'in_process'
+      or 'uncached', and seconds).
+    """
+    import compile_cache
+    shapes = feature_shapes(batch, self.use_templates)
+    key = tuple((k, v.shape) for k, v in sorted(shapes.items()))
+    if key in self._executables:
+      self.last_compile = compile_cache.CompileResult(
+          bucket_label(self.name, shapes), self._executables[key], 'in_process', 0.0)
+      return self.last_compile
+    result = compile_cache.compile_with_cache(bucket_label(self.name, shapes), self.lower(shapes))
+    self._executables[key] = result.compiled
+    self.last_compile = result
+    return result
 
   def predict_processed(self, batch: Mapping, *, random_seed: int = 0) -> dict:
     """Predict from AlphaFold's processed features (leading axis: one slice per recycle).
@@ -96,7 +150,8 @@ class Predictor:
     """
     del random_seed
     feats = select_features(batch, self.use_templates)
-    out = self._forward(self._state, feats)
+    executable = self.compile(feats).compiled
+    out = executable(self._state, feats)
     out = jax.tree_util.tree_map(np.asarray, out)
     out['num_recycles'] = int(out['num_recycles'])
     return out

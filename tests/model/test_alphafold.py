@@ -73,11 +73,14 @@ def test_compiles_once_per_shape(setup):
   cfg, flat = setup
   predictor = Predictor(cfg, flat)
   a = predictor.predict_processed(random_batch(seed=3))
+  assert predictor.last_compile.status != 'in_process'
   b = predictor.predict_processed(random_batch(seed=4))
-  assert predictor._forward._cache_size() == 1
+  assert predictor.last_compile.status == 'in_process'  # same shapes: the kept executable
   assert not np.allclose(a['plddt'], b['plddt'])
   predictor.predict_processed(random_batch(seed=3, n_res=14))
-  assert predictor._forward._cache_size() == 2
+  assert predictor.last_compile.status != 'in_process'
+  assert predictor.last_compile.compiled is not None
+  assert len(predictor._executables) == 2
 
 
 def test_bad_batches_are_input_errors(setup):

@@ -1,0 +1,80 @@
+"""Compile ahead of time, from shapes alone: model presets x length buckets x MSA depths.
+
+The provider behind `python -m compile_cache warmup --specs af_jax.warmup:specs` and
+`run_inference.py --warmup_only`. Each bucket's input shapes come from running the
+real feature processing on a one-residue dummy padded to the bucket, so they are
+exactly the shapes a folded protein in that bucket produces; no weights are read
+and nothing executes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import jax
+
+import af_jax
+from af_jax import cli
+from af_jax.data import features, parsers, transforms
+from af_jax.inference import Predictor, bucket_label, feature_shapes
+
+
+def bucket_shapes(cfg, num_res: int, msa_clusters: int,
+                  extra_msa: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """The model inputs' shapes for one bucket, as data.transforms pads them."""
+  msa = parsers.Msa(sequences=['A'], deletion_matrix=[[0]], descriptions=['warmup'])
+  raw = {**features.make_sequence_features('A', 'warmup', 1), **features.make_msa_features([msa]),
+         **features.empty_template_features(1)}
+  batch = transforms.process_features(raw, cfg, 0, num_res=num_res, msa_clusters=msa_clusters,
+                                      extra_msa=extra_msa)
+  return feature_shapes(batch, bool(cfg.model.embeddings_and_evoformer.template.enabled))
+
+
+def preset_depths(cfg) -> tuple[int, int]:
+  """The preset's own MSA depths (cluster centres, extra rows): what a deep MSA fills."""
+  return transforms.max_msa_clusters(cfg), max(int(cfg.data.common.max_extra_msa), 1)
+
+
+def model_specs(cfg, lengths: Iterable[int],
+                msa_depths: Sequence[tuple[int, int]] | None = None) -> list:
+  """(label, jitted forward, (abstract params, input shapes)) for each bucket of one config."""
+  predictor = Predictor(cfg, None)
+  state = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                 predictor._state)
+  out = []
+  for num_res in lengths:
+    for clusters, extra in (msa_depths or [preset_depths(cfg)]):
+      shapes = bucket_shapes(cfg, int(num_res), int(clusters), int(extra))
+      out.append((bucket_label(predictor.name, shapes), predictor._forward, (state, shapes)))
+  return out
+
+
+def _as_list(value) -> list[str]:
+  if isinstance(value, str):
+    return [v for v in value.split(',') if v]
+  return [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle=None,
+          overrides: Mapping[str, str] | None = None) -> list:
+  """Warm-up specs for presets x lengths x MSA depths.
+
+  Args:
+    model_names: comma-separated presets (e.g. 'model_1_ptm,model_3_ptm').
+    lengths: comma-separated padded lengths (the length buckets to prepare).
+    msa_depths: comma-separated 'clusters:extra' pairs (default: each preset's maxima).
+    num_recycle: recycles (sets model.num_recycle and data.common.num_recycle).
+    overrides: more `config key -> value` overrides, as `--config.*` gives them.
+  """
+  depths = None
+  if msa_depths:
+    depths = [tuple(int(x) for x in d.split(':')) for d in _as_list(msa_depths)]
+  result = []
+  for name in _as_list(model_names):
+    cfg = af_jax.model_config(name)
+    if num_recycle is not None:
+      cfg.model.num_recycle = int(num_recycle)
+      cfg.data.common.num_recycle = int(num_recycle)
+    cli.apply_overrides(cfg, dict(overrides or {}))
+    result += model_specs(cfg, [int(n) for n in _as_list(lengths)], depths)
+  return result
