@@ -13,6 +13,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import gemmi
 import numpy as np
@@ -27,13 +28,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'run_inference.py'
 MSA_5ZYH = SHARED_DATA / 'chains_with_msa' / 'protenix_msa_demo' / 'msa' / '0' / 'non_pairing.a3m'
 
+# The runs share one compilation cache, kept out of the user's ~/.cache.
+CACHE_DIR = tempfile.mkdtemp(prefix='af_jax_test_xla_')
+
 SMALL = [f'--config.{k}={v}' for k, v in TINY.items()] + [
     '--num_recycle=1', '--config.data.eval.max_msa_clusters=16',
     '--config.data.common.max_extra_msa=32', '--buckets=80,256', '--random_params']
 
 
 def run(args, check=True):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': CACHE_DIR}
   env.pop('XLA_FLAGS', None)
   proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
