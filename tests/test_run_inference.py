@@ -142,7 +142,10 @@ def _database_query():
 
 
 def test_jackhmmer_search_of_a_small_database(tmp_path):
-  _, seq = _database_query()
+  _, db_seq = _database_query()
+  # A close homologue of a database record (every 10th residue changed), so the hit is a
+  # distinct MSA row rather than a duplicate of the query.
+  seq = ''.join(('G' if c == 'A' else 'A') if i % 10 == 5 else c for i, c in enumerate(db_seq))
   fasta = tmp_path / 'q.fasta'
   fasta.write_text(f'>query1\n{seq}\n')
   run([f'--fasta_paths={fasta}', f'--output_dir={tmp_path / "out"}', '--msa_mode=jackhmmer',
