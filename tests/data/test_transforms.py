@@ -268,7 +268,13 @@ def test_no_resampling_gives_one_slice():
 @pytest.mark.parametrize('n, expected', [(0, 64), (1, 64), (64, 64), (65, 128), (4096, 4096),
                                          (4097, 5120), (5120, 5120), (5121, 6144)])
 def test_bucket_size_lengths(n, expected):
-  assert buckets.bucket_size(n, buckets.LENGTH_BUCKETS) == expected
+  assert buckets.bucket_size(n, (64, 128, 192, 256, 1024, 2048, 3072, 4096)) == expected
+
+
+def test_default_length_buckets_pad_by_at_most_a_quarter_or_16():
+  for n in range(1, 4097):
+    size = buckets.bucket_size(n, buckets.LENGTH_BUCKETS)
+    assert n <= size <= max(32, n + 16, 1.25 * n), (n, size)
 
 
 def test_bucket_lists_ascend_and_msa_sizes():
