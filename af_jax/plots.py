@@ -37,7 +37,7 @@ def plot_plddt(path: pathlib.Path, plddts: Mapping[str, np.ndarray], title: str)
   ax.set(xlabel='residue', ylabel='pLDDT', ylim=(0, 100), title=title)
   ax.legend(fontsize=7, loc='lower right')
   fig.tight_layout()
-  outputs.write_with(path, lambda tmp: fig.savefig(tmp, format='png'))
+  outputs.write_with(path, lambda tmp: fig.savefig(tmp, format='png', bbox_inches='tight'))
   plt.close(fig)
 
 
@@ -46,14 +46,14 @@ def plot_pae(path: pathlib.Path, paes: Mapping[str, np.ndarray], title: str,
   """PAE heat maps (expected error in Å of residue y when aligned on residue x), side by side."""
   plt = _pyplot()
   names: Sequence[str] = list(paes)
-  fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), dpi=100,
+  fig, axes = plt.subplots(1, len(names), figsize=(max(5.0, 3.6 * len(names)), 3.6), dpi=100,
                            squeeze=False)
   image = None
   for ax, name in zip(axes[0], names):
     image = ax.imshow(np.asarray(paes[name]), cmap='Greens_r', vmin=0, vmax=max_pae)
     ax.set_title(name, fontsize=8)
     ax.set(xlabel='scored residue', ylabel='aligned residue')
-  fig.suptitle(title, fontsize=9)
+  fig.suptitle(title, fontsize=8)
   fig.colorbar(image, ax=axes[0].tolist(), label='expected position error (Å)', shrink=0.8)
-  outputs.write_with(path, lambda tmp: fig.savefig(tmp, format='png'))
+  outputs.write_with(path, lambda tmp: fig.savefig(tmp, format='png', bbox_inches='tight'))
   plt.close(fig)
