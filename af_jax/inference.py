@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -102,7 +101,8 @@ class Predictor:
     else:
       model = build_model(config.model, params, preset=config.get('model_name'))
       self._graphdef, self._state = nnx.split(model)
-      self._state = jax.tree_util.tree_map(jnp.asarray, self._state)
+      # device_put, not jnp.asarray: no small executable compiled per weight shape.
+      self._state = jax.device_put(self._state)
     self._forward = jax.jit(self._apply)
     self._executables: dict[tuple, object] = {}
     self.last_compile = None  # compile_cache.CompileResult of the latest compile() call

@@ -113,14 +113,21 @@ def compile_with_cache(label: str, lowered: jax.stages.Lowered, *,
   directory = settings.directory
   entry = store.load_entry(directory, lookup.key, directory.name)
   compile_seconds = round(seconds, 3) if status == 'compiled' else None
-  if entry is not None and settings.writable:
+  cache = jax_hooks.installed()
+  if entry is not None and settings.writable and getattr(cache, 'writable', True):
     try:
-      meta = store.update_meta(
-          directory, lookup.key, label=label, platform=platform, num_devices=num_devices,
-          fingerprint=known_fingerprint or fingerprint(lowered), compile_seconds=compile_seconds)
+      entry_fingerprint = known_fingerprint or fingerprint(lowered)
+      # Locked: a concurrent put() of the same key must not lose its sha256 to this merge.
+      with store.locked(directory, exclusive=True):
+        meta = store.update_meta(
+            directory, lookup.key, label=label, platform=platform, num_devices=num_devices,
+            fingerprint=entry_fingerprint, compile_seconds=compile_seconds)
       compile_seconds = meta.get('compile_seconds')
     except OSError as e:
-      logger.warning('compile cache: metadata for %s not written (%s)', label, e)
+      if isinstance(cache, jax_hooks.IndexedCache):
+        cache.no_more_writes(e)  # one warning for the process, then no more writes
+      else:
+        logger.warning('compile cache: metadata for %s not written (%s)', label, e)
   elif entry is not None:
     compile_seconds = entry.compile_seconds
   logger.info('compile cache %s: %s in %.2f s (key %s)', 'hit' if status == 'loaded' else 'miss',

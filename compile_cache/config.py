@@ -14,6 +14,7 @@ copied to another path is not reused.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 from pathlib import Path
@@ -137,8 +138,12 @@ def configure(cache_dir: str | os.PathLike | None = None, *,
   try:
     directory.mkdir(parents=True, exist_ok=True)
     store.write_profile_marker(directory, profile.name, profile.flags)
+    store.check_writable(directory)  # the marker may already be there: no write so far
   except OSError as e:
-    if not directory.is_dir():
+    # A read-only root may lack this profile's subdirectory: then nothing loads, but the
+    # program runs (uncached) like in any other read-only cache.
+    read_only = isinstance(e, PermissionError) or e.errno == errno.EROFS
+    if not directory.is_dir() and not (read_only and root.is_dir()):
       raise CompileCacheError(f'cache_dir={str(root)!r} cannot be used ({e}); pass a writable '
                               f'directory or set ${ENV_VAR}') from e
     writable = False

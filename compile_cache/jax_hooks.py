@@ -3,10 +3,18 @@
 JAX's persistent cache (jax._src.compilation_cache) keeps one `CacheInterface` object in the
 module global `_cache` and builds its own `LRUCache` there on first use. We put an
 `IndexedCache` there instead: the same files in the same format (`<key>-cache`, `<key>-atime`),
-plus a metadata record per entry and least-recently-used eviction of our own. We do not use
-JAX's eviction (`jax_compilation_cache_max_size`): in 0.10.2 it needs the optional `filelock`
-package, and without it the cache fails to initialise and JAX silently runs uncached after one
-warning.
+plus a metadata record per entry, least-recently-used eviction of our own, and a sha256
+check of every entry before JAX sees its bytes. We do not use JAX's eviction
+(`jax_compilation_cache_max_size`): in 0.10.2 it needs the optional `filelock` package, and
+without it the cache fails to initialise and JAX silently runs uncached after one warning.
+
+What JAX 0.10.2 does with a damaged entry (compiler._cache_read): any exception while
+decompressing or deserializing is caught, warned about (`Error reading persistent compilation
+cache entry`), and the function is compiled again and `put` over the bad file. That covers
+truncation and, with zlib (whose checksum JAX relies on when zstandard is absent), flipped bits.
+It does not cover bytes that decompress but differ: with zstd (no checksum by default) a
+flipped bit reaches `deserialize_executable`, which then runs wrong code or aborts the process
+(tried by re-compressing a corrupted executable). Hence the digest in `IndexedCache.get`.
 
 Other internals used: `xla_bridge.backends_are_initialized` (XLA reads XLA_FLAGS once, when
 the first backend starts), and the entry codec (`decompress_executable`,
@@ -107,6 +115,15 @@ class IndexedCache(CacheInterface):
     self._lock = threading.Lock()
     self._writable = writable
 
+  @property
+  def writable(self) -> bool:
+    """False once the directory turned out read-only (or was configured so)."""
+    return self._writable
+
+  def no_more_writes(self, error: OSError) -> None:
+    """Stops writing after a refused write, with one warning for the process."""
+    self._no_more_writes(error)
+
   def _no_more_writes(self, error: OSError) -> None:
     if self._writable:
       self._writable = False
@@ -117,12 +134,31 @@ class IndexedCache(CacheInterface):
     lookup = _current_lookup()
     if lookup is not None:
       lookup.key = key
+    with self._lock:
+      # put() follows a miss or a load that failed; it measures the compile from here.
+      self._miss_at[key] = time.monotonic()
+    path = self._path / (key + store.CACHE_SUFFIX)
     try:
-      value = (self._path / (key + store.CACHE_SUFFIX)).read_bytes()
+      with store.locked(self._path, exclusive=False):
+        value = path.read_bytes()
+        expected = store.read_meta(self._path, key).get('sha256')
     except FileNotFoundError:
-      with self._lock:
-        self._miss_at[key] = time.monotonic()
       return None
+    if expected is not None and store.digest(value) != expected:
+      # Truncated or corrupted on disk. JAX's codec would catch a truncation, but a flipped
+      # bit inside a frame without a checksum (zstd) decompresses and then loads wrong code
+      # or aborts the process, so no bytes that differ from what was stored reach XLA.
+      warnings.warn(f'compile cache entry {path} is corrupted ({len(value)} bytes, sha256 '
+                    'differs from the one stored); recompiling and replacing it', stacklevel=2)
+      if self._writable:
+        try:
+          with store.locked(self._path, exclusive=True):
+            store.remove_key(self._path, key)
+        except OSError as e:
+          self._no_more_writes(e)
+      return None
+    with self._lock:
+      self._miss_at.pop(key, None)
     if lookup is not None:
       lookup.hit = True
     if self._writable:
@@ -133,7 +169,11 @@ class IndexedCache(CacheInterface):
     return value
 
   def put(self, key: str, value: bytes) -> None:
-    # JAX calls put right after the miss it compiled for, in the same thread.
+    # JAX calls put right after the miss it compiled for, in the same thread; also after a
+    # get whose bytes JAX could not decode or load (it warns and compiles), so no hit.
+    lookup = _current_lookup()
+    if lookup is not None:
+      lookup.hit = False
     with self._lock:
       missed = self._miss_at.pop(key, None)
     seconds = time.monotonic() - missed if missed is not None else None
@@ -146,13 +186,14 @@ class IndexedCache(CacheInterface):
     try:
       # Replaces an existing file: JAX only writes after a failed load, so an entry already
       # there is one that could not be read back (truncated, corrupted) and must go.
-      store.write_entry(self._path, key, value)
-      store.update_meta(self._path, key, created=time.time(), profile=self._profile,
-                        compile_seconds=round(seconds, 3) if seconds is not None else None)
+      with store.locked(self._path, exclusive=True):
+        store.write_entry(self._path, key, value)
+        store.update_meta(self._path, key, created=time.time(), profile=self._profile,
+                          sha256=store.digest(value),
+                          compile_seconds=round(seconds, 3) if seconds is not None else None)
     except OSError as e:
       self._no_more_writes(e)
       return
-    lookup = _current_lookup()
     if lookup is not None:
       lookup.key, lookup.written = key, True
     if self._max_size is not None:

@@ -7,31 +7,40 @@ Layout (no JAX needed to read it)::
       profile.json                the profile's name and XLA flags
       <key>-cache                 JAX's entry: compressed [compile time][serialized executable]
       <key>-atime                 last use, 8-byte little-endian ns (JAX's LRUCache format)
-      <key>-meta.json             our metadata: label, compile seconds, platform, devices, ...
+      <key>-meta.json             our metadata: label, compile seconds, sha256, devices, ...
+      .lock                       serialises an entry's write with its metadata (flock)
       xla_gpu_per_fusion_autotune_cache_dir/   XLA's per-fusion autotune results (GPU only)
     <key>-cache                   entries JAX wrote straight into the root (no profile)
 
 `<key>` is JAX's cache key, `<module name>-<sha256>`. Entries without `-meta.json` or `-atime`
 (written by plain JAX) are listed too: the function comes from the key, times from the file.
 Every write is a temporary file renamed into place, so a reader or a second writer never sees
-half an entry.
+half an entry. The metadata's `sha256` is the digest of the `-cache` file as written: a reader
+that finds other bytes (a truncated or bit-flipped file) treats the entry as absent. Writers
+hold `.lock` exclusively while they write an entry and its metadata and readers hold it shared
+while they read both, so two processes storing the same key at once cannot leave one's
+executable beside the other's digest (two compilations of one program are not byte-identical).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import json
 import os
 from pathlib import Path
 import secrets
 import shutil
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 CACHE_SUFFIX = '-cache'
 ATIME_SUFFIX = '-atime'
 META_SUFFIX = '-meta.json'
 PROFILE_FILE = 'profile.json'
+LOCK_FILE = '.lock'
 AUTOTUNE_DIRNAME = 'xla_gpu_per_fusion_autotune_cache_dir'
 
 
@@ -85,8 +94,43 @@ def atomic_write(path: Path, data: bytes) -> None:
     raise
 
 
+def digest(value: bytes) -> str:
+  """The sha256 of an entry's bytes, as its metadata records it."""
+  return hashlib.sha256(value).hexdigest()
+
+
+@contextlib.contextmanager
+def locked(directory: Path, *, exclusive: bool) -> Iterator[None]:
+  """Holds `directory`'s lock: exclusive to write an entry with its metadata, shared to read.
+
+  In a directory where the lock file cannot be created (read-only) a reader opens it read-only
+  if some writer made it, else goes unlocked: no writer of ours has been there. Not reentrant:
+  a process holding it must not ask again.
+  """
+  path = directory / LOCK_FILE
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  except OSError:
+    if exclusive:
+      raise
+    try:
+      fd = os.open(path, os.O_RDONLY)
+    except OSError:
+      yield
+      return
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
 def write_entry(directory: Path, key: str, value: bytes) -> None:
-  """Stores an entry (replacing any previous file under that key) and marks it used now."""
+  """Stores an entry (replacing any previous file under that key) and marks it used now.
+
+  Call under `locked(directory, exclusive=True)` together with the metadata update that
+  records `digest(value)`.
+  """
   atomic_write(directory / (key + CACHE_SUFFIX), value)
   touch(directory, key)
 
@@ -112,6 +156,17 @@ def update_meta(directory: Path, key: str, **fields: Any) -> dict[str, Any]:
   meta.setdefault('created', time.time())
   atomic_write(directory / (key + META_SUFFIX), json.dumps(meta, sort_keys=True).encode())
   return meta
+
+
+def check_writable(directory: Path) -> None:
+  """Creates and removes a file in `directory`; raises OSError where that is refused.
+
+  A test by doing: permission bits, ACLs, read-only mounts and a root without
+  CAP_DAC_OVERRIDE all answer it truthfully, where `os.access` can be wrong.
+  """
+  probe = directory / f'.write_probe.{os.getpid()}.{secrets.token_hex(4)}'
+  os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+  probe.unlink()
 
 
 def write_profile_marker(directory: Path, name: str, flags: Iterable[str]) -> None:
@@ -166,10 +221,15 @@ def list_entries(root: Path) -> list[Entry]:
   return sorted(entries, key=lambda e: (e.last_used, e.key))
 
 
+def remove_key(directory: Path, key: str) -> None:
+  """Deletes the files of the entry `key`; one already removed is not an error."""
+  for suffix in (CACHE_SUFFIX, ATIME_SUFFIX, META_SUFFIX):
+    (directory / (key + suffix)).unlink(missing_ok=True)
+
+
 def remove(entry: Entry) -> None:
   """Deletes an entry's files; a file another process already removed is not an error."""
-  for suffix in (CACHE_SUFFIX, ATIME_SUFFIX, META_SUFFIX):
-    (entry.directory / (entry.key + suffix)).unlink(missing_ok=True)
+  remove_key(entry.directory, entry.key)
 
 
 def evict_to_size(root: Path, max_bytes: int, protect: Iterable[str] = ()) -> list[Entry]:
@@ -233,6 +293,7 @@ def clear(root: Path) -> int:
     for suffix in (ATIME_SUFFIX, META_SUFFIX):  # orphans of entries removed by hand
       for path in directory.glob('*' + suffix):
         path.unlink(missing_ok=True)
+    (directory / LOCK_FILE).unlink(missing_ok=True)
     if directory != root:
       (directory / PROFILE_FILE).unlink(missing_ok=True)
       try:

@@ -32,12 +32,21 @@ class Check:
 
 def _check(entry: store.Entry, devices: list[jax.Device]) -> Check:
   try:
-    executable, _ = jax_hooks.decode_entry(entry.path.read_bytes())
+    value = entry.path.read_bytes()
+  except OSError as e:
+    return Check(entry, 'broken', f'unreadable: {e}')
+  try:
+    executable, _ = jax_hooks.decode_entry(value)
     if not executable:
       raise ValueError('no executable after the header')
   # The codecs raise their own error types (zlib.error, zstd errors): any failure is a verdict.
   except Exception as e:  # noqa: BLE001
     return Check(entry, 'broken', f'does not decode: {type(e).__name__}: {e}')
+  expected = entry.meta.get('sha256')
+  if expected is not None and store.digest(value) != expected:
+    # Decodes (a codec without a checksum) yet differs from what was stored: loading it could
+    # run wrong code, as the cache itself refuses to.
+    return Check(entry, 'broken', 'corrupted: decodes, but its sha256 differs from the stored')
   platform, num_devices = entry.meta.get('platform'), entry.meta.get('num_devices')
   if platform is None or num_devices is None:
     # Loading with the wrong device count aborts the process, so no guessing.

@@ -1,0 +1,359 @@
+"""Compile-cache benchmark: cold vs warm time to first result, in separate processes.
+
+For each length L the parent starts two fresh Python processes on one new cache directory:
+the cold one finds it empty (XLA compiles and the entry is stored), the warm one finds the
+entry (the executable is deserialized, no XLA compilation). Each process builds a Predictor
+of model_1_ptm dimensions with all 48 Evoformer blocks (random weights, drawn in numpy so no
+other executable is compiled) and a processed batch padded to L (`af_jax.warmup.bucket_shapes`
+filled with random values), then times, separately:
+
+- tracing: `jit(forward).trace(state, batch shapes)` (Python runs the model: the jaxpr);
+- lowering: `traced.lower()` (jaxpr -> StableHLO);
+- compile or load: `compile_cache.compile_with_cache(label, lowered)`; in the cold process an
+  XLA compilation, in the warm one a cache load; the wall time of the call is reported too
+  (it also hashes the lowered module for the warm-up's fingerprint);
+- run: the first call of the executable on the batch, to `block_until_ready`.
+
+No persistent cache saves tracing or lowering; the targets are warm compile+load <= 5% of
+the cold compile, and tracing + lowering < 2 s.
+
+Results go to stdout and `--json_out` as JSON, and into `--results_md` as a markdown table
+(between markers, so notes outside them are kept).
+
+Usage (from the repository root):
+  PYTHONPATH=. python bench/compile_cache.py --lengths=128,256
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+_START = time.monotonic()
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# Run as a script, this file's directory comes first on sys.path, and this file's name would
+# shadow the compile_cache package.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _HERE]
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_list('lengths', ['128', '256'], 'Padded sequence lengths L (one bucket each).')
+flags.DEFINE_string('preset', 'model_1_ptm', 'Model preset (48 Evoformer blocks).')
+flags.DEFINE_integer('msa_clusters', 128, 'MSA cluster rows of the bucket (msa_feat).')
+flags.DEFINE_integer('extra_msa', 256, 'Extra MSA rows of the bucket.')
+flags.DEFINE_integer('num_recycle', 0, 'Recycles (0: one iteration).')
+flags.DEFINE_integer('evoformer_blocks', 48, 'Evoformer blocks (48 in the real model; fewer '
+                     'only for a quick try of the script).')
+flags.DEFINE_integer('seed', 0, 'Seed for the random weights and features.')
+flags.DEFINE_string('work_dir', None, 'Where the fresh cache directories go (default: a '
+                    'temporary directory, removed afterwards).')
+flags.DEFINE_string('json_out', os.path.join(_HERE, 'results', 'compile_cache.json'),
+                    'Write the JSON results here ("" to skip).')
+flags.DEFINE_string('results_md', os.path.join(_HERE, 'RESULTS.md'),
+                    'Markdown file to write the table into ("" to skip).')
+flags.DEFINE_string('note', '', 'A sentence about the conditions, put into the markdown.')
+# One process of the pair (run by the parent).
+flags.DEFINE_integer('child_length', 0, 'Internal: run one process for this L.')
+flags.DEFINE_string('child_cache_dir', None, 'Internal: its cache directory.')
+
+FLAGS = flags.FLAGS
+
+MARKERS = ('<!-- bench/compile_cache.py:begin (generated; edit outside these markers) -->',
+           '<!-- bench/compile_cache.py:end -->')
+WARM_LOAD_TARGET = 0.05  # warm compile+load / cold compile
+TRACE_LOWER_TARGET_S = 2.0
+
+
+def machine_info() -> dict:
+  import jax
+  import jaxlib
+  cpu = platform.processor() or 'unknown'
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f
+                  if line.startswith('model name')), cpu)
+  except OSError:
+    pass
+  try:
+    load = [float(x) for x in open('/proc/loadavg').read().split()[:3]]
+  except OSError:
+    load = None
+  return {
+      'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+      'nproc': os.cpu_count(),
+      'cpu': cpu,
+      'device': str(jax.devices()[0]),
+      'gpu': any(d.platform == 'gpu' for d in jax.devices()),
+      'jax': jax.__version__,
+      'jaxlib': jaxlib.__version__,
+      'python': platform.python_version(),
+      'load_average_at_start': load,
+  }
+
+
+# ----------------------------------------------------------------------------
+# One process (cold or warm).
+
+
+def random_batch(shapes: dict, rng) -> dict:
+  """Random model inputs of a bucket's shapes: masks set, indices in range."""
+  import numpy as np
+  out = {}
+  for name, struct in shapes.items():
+    shape, dtype = struct.shape, np.dtype(struct.dtype)
+    if name == 'residue_index':
+      value = np.broadcast_to(np.arange(shape[-1]), shape)
+    elif 'mask' in name:
+      value = np.ones(shape)
+    elif np.issubdtype(dtype, np.integer):
+      value = rng.integers(0, 21, size=shape)
+    else:
+      value = rng.random(shape)
+    out[name] = np.asarray(value, dtype)
+  return out
+
+
+def child(length: int, cache_dir: str) -> dict:
+  """Times one process from the first import to the first result."""
+  import compile_cache
+  compile_cache.configure(cache_dir)  # before the first JAX call
+  import jax
+  import numpy as np
+
+  import af_jax
+  from af_jax import warmup
+  from af_jax.inference import Predictor, bucket_label
+  events = []
+  jax.monitoring.register_event_listener(lambda event, **kw: events.append(event))
+  imported = time.monotonic()
+
+  cfg = af_jax.model_config(FLAGS.preset)
+  cfg.model.num_recycle = FLAGS.num_recycle
+  cfg.data.common.num_recycle = FLAGS.num_recycle
+  cfg.model.embeddings_and_evoformer.evoformer_num_block = FLAGS.evoformer_blocks
+  rng = np.random.default_rng(FLAGS.seed)
+  predictor = Predictor(cfg, None)  # abstract; random weights below, drawn in numpy
+  structs = predictor._state
+  # device_put, not jnp.asarray: the latter compiles an identity per distinct shape.
+  predictor._state = jax.tree_util.tree_map(
+      lambda s: jax.device_put((0.02 * rng.standard_normal(s.shape)).astype(s.dtype)), structs)
+  shapes = warmup.bucket_shapes(cfg, length, FLAGS.msa_clusters, FLAGS.extra_msa)
+  batch = random_batch(shapes, rng)
+  label = bucket_label(predictor.name, shapes)
+  setup_done = time.monotonic()
+
+  t = time.monotonic()
+  traced = predictor._forward.trace(structs, shapes)
+  trace_s = time.monotonic() - t
+  t = time.monotonic()
+  lowered = traced.lower()
+  lower_s = time.monotonic() - t
+  # Where a load's time goes: JAX's cache key (hashes the module and compile options) and
+  # the entry read + decompress + deserialize.
+  from jax._src import compilation_cache as jax_cache
+  parts = {'cache_key_s': 0.0, 'read_and_deserialize_s': 0.0}
+  def timed(name, fn):
+    def wrapper(*args, **kwargs):
+      t = time.monotonic()
+      try:
+        return fn(*args, **kwargs)
+      finally:
+        parts[name] += time.monotonic() - t
+    return wrapper
+  jax_cache.get_cache_key = timed('cache_key_s', jax_cache.get_cache_key)
+  jax_cache.get_executable_and_time = timed('read_and_deserialize_s',
+                                            jax_cache.get_executable_and_time)
+  t = time.monotonic()
+  result = compile_cache.compile_with_cache(label, lowered)
+  call_s = time.monotonic() - t
+  t = time.monotonic()
+  out = result.compiled(predictor._state, batch)
+  jax.block_until_ready(out)
+  run_s = time.monotonic() - t
+  plddt = np.asarray(out['plddt'])
+  return {
+      'length': length, 'label': label, 'status': result.status,
+      'import_s': imported - _START, 'setup_s': setup_done - imported,
+      'trace_s': trace_s, 'lower_s': lower_s, 'trace_lower_s': trace_s + lower_s,
+      'compile_or_load_s': result.seconds, 'compile_with_cache_call_s': call_s,
+      **parts, 'run_s': run_s, 'first_result_s': time.monotonic() - _START,
+      'entry_bytes': result.size_bytes, 'cache_key': result.key,
+      'cache_hits': events.count('/jax/compilation_cache/cache_hits'),
+      'cache_misses': events.count('/jax/compilation_cache/cache_misses'),
+      'jaxpr_eqns': len(traced.jaxpr.eqns), 'stablehlo_chars': len(lowered.as_text()),
+      'plddt_mean': float(plddt.mean()),
+      'param_bytes': sum(x.nbytes for x in jax.tree_util.tree_leaves(predictor._state)),
+  }
+
+
+# ----------------------------------------------------------------------------
+# The parent: two processes per length, then the report.
+
+
+def run_child(length: int, cache_dir: str) -> dict:
+  cmd = [sys.executable, os.path.abspath(__file__), f'--child_length={length}',
+         f'--child_cache_dir={cache_dir}', f'--preset={FLAGS.preset}',
+         f'--msa_clusters={FLAGS.msa_clusters}', f'--extra_msa={FLAGS.extra_msa}',
+         f'--num_recycle={FLAGS.num_recycle}', f'--seed={FLAGS.seed}',
+         f'--evoformer_blocks={FLAGS.evoformer_blocks}']
+  root = os.path.dirname(_HERE)
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [root] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+  start = time.monotonic()
+  proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+  wall = time.monotonic() - start
+  lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
+  if proc.returncode != 0 or not lines:
+    raise RuntimeError(f'child L={length} failed ({proc.returncode}):\n{proc.stderr[-4000:]}')
+  result = json.loads(lines[-1][len('RESULT '):])
+  result['process_wall_s'] = wall
+  return result
+
+
+def summarize(cold: dict, warm: dict) -> dict:
+  ratio = warm['compile_or_load_s'] / cold['compile_or_load_s']
+  return {
+      'warm_load_over_cold_compile': ratio,
+      'warm_call_over_cold_call': (warm['compile_with_cache_call_s']
+                                   / cold['compile_with_cache_call_s']),
+      'first_result_speedup': cold['first_result_s'] / warm['first_result_s'],
+      'target_warm_load_le_5pct': ratio <= WARM_LOAD_TARGET,
+      'target_trace_lower_lt_2s': max(cold['trace_lower_s'],
+                                      warm['trace_lower_s']) < TRACE_LOWER_TARGET_S,
+      'same_output': cold['plddt_mean'] == warm['plddt_mean'],
+  }
+
+
+def command_line() -> str:
+  return f'PYTHONPATH=. python bench/compile_cache.py {shlex.join(sys.argv[1:])}'.rstrip()
+
+
+def markdown(report: dict) -> str:
+  m, s = report['machine'], report['settings']
+  yes = {True: 'yes', False: '**no**'}
+  lines = [
+      MARKERS[0],
+      '## Compile cache: cold vs warm time to first result (`bench/compile_cache.py`)',
+      '',
+      f"- Date: {m['date']}; machine: {m['nproc']} CPU(s) ({m['cpu']}), {m['device']}, "
+      f"{'GPU' if m['gpu'] else 'no GPU'}; jax {m['jax']}, jaxlib {m['jaxlib']}, "
+      f"Python {m['python']}; load average at start {m['load_average_at_start']}.",
+      f"- Command (from the repository root): `{report['command']}`",
+      f"- Model: {s['preset']} dimensions, {s['evoformer_blocks']} Evoformer blocks, random "
+      f"weights ({s['param_bytes'] / 1e6:.0f} MB), num_recycle={s['num_recycle']}; batch "
+      f"padded to L with N_seq={s['msa_clusters']}, N_extra={s['extra_msa']} (random "
+      'values). Each row is a fresh Python process; cold = empty cache directory, warm = '
+      'the next process on the same directory.',
+      '- Columns: trace = `jit(f).trace(...)`, lower = `.lower()`, compile/load = '
+      "`compile_with_cache`'s XLA compile (cold) or cache load (warm), run = first call to "
+      '`block_until_ready`, first result = process start (before imports) to the result.',
+  ]
+  if report.get('note'):
+    lines.append(f"- Conditions: {report['note']}")
+  lines += [
+      '',
+      '| L | process | status | imports+setup (s) | trace (s) | lower (s) | compile/load (s) '
+      '| run (s) | first result (s) | entry (MB) |',
+      '|---:|---|---|---:|---:|---:|---:|---:|---:|---:|',
+  ]
+  for row in report['lengths']:
+    for side in ('cold', 'warm'):
+      r = row[side]
+      entry = f"{r['entry_bytes'] / 1e6:.1f}" if r['entry_bytes'] else '-'
+      lines.append(
+          f"| {row['length']} | {side} | {r['status']} | {r['import_s'] + r['setup_s']:.1f} "
+          f"| {r['trace_s']:.2f} | {r['lower_s']:.2f} | {r['compile_or_load_s']:.2f} "
+          f"| {r['run_s']:.1f} | {r['first_result_s']:.1f} | {entry} |")
+  lines += [
+      '',
+      '| L | warm load / cold compile | target <= 5% | trace+lower cold / warm (s) '
+      '| target < 2 s | first result cold / warm | same pLDDT |',
+      '|---:|---:|---|---:|---|---:|---|',
+  ]
+  for row in report['lengths']:
+    c, w, sm = row['cold'], row['warm'], row['summary']
+    lines.append(
+        f"| {row['length']} | {100 * sm['warm_load_over_cold_compile']:.1f}% "
+        f"| {yes[sm['target_warm_load_le_5pct']]} "
+        f"| {c['trace_lower_s']:.2f} / {w['trace_lower_s']:.2f} "
+        f"| {yes[sm['target_trace_lower_lt_2s']]} | {sm['first_result_speedup']:.2f}x "
+        f"| {yes[sm['same_output']]} |")
+  lines += ['', '<details><summary>JSON</summary>', '', '```json',
+            json.dumps(report, indent=1), '```', '', '</details>', MARKERS[1], '']
+  return '\n'.join(lines)
+
+
+def write_markdown(path: str, text: str) -> None:
+  old = open(path).read() if os.path.exists(path) else ''
+  begin, end = MARKERS
+  if begin in old and end in old:
+    head, rest = old.split(begin, 1)
+    tail = rest.split(end, 1)[1].lstrip('\n')
+    new = head + text + ('\n' + tail if tail else '')
+  elif old:
+    new = old.rstrip('\n') + '\n\n' + text
+  else:
+    new = '# Benchmark results\n\n' + text
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(new)
+  os.replace(tmp, path)
+
+
+def main(argv):
+  del argv
+  if FLAGS.child_length:
+    print('RESULT ' + json.dumps(child(FLAGS.child_length, FLAGS.child_cache_dir)), flush=True)
+    return
+  work = FLAGS.work_dir or tempfile.mkdtemp(prefix='bench_compile_cache_')
+  rows = []
+  machine = None
+  try:
+    for length in [int(n) for n in FLAGS.lengths]:
+      cache_dir = os.path.join(work, f'L{length}')
+      shutil.rmtree(cache_dir, ignore_errors=True)
+      cold = run_child(length, cache_dir)
+      warm = run_child(length, cache_dir)
+      row = {'length': length, 'cold': cold, 'warm': warm, 'summary': summarize(cold, warm)}
+      print(json.dumps(row), file=sys.stderr, flush=True)
+      rows.append(row)
+      if machine is None:
+        machine = machine_info()
+  finally:
+    if not FLAGS.work_dir:
+      shutil.rmtree(work, ignore_errors=True)
+  first = rows[0]['cold']
+  report = {
+      'benchmark': 'compile_cache',
+      'command': command_line(),
+      'machine': machine,
+      'note': FLAGS.note,
+      'settings': {
+          'preset': FLAGS.preset, 'evoformer_blocks': FLAGS.evoformer_blocks,
+          'msa_clusters': FLAGS.msa_clusters, 'extra_msa': FLAGS.extra_msa,
+          'num_recycle': FLAGS.num_recycle, 'seed': FLAGS.seed,
+          'param_bytes': first['param_bytes'],
+      },
+      'targets': {'warm_load_over_cold_compile_max': WARM_LOAD_TARGET,
+                  'trace_lower_max_s': TRACE_LOWER_TARGET_S},
+      'lengths': rows,
+  }
+  print(json.dumps(report, indent=1))
+  if FLAGS.json_out:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json_out)), exist_ok=True)
+    with open(FLAGS.json_out, 'w') as f:
+      json.dump(report, f, indent=1)
+  if FLAGS.results_md:
+    write_markdown(FLAGS.results_md, markdown(report))
+
+
+if __name__ == '__main__':
+  app.run(main)
