@@ -38,8 +38,8 @@ def build_model(model_config, flat_params: Mapping[str, np.ndarray] | None = Non
   return model
 
 
-def select_features(batch: Mapping, use_templates: bool) -> dict[str, np.ndarray]:
-  """The model's inputs from a processed batch, with checked names and dtypes."""
+def _model_inputs(batch: Mapping, use_templates: bool) -> dict[str, type]:
+  """The feature names (and dtypes) the model reads; InputError if `batch` lacks any."""
   wanted = dict(MODEL_FEATURES)
   if use_templates:
     wanted.update(TEMPLATE_FEATURES)
@@ -47,6 +47,12 @@ def select_features(batch: Mapping, use_templates: bool) -> dict[str, np.ndarray
   if missing:
     raise InputError(f'processed batch lacks {missing}; pass the output of AlphaFold\'s '
                      'RunModel.process_features (or af_jax.data processing)')
+  return wanted
+
+
+def select_features(batch: Mapping, use_templates: bool) -> dict[str, np.ndarray]:
+  """The model's inputs from a processed batch, with checked names and dtypes."""
+  wanted = _model_inputs(batch, use_templates)
   out = {k: np.asarray(batch[k]).astype(dt) for k, dt in wanted.items()}
   if out['aatype'].ndim != 2:
     raise InputError(f"batch['aatype'] has shape {out['aatype'].shape}; expected "
@@ -56,14 +62,8 @@ def select_features(batch: Mapping, use_templates: bool) -> dict[str, np.ndarray
 
 def feature_shapes(batch: Mapping, use_templates: bool) -> dict[str, jax.ShapeDtypeStruct]:
   """The model inputs' shapes and dtypes from a batch of arrays or of shape structs."""
-  wanted = dict(MODEL_FEATURES)
-  if use_templates:
-    wanted.update(TEMPLATE_FEATURES)
-  missing = [k for k in wanted if k not in batch]
-  if missing:
-    raise InputError(f'processed batch lacks {missing}; pass the output of AlphaFold\'s '
-                     'RunModel.process_features (or af_jax.data processing)')
-  return {k: jax.ShapeDtypeStruct(tuple(np.shape(batch[k])), dt) for k, dt in wanted.items()}
+  return {k: jax.ShapeDtypeStruct(tuple(np.shape(batch[k])), dt)
+          for k, dt in _model_inputs(batch, use_templates).items()}
 
 
 def bucket_label(model_name: str, shapes: Mapping[str, jax.ShapeDtypeStruct]) -> str:

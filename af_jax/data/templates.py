@@ -23,24 +23,18 @@ import glob
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from af_jax.common import residue_constants as rc
-from af_jax.data import mmcif
+from af_jax.data import features, mmcif
+from af_jax.data.parsers import TemplateHit
 from af_jax.data.tools import kalign, runner
 from af_jax.errors import InputError, ToolError
 
-# AlphaFold's templates.TEMPLATE_FEATURES: name -> dtype.
-TEMPLATE_FEATURES = {
-    'template_aatype': np.float32,
-    'template_all_atom_masks': np.float32,
-    'template_all_atom_positions': np.float32,
-    'template_domain_names': object,
-    'template_sequence': object,
-    'template_sum_probs': np.float32,
-}
+# AlphaFold's templates.TEMPLATE_FEATURES: name -> dtype (one table, in features.py).
+TEMPLATE_FEATURES = features.TEMPLATE_FEATURES
 
 _MAX_SUBSEQUENCE_RATIO = 0.95
 _MIN_ALIGN_RATIO = 0.1
@@ -51,19 +45,6 @@ _MIN_KALIGN_LENGTH = 6  # kalign 2, which AlphaFold called, refused shorter sequ
 # sets it this high on purpose: it rejects only hopeless templates.
 _MAX_CA_CA_DISTANCE = 150.0
 _MIN_TEMPLATE_ATOMS = 5  # alanine's heavy atoms: fewer means nothing usable
-
-
-class TemplateHitLike(Protocol):
-  """The fields of an hhr hit used here (af_jax.data.parsers.TemplateHit)."""
-
-  index: int
-  name: str
-  aligned_cols: int
-  sum_probs: float | None
-  query: str
-  hit_sequence: str
-  indices_query: Sequence[int]
-  indices_hit: Sequence[int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +115,7 @@ class TemplateFeaturizer:
     self._obsolete = read_obsolete_pdbs(obsolete_pdbs_path) if obsolete_pdbs_path else {}
 
   def get_templates(self, query_sequence: str,
-                    hits: Sequence[TemplateHitLike]) -> TemplateSearchResult:
+                    hits: Sequence[TemplateHit]) -> TemplateSearchResult:
     """Features of the best `max_hits` usable hits, best summed probability first.
 
     Args:
@@ -164,7 +145,7 @@ class TemplateFeaturizer:
     return TemplateSearchResult(features=_stack(kept, len(query_sequence)), errors=errors,
                                 warnings=warnings)
 
-  def _featurize_hit(self, query: str, hit: TemplateHitLike) -> tuple[dict[str, Any], str | None]:
+  def _featurize_hit(self, query: str, hit: TemplateHit) -> tuple[dict[str, Any], str | None]:
     """One hit's features and an optional warning; raises _Skip if it gives none."""
     pdb_id, chain_id = _pdb_id_and_chain(hit.name)
     if pdb_id in self._obsolete:
@@ -232,7 +213,7 @@ class TemplateFeaturizer:
         'template_sum_probs': [hit.sum_probs or 0.0],
     }, warning
 
-  def _prefilter(self, query: str, hit: TemplateHitLike, pdb_id: str) -> None:
+  def _prefilter(self, query: str, hit: TemplateHit, pdb_id: str) -> None:
     """AlphaFold's checks that need no mmCIF; raises _Skip."""
     hit_sequence = hit.hit_sequence.replace('-', '')
     released = self._release_dates.get(pdb_id)
@@ -300,7 +281,7 @@ class TemplateFeaturizer:
     return seqres, {q: old_to_new.get(t, -1) for q, t in mapping.items()}
 
 
-def query_to_hit_mapping(hit: TemplateHitLike, query: str) -> dict[int, int]:
+def query_to_hit_mapping(hit: TemplateHit, query: str) -> dict[int, int]:
   """Query residue index -> hit residue index (counting from the hit's first aligned residue).
 
   The hhr alignment covers only part of the query and its indices count from
@@ -356,15 +337,7 @@ def _stack(kept: Sequence[Mapping[str, Any]], num_res: int) -> dict[str, np.ndar
             for name, dtype in TEMPLATE_FEATURES.items()}
   # DIFFERS FROM AF2: with no template AlphaFold returns 1-D empty arrays; we keep
   # the feature ranks (T = 0) so that padding and batching need no special case.
-  shapes = {
-      'template_aatype': (0, num_res, len(rc.restypes_with_x_and_gap)),
-      'template_all_atom_masks': (0, num_res, rc.atom_type_num),
-      'template_all_atom_positions': (0, num_res, rc.atom_type_num, 3),
-      'template_domain_names': (0,),
-      'template_sequence': (0,),
-      'template_sum_probs': (0, 1),
-  }
-  return {name: np.zeros(shapes[name], dtype) for name, dtype in TEMPLATE_FEATURES.items()}
+  return features.empty_template_features(num_res)
 
 
 def _pdb_id_and_chain(name: str) -> tuple[str, str]:
