@@ -46,6 +46,11 @@ import time
 
 from absl import app, flags
 
+# `python bench/forward.py` puts bench/ first on sys.path, where bench/compile_cache.py would
+# shadow the compile_cache package that af_jax imports: the repository root goes first instead.
+if sys.path and os.path.abspath(sys.path[0] or '.') == os.path.dirname(os.path.abspath(__file__)):
+  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 flags.DEFINE_list('lengths', ['64', '128', '256'], 'Sequence lengths L to run.')
 flags.DEFINE_integer('num_seq', 128, 'MSA clusters N_seq (msa_feat rows; model_1_ptm '
                      'appends one row per template).')

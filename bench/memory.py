@@ -1,0 +1,400 @@
+"""Memory benchmark: one Evoformer block unchunked vs AutoChunk, in one run.
+
+For each sequence length L, one Evoformer block (model_1_ptm dimensions:
+c_m=256, c_z=128, 8 MSA heads, 4 triangle heads; N_seq MSA rows; float32) is
+run two ways:
+- unchunked: ChunkPlan() (every axial op one batched computation);
+- AutoChunk: the plan `af_jax.chunking.autochunk.choose_plan` picks for a
+  budget of arguments + outputs + `--activation_fraction` x the unchunked
+  block's temporaries (0.15: the issue's target of 85% less activation memory),
+  found from compiled figures only.
+
+Each side runs in its own subprocess (so peak RSS is its own) and reports:
+- compiled memory: XLA's buffer assignment (arguments, outputs, temporaries;
+  peak = their sum - aliased). "Activations" below are the temporaries;
+- measured peak RSS of the process (`resource.getrusage` ru_maxrss), and its
+  RSS just before compiling (parameters, inputs, Python, JAX): the difference
+  is what compiling and running the block added;
+- time: best and median of `--reps` calls after one warm-up call.
+Outputs of the two sides are compared (max abs difference), as a sanity check.
+
+The machine is a shared 2-core CPU, so times are upper bounds and their ratio is
+the figure to read. Results go to stdout, `--json_out` (default
+bench/results/memory.json) and a section of `--results_md` between markers.
+
+Usage:
+  PYTHONPATH=. python bench/memory.py --lengths=256,512,768
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+# `python bench/memory.py` puts bench/ first on sys.path, where bench/compile_cache.py would
+# shadow the compile_cache package that af_jax imports: the repository root goes first instead.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if sys.path and os.path.abspath(sys.path[0] or '.') == os.path.dirname(os.path.abspath(__file__)):
+  sys.path[0] = _ROOT
+
+flags.DEFINE_list('lengths', ['256', '384', '512'], 'Sequence lengths L.')
+flags.DEFINE_integer('num_seq', 128, 'MSA rows N_seq.')
+flags.DEFINE_float('activation_fraction', 0.15,
+                   "AutoChunk's budget: arguments + outputs + this fraction of the unchunked "
+                   "block's temporaries.")
+flags.DEFINE_integer('reps', 1, 'Timed calls per side after one warm-up call.')
+flags.DEFINE_integer('max_compiles', 4, "AutoChunk's compile budget per search.")
+flags.DEFINE_string('preset', 'model_1_ptm', 'Model preset whose Evoformer block is run.')
+flags.DEFINE_integer('seed', 0, 'Seed for parameters and inputs.')
+flags.DEFINE_string('json_out', os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                             'results', 'memory.json'),
+                    'Write the JSON results here ("" to skip).')
+flags.DEFINE_string('results_md', os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                               'RESULTS.md'),
+                    'Markdown file to write the section into ("" to skip).')
+# Internal: run one side in this process and print its JSON.
+flags.DEFINE_string('child', None, 'Internal: JSON {"L", "plan"} of one side to run.')
+
+FLAGS = flags.FLAGS
+_BEGIN = '<!-- bench/memory.py:begin (generated; edit outside these markers) -->'
+_END = '<!-- bench/memory.py:end -->'
+
+
+def block_config():
+  import af_jax
+  return af_jax.model_config(FLAGS.preset)
+
+
+def block_dims(cfg) -> tuple[int, int]:
+  e = cfg.model.embeddings_and_evoformer
+  return int(e.msa_channel), int(e.pair_channel)
+
+
+def block_shapes(n_res: int, n_seq: int, c_m: int, c_z: int) -> tuple:
+  import jax
+  import jax.numpy as jnp
+  f32 = jnp.float32
+  return (jax.ShapeDtypeStruct((n_seq, n_res, c_m), f32),
+          jax.ShapeDtypeStruct((n_res, n_res, c_z), f32),
+          jax.ShapeDtypeStruct((n_seq, n_res), f32), jax.ShapeDtypeStruct((n_res, n_res), f32))
+
+
+def make_block(cfg, abstract: bool):
+  from flax import nnx
+
+  from af_jax.model.evoformer import EvoformerIteration
+  c_m, c_z = block_dims(cfg)
+  make = lambda: EvoformerIteration(  # noqa: E731
+      cfg.model.embeddings_and_evoformer.evoformer, c_m=c_m, c_z=c_z, is_extra_msa=False,
+      zero_init=False, rngs=nnx.Rngs(FLAGS.seed))
+  return nnx.eval_shape(make) if abstract else make()
+
+
+def block_forward(graphdef, plan):
+  import jax
+  from flax import nnx
+
+  def forward(state, msa, pair, msa_mask, pair_mask):
+    return nnx.merge(graphdef, state)(msa, pair, msa_mask, pair_mask, plan)
+  return jax.jit(forward)
+
+
+def block_activation_model(cfg, n_res: int, n_seq: int):
+  """AutoChunk's analytic model for the block alone: no extra-MSA stack, no templates."""
+  import jax
+  import numpy as np
+
+  from af_jax.chunking.autochunk import ActivationModel
+  block_cfg = cfg.model.copy_and_resolve_references()
+  block_cfg.embeddings_and_evoformer.extra_msa_stack_num_block = 0
+  block_cfg.embeddings_and_evoformer.template.enabled = False
+  shapes = {'aatype': jax.ShapeDtypeStruct((1, n_res), np.int32),
+            'msa_feat': jax.ShapeDtypeStruct((1, n_seq, n_res, 49), np.float32),
+            'extra_msa': jax.ShapeDtypeStruct((1, 1, n_res), np.int32)}
+  return ActivationModel.from_config(block_cfg, shapes)
+
+
+# ----------------------------------------------------------------------------
+# One side, in a child process.
+
+
+def current_rss() -> int:
+  with open('/proc/self/statm') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def run_child(spec: dict) -> dict:
+  import jax
+  import numpy as np
+  from flax import nnx
+
+  from af_jax.chunking import ChunkPlan
+  from af_jax.chunking.autochunk import compiled_memory
+  cfg = block_config()
+  c_m, c_z = block_dims(cfg)
+  n_res, n_seq = spec['L'], FLAGS.num_seq
+  plan = ChunkPlan(**spec['plan'])
+  graphdef, state = nnx.split(make_block(cfg, abstract=False))
+  rng = np.random.default_rng(FLAGS.seed + n_res)
+  args = (rng.normal(size=(n_seq, n_res, c_m)).astype(np.float32),
+          rng.normal(size=(n_res, n_res, c_z)).astype(np.float32),
+          (rng.random((n_seq, n_res)) > 0.05).astype(np.float32),
+          np.ones((n_res, n_res), np.float32))
+  args = jax.device_put(args)
+  jax.block_until_ready(args)
+  rss_before = current_rss()
+  forward = block_forward(graphdef, plan)
+  t = time.perf_counter()
+  compiled = forward.lower(state, *args).compile()
+  compile_s = time.perf_counter() - t
+  maxrss_after_compile = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  t = time.perf_counter()
+  out = jax.block_until_ready(compiled(state, *args))
+  first_s = time.perf_counter() - t
+  times = []
+  for _ in range(FLAGS.reps):
+    t = time.perf_counter()
+    jax.block_until_ready(compiled(state, *args))
+    times.append(time.perf_counter() - t)
+  digest = {'msa_sum': float(np.asarray(out[0], np.float64).sum()),
+            'pair_sum': float(np.asarray(out[1], np.float64).sum()),
+            'msa_head': np.asarray(out[0][0, :4, :4]).ravel().tolist(),
+            'pair_head': np.asarray(out[1][0, :4, :4]).ravel().tolist()}
+  return {
+      'L': n_res, 'plan': spec['plan'], 'compiled_memory': compiled_memory(compiled),
+      'rss_before_compile_bytes': rss_before,
+      'peak_rss_after_compile_bytes': maxrss_after_compile,
+      'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      'compile_s': compile_s, 'first_call_s': first_s, 'times_s': times,
+      'best_s': min(times) if times else first_s,
+      'median_s': statistics.median(times) if times else first_s,
+      'output_digest': digest,
+  }
+
+
+def spawn(n_res: int, plan) -> dict:
+  import dataclasses
+  spec = json.dumps({'L': n_res, 'plan': dataclasses.asdict(plan)})
+  cmd = [sys.executable, os.path.abspath(__file__), f'--child={spec}',
+         f'--num_seq={FLAGS.num_seq}', f'--reps={FLAGS.reps}', f'--preset={FLAGS.preset}',
+         f'--seed={FLAGS.seed}']
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (_ROOT, env.get('PYTHONPATH')) if p)
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  if proc.returncode != 0:
+    sys.stderr.write(proc.stderr[-4000:])
+    return {'L': n_res, 'plan': dataclasses.asdict(plan),
+            'error': f'exit {proc.returncode}: ' + proc.stderr.strip().splitlines()[-1]}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------
+# The parent: plans, both sides, report.
+
+
+def run_length(n_res: int) -> dict:
+  import jax
+  from flax import nnx
+
+  from af_jax.chunking import ChunkPlan
+  from af_jax.chunking import autochunk
+  print(f'--- L = {n_res}', file=sys.stderr, flush=True)
+  cfg = block_config()
+  c_m, c_z = block_dims(cfg)
+  graphdef, state = nnx.split(make_block(cfg, abstract=True))
+  state = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  shapes = block_shapes(n_res, FLAGS.num_seq, c_m, c_z)
+
+  def lower(plan):
+    return block_forward(graphdef, plan).lower(state, *shapes)
+
+  model = block_activation_model(cfg, n_res, FLAGS.num_seq)
+  unchunked_mem = autochunk.compiled_memory(lower(ChunkPlan()).compile())
+  smallest_mem = autochunk.compiled_memory(lower(model.ladder()[-1]).compile())
+  target = int(unchunked_mem['argument'] + unchunked_mem['output'] +
+               FLAGS.activation_fraction * unchunked_mem['temp'])
+  # What no plan can go below (the parts of the block that are not chunked: the
+  # triangle multiplication's whole [L, L, c] projections, the residual stream):
+  # when the target is under it, AutoChunk gets 10% above it instead.
+  budget = max(target, int(1.1 * smallest_mem['peak']))
+  t = time.perf_counter()
+  try:
+    chosen = autochunk.choose_plan(
+        cfg, {'L': n_res}, budget, lower_fn=lower, model=model, use_cache=False,
+        max_compiles=FLAGS.max_compiles)
+    search = {'plan': autochunk.plan_summary(chosen.plan), 'compiles': chosen.compiles,
+              'predicted_peak_bytes': chosen.predicted_peak_bytes,
+              'analytic_peak_bytes': chosen.analytic_peak_bytes}
+    plan = chosen.plan
+  except autochunk.InputError as e:
+    search, plan = {'error': str(e)}, None
+  search['seconds'] = time.perf_counter() - t
+  search.update(budget_bytes=budget, target_budget_bytes=target,
+                smallest_plan_compiled_memory=smallest_mem,
+                unchunked_compiled_memory=unchunked_mem)
+  print(f'AutoChunk: {search}', file=sys.stderr, flush=True)
+
+  result = {'L': n_res, 'autochunk_search': search, 'sides': {}}
+  for name, p in (('unchunked', ChunkPlan()), ('autochunk', plan)):
+    if p is None:
+      continue
+    side = spawn(n_res, p)
+    result['sides'][name] = side
+    print(f"{name}: {json.dumps({k: side.get(k) for k in ('best_s', 'peak_rss_bytes')})} "
+          f"{side.get('error', '')}", file=sys.stderr, flush=True)
+  a, b = result['sides'].get('unchunked', {}), result['sides'].get('autochunk', {})
+  if 'compiled_memory' in a and 'compiled_memory' in b:
+    am, bm = a['compiled_memory'], b['compiled_memory']
+    grown = lambda d: d['peak_rss_bytes'] - d['rss_before_compile_bytes']  # noqa: E731
+    result['ratios'] = {
+        'activation_reduction': 1 - bm['temp'] / max(am['temp'], 1),
+        'compiled_peak_reduction': 1 - bm['peak'] / max(am['peak'], 1),
+        'peak_rss_reduction': 1 - b['peak_rss_bytes'] / max(a['peak_rss_bytes'], 1),
+        'rss_growth_reduction': 1 - grown(b) / max(grown(a), 1),
+        'slowdown_best': b['best_s'] / a['best_s'] - 1,
+        'slowdown_median': b['median_s'] / a['median_s'] - 1,
+        'max_abs_diff_output_head': max(
+            abs(x - y) for k in ('msa_head', 'pair_head')
+            for x, y in zip(a['output_digest'][k], b['output_digest'][k])),
+    }
+  return result
+
+
+def machine_info() -> dict:
+  import platform
+
+  import jax
+  cpu = platform.processor() or 'unknown'
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f
+                  if line.startswith('model name')), cpu)
+  except OSError:
+    pass
+  try:
+    load = [float(x) for x in open('/proc/loadavg').read().split()[:3]]
+  except OSError:
+    load = None
+  return {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'nproc': os.cpu_count(),
+          'cpu': cpu, 'device': str(jax.devices()[0]), 'jax': jax.__version__,
+          'python': platform.python_version(), 'load_average': load,
+          'mem_total_bytes': os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')}
+
+
+def mb(x: float) -> str:
+  return f'{x / 1e6:,.0f}'
+
+
+def markdown(report: dict) -> str:
+  m, s = report['machine'], report['settings']
+  lines = [
+      _BEGIN,
+      '## Memory: one Evoformer block, unchunked vs AutoChunk (`bench/memory.py`)',
+      '',
+      f"- Date: {m['date']}; machine: {m['nproc']} CPU(s) ({m['cpu']}), {m['device']}; "
+      f"jax {m['jax']}; load average at start {m['load_average']} (a shared machine: times "
+      'are upper bounds, read the ratios).',
+      f"- Command (from the repository root): `{report['command']}`",
+      f"- One Evoformer block of {s['preset']} (c_m={s['c_m']}, c_z={s['c_z']}), "
+      f"N_seq={s['num_seq']}, float32, random parameters and inputs. AutoChunk budget: "
+      f"arguments + outputs + {s['activation_fraction']:.0%} of the unchunked block's "
+      "temporaries, or 1.1x the smallest plan's compiled peak where that target is below "
+      'what any plan reaches; the plan is found from compiled figures only (nothing runs '
+      'during the search). Each side runs in its own process: peak RSS is `ru_maxrss`, and '
+      '"RSS added" is peak RSS minus the RSS before compiling (parameters and inputs '
+      'already resident).',
+      f"- Times: best of {s['reps']} calls after a warm-up call.",
+      '',
+      '| L | side | plan | activations (MB, compiled temp) | compiled peak (MB) | '
+      'peak RSS (MB) | RSS added (MB) | best (s) |',
+      '|---:|---|---|---:|---:|---:|---:|---:|',
+  ]
+  for r in report['results']:
+    for name, d in r['sides'].items():
+      if 'error' in d:
+        lines.append(f"| {r['L']} | {name} | | | | | | failed: {d['error']} |")
+        continue
+      plan = 'unchunked' if name == 'unchunked' else r['autochunk_search']['plan']
+      cm = d['compiled_memory']
+      lines.append(f"| {r['L']} | {name} | {plan} | {mb(cm['temp'])} | {mb(cm['peak'])} | "
+                   f"{mb(d['peak_rss_bytes'])} | "
+                   f"{mb(d['peak_rss_bytes'] - d['rss_before_compile_bytes'])} | "
+                   f"{d['best_s']:.2f} |")
+  lines += ['', '| L | target budget (MB) | smallest plan peak (MB) |'
+            ' budget used (MB) |', '|---:|---:|---:|---:|']
+  for r in report['results']:
+    srch = r['autochunk_search']
+    lines.append(f"| {r['L']} | {mb(srch['target_budget_bytes'])} | "
+                 f"{mb(srch['smallest_plan_compiled_memory']['peak'])} | "
+                 f"{mb(srch['budget_bytes'])} |")
+  lines += ['', '| L | budget (MB) | AutoChunk compiles (search s) | activations cut | '
+            'compiled peak cut | peak RSS cut | RSS added cut | slower (best) |',
+            '|---:|---:|---:|---:|---:|---:|---:|---:|']
+  for r in report['results']:
+    q, srch = r.get('ratios'), r['autochunk_search']
+    if q is None:
+      lines.append(f"| {r['L']} | {mb(srch['budget_bytes'])} | "
+                   f"{srch.get('error', 'failed')} | | | | | |")
+      continue
+    lines.append(f"| {r['L']} | {mb(srch['budget_bytes'])} | {srch['compiles']} "
+                 f"({srch['seconds']:.0f}) | {q['activation_reduction']:.0%} | "
+                 f"{q['compiled_peak_reduction']:.0%} | {q['peak_rss_reduction']:.0%} | "
+                 f"{q['rss_growth_reduction']:.0%} | {q['slowdown_best']:+.0%} |")
+  lines += ['', f"JSON: `{report['json_path']}`.", _END]
+  return '\n'.join(lines) + '\n'
+
+
+def write_markdown(path: str, text: str) -> None:
+  """Replace this script's section if present, else append it (one write)."""
+  old = open(path).read() if os.path.exists(path) else ''
+  if _BEGIN in old and _END in old:
+    head, rest = old.split(_BEGIN, 1)
+    new = head + text.rstrip('\n') + rest.split(_END, 1)[1]
+  else:
+    new = (old.rstrip('\n') + '\n\n' if old else '# Benchmark results\n\n') + text
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(new)
+  os.replace(tmp, path)
+
+
+def main(argv):
+  del argv
+  import jax
+  jax.config.update('jax_enable_compilation_cache', False)
+  if FLAGS.child:
+    print(json.dumps(run_child(json.loads(FLAGS.child))))
+    return
+  from absl import logging
+  logging.set_verbosity(logging.INFO)
+  cfg = block_config()
+  c_m, c_z = block_dims(cfg)
+  report = {
+      'benchmark': 'memory',
+      'command': 'PYTHONPATH=. python bench/memory.py ' + ' '.join(sys.argv[1:]),
+      'machine': machine_info(),
+      'settings': {'preset': FLAGS.preset, 'c_m': c_m, 'c_z': c_z, 'num_seq': FLAGS.num_seq,
+                   'activation_fraction': FLAGS.activation_fraction, 'reps': FLAGS.reps,
+                   'max_compiles': FLAGS.max_compiles, 'dtype': 'float32'},
+      'results': [run_length(int(n)) for n in FLAGS.lengths],
+      'json_path': os.path.relpath(FLAGS.json_out, os.getcwd()) if FLAGS.json_out else None,
+  }
+  text = json.dumps(report, indent=1)
+  print(text)
+  if FLAGS.json_out:
+    os.makedirs(os.path.dirname(FLAGS.json_out), exist_ok=True)
+    with open(FLAGS.json_out, 'w') as f:
+      f.write(text + '\n')
+  if FLAGS.results_md:
+    write_markdown(FLAGS.results_md, markdown(report))
+
+
+if __name__ == '__main__':
+  app.run(main)
