@@ -20,6 +20,7 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from af_jax import cli, fold  # noqa: E402
+from af_jax.chunking import autochunk  # noqa: E402
 from af_jax.data import msa_search, pipeline  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from configs import buckets  # noqa: E402
@@ -77,6 +78,12 @@ flags.DEFINE_list('buckets', [str(b) for b in buckets.LENGTH_BUCKETS],
                   'a set of proteins compiles a few executables (MSA depth has its own buckets).')
 flags.DEFINE_enum('precision', 'float32', ['float32', 'bfloat16'],
                   'bfloat16 matmuls (softmax, layer norm, coordinates stay float32).')
+flags.DEFINE_string('chunk', 'auto', 'auto: AutoChunk picks per-op chunk sizes whose compiled '
+                    'peak memory fits --memory_budget (decided from shapes, nothing runs; cached '
+                    'on disk); none: unchunked; N: every axial op in chunks of N.')
+flags.DEFINE_string('memory_budget', None, 'Memory for --chunk=auto, in bytes or with a unit '
+                    '(1.5GB, 800MB). Default: 90% of the accelerator\'s memory, or 80% of the '
+                    'available RAM on CPU.')
 flags.DEFINE_string('compilation_cache_dir', None, 'Persistent XLA cache directory (default: '
                     '$COMPILE_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, /af_jax/xla). Each '
                     'shape compiles once, ever; later runs load it.')
@@ -127,7 +134,12 @@ def options_from_flags() -> fold.FoldOptions:
   if FLAGS.msa_paths and len(FLAGS.fasta_paths) != 1:
     raise ConfigError('--msa_paths belongs to one target: pass exactly one FASTA file '
                       'with one record, or put each target\'s files in <output_dir>/<name>/msas')
+  chunk = FLAGS.chunk.lower()
+  if chunk not in ('auto', 'none') and not (chunk.isdigit() and int(chunk) > 0):
+    raise ConfigError(f'--chunk={FLAGS.chunk!r}: write auto, none or a positive chunk size')
+  budget = autochunk.parse_memory(FLAGS.memory_budget) if FLAGS.memory_budget else None
   return fold.FoldOptions(
+      chunk=chunk, memory_budget=budget,
       output_dir=pathlib.Path(FLAGS.output_dir),
       model_names=tuple(FLAGS.model_names) or fold.MODEL_PRESETS[FLAGS.model_preset],
       params_dir=FLAGS.params_dir, random_params=FLAGS.random_params,

@@ -19,6 +19,7 @@ from absl import logging
 import af_jax
 from af_jax import cli, outputs, plots
 from af_jax import params as af_params
+from af_jax.chunking import ChunkPlan, autochunk
 from af_jax.data import features, parsers, pipeline, transforms
 from af_jax.errors import ConfigError, InputError, ParamsError
 from configs import buckets as bucket_lists
@@ -52,6 +53,8 @@ class FoldOptions:
   num_seeds: int = 1
   length_buckets: tuple[int, ...] = bucket_lists.LENGTH_BUCKETS
   precision: str = 'float32'
+  chunk: str | int = 'auto'  # 'auto' (AutoChunk), 'none', or one chunk size for every op
+  memory_budget: int | None = None  # bytes for AutoChunk (None: from the device's memory)
   config_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
   pipeline: pipeline.PipelineOptions = dataclasses.field(
       default_factory=pipeline.PipelineOptions)
@@ -162,8 +165,26 @@ class Folder:
         where = params_path(options.params_dir, name) if options.params_dir else 'random'
         raise ParamsError(f'{name} weights from {where}: {e}') from None
 
-  def predictor(self, model_name: str):
-    return self._predictors[model_name]
+  def predictor(self, model_name: str, plan: ChunkPlan | None = None):
+    """The model's Predictor, run with `plan` (the same weights for every plan)."""
+    base = self._predictors[model_name]
+    return base if plan is None else base.with_plan(plan)
+
+  def chunk_plan(self, model_name: str, batch: Mapping) -> tuple[ChunkPlan, dict]:
+    """The bucket's ChunkPlan per --chunk, and what to record of it in timings.json."""
+    chunk = self.options.chunk
+    if chunk == 'none':
+      return ChunkPlan(), {'plan': 'unchunked'}
+    if chunk != 'auto':
+      plan = ChunkPlan(**{f.name: int(chunk) for f in dataclasses.fields(ChunkPlan)})
+      return plan, {'plan': autochunk.plan_summary(plan)}
+    from af_jax.inference import feature_shapes
+    base = self._predictors[model_name]
+    budget = self.options.memory_budget or autochunk.default_budget()
+    result = autochunk.choose_plan(base, feature_shapes(batch, base.use_templates), budget)
+    return result.plan, {'plan': autochunk.plan_summary(result.plan),
+                         'predicted_peak_bytes': int(result.predicted_peak_bytes),
+                         'budget_bytes': int(result.budget_bytes), 'source': result.source}
 
   def fold(self, targets: Sequence[Target]) -> list[pathlib.Path]:
     """Fold every target; returns their output directories."""
@@ -197,7 +218,7 @@ class Folder:
     logging.info('%s: features in %.1f s', target.record.name, timings['features'])
 
     num_res = len(target.record.sequence)
-    scores, proteins, plddts, paes = {}, {}, {}, {}
+    scores, proteins, plddts, paes, chunk_plans = {}, {}, {}, {}, {}
     for m, model_name in enumerate(opts.model_names):
       cfg = self._configs[model_name]
       for s in range(opts.num_seeds):
@@ -208,7 +229,8 @@ class Folder:
             raw, cfg, seed, **bucket_sizes(raw, cfg, opts.length_buckets))
         timings[f'process_features_{pred_name}'] = time.time() - t0
         t0 = time.time()
-        predictor = self.predictor(model_name)
+        plan, chunk_plans[pred_name] = self.chunk_plan(model_name, batch)
+        predictor = self.predictor(model_name, plan)
         compiled = predictor.compile(batch)
         timings[f'compile_{pred_name}'] = compiled.seconds
         logging.info('%s %s: executable %s %s in %.1f s', target.record.name, pred_name,
@@ -236,7 +258,7 @@ class Folder:
     plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title)
     if paes:
       plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order if k in paes}, title)
-    outputs.write_timings(target_dir, timings)
+    outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params)
 
 

@@ -7,6 +7,7 @@ later calls with the same shapes reuse the executable.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import jax
@@ -110,6 +111,17 @@ class Predictor:
   def _apply(self, state, batch):
     model = nnx.merge(self._graphdef, state)
     return model(batch, self.plan)
+
+  def with_plan(self, plan: ChunkPlan) -> Predictor:
+    """The same weights run with another chunk plan (its own executables)."""
+    if plan == self.plan:
+      return self
+    other = copy.copy(self)
+    other.plan = plan
+    other._forward = jax.jit(other._apply)
+    other._executables = {}
+    other.last_compile = None
+    return other
 
   @property
   def use_templates(self) -> bool:

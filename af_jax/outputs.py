@@ -152,9 +152,13 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
   return order
 
 
-def write_timings(target_dir: pathlib.Path, timings: Mapping[str, float]) -> None:
-  write_atomic(target_dir / 'timings.json',
-               json.dumps({k: round(float(v), 3) for k, v in timings.items()}, indent=4))
+def write_timings(target_dir: pathlib.Path, timings: Mapping[str, float],
+                  chunk_plans: Mapping[str, Mapping] | None = None) -> None:
+  """Seconds per stage (AlphaFold's keys), and the chunk plan each prediction ran with."""
+  data: dict = {k: round(float(v), 3) for k, v in timings.items()}
+  if chunk_plans:
+    data['chunk_plans'] = {k: dict(v) for k, v in chunk_plans.items()}
+  write_atomic(target_dir / 'timings.json', json.dumps(data, indent=4))
 
 
 def is_complete(target_dir: pathlib.Path) -> bool:

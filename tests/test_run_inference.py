@@ -112,8 +112,11 @@ def test_outputs_of_three_real_chains(three_chains):
     for png in ('plddt.png', 'pae.png'):
       assert (d / png).read_bytes()[:4] == b'\x89PNG'
     timings = json.loads((d / 'timings.json').read_text())
-    assert {'features', 'process_features_model_1_ptm_pred_0',
+    assert {'features', 'process_features_model_1_ptm_pred_0', 'compile_model_1_ptm_pred_0',
             'predict_and_compile_model_1_ptm_pred_1'} <= set(timings)
+    # --chunk=auto (the default) records the plan AutoChunk chose and the figures behind it.
+    plan = timings['chunk_plans']['model_1_ptm_pred_0']
+    assert plan['plan'] and plan['predicted_peak_bytes'] <= plan['budget_bytes']
     feats = pickle.loads((d / 'features.pkl').read_bytes())
     assert feats['msa'].shape[0] > 1 and feats['aatype'].shape[0] == len(seq)
     assert not [p for p in d.rglob('*') if 'tmp' in p.name]
@@ -207,6 +210,9 @@ BAD = {
                         'uniref90__subsampled_1000.fasta',
                         '--jackhmmer_binary_path={tmp}/bin/jackhmmer'], 'jackhmmer'),
     'unwritable output dir': (['--fasta_paths={tmp}/good.fasta'], 'output_dir'),
+    'bad chunk flag': (['--fasta_paths={tmp}/good.fasta', '--chunk=some'], '--chunk'),
+    'memory budget too small': (['--fasta_paths={tmp}/good.fasta', '--memory_budget=64KB'],
+                                'budget'),
     'unknown config key': (['--fasta_paths={tmp}/good.fasta', '--config.model.no_such=1'],
                            'no_such'),
 }

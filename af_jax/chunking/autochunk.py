@@ -31,6 +31,7 @@ import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import compile_cache
 import jax
 import numpy as np
 from absl import logging
@@ -559,7 +560,10 @@ def _search(model: ActivationModel, lower_fn, budget: int,
 
   def measure(i: int) -> int:
     lo = lowered.pop(i, None) or lower_fn(ladder[i])
-    compiled = lo.compile()
+    # Through the persistent cache (logged as a hit or a miss): the chosen plan's
+    # executable is then the one inference loads, not a second compile.
+    compiled = compile_cache.compile_with_cache(f'autochunk/{plan_summary(ladder[i])}',
+                                                lo).compiled
     measured[i] = compiled_memory(compiled)
     peak = measured[i]['peak']
     if peak <= budget and (not executables or i < min(executables)):
