@@ -230,6 +230,8 @@ class Folder:
         timings[f'process_features_{pred_name}'] = time.time() - t0
         t0 = time.time()
         plan, chunk_plans[pred_name] = self.chunk_plan(model_name, batch)
+        # AutoChunk compiles the plan it picks; the prediction then reuses that executable.
+        timings[f'chunk_plan_{pred_name}'] = time.time() - t0
         predictor = self.predictor(model_name, plan)
         compiled = predictor.compile(batch)
         timings[f'compile_{pred_name}'] = compiled.seconds

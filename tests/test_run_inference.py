@@ -112,7 +112,8 @@ def test_outputs_of_three_real_chains(three_chains):
     for png in ('plddt.png', 'pae.png'):
       assert (d / png).read_bytes()[:4] == b'\x89PNG'
     timings = json.loads((d / 'timings.json').read_text())
-    assert {'features', 'process_features_model_1_ptm_pred_0', 'compile_model_1_ptm_pred_0',
+    assert {'features', 'process_features_model_1_ptm_pred_0', 'chunk_plan_model_1_ptm_pred_0',
+            'compile_model_1_ptm_pred_0',
             'predict_and_compile_model_1_ptm_pred_1'} <= set(timings)
     # --chunk=auto (the default) records the plan AutoChunk chose and the figures behind it.
     plan = timings['chunk_plans']['model_1_ptm_pred_0']
