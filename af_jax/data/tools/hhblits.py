@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 
 from af_jax.data.tools import runner
@@ -104,12 +103,7 @@ class HHBlits:
       ToolError: if a database is missing or hhblits fails or times out.
     """
     self.check()
-    out_a3m = pathlib.Path(out_a3m)
-    with tempfile.TemporaryDirectory(prefix='af_jax_hhblits_', dir=out_a3m.parent) as tmp:
-      raw = pathlib.Path(tmp) / 'hits.a3m'
-      runner.run_tool(self.command(query_fasta, raw), timeout=self.timeout, cwd=tmp)
-      if not raw.exists():
-        raise ToolError(f'hhblits exited 0 but wrote no a3m for {query_fasta}: check its '
-                        f'databases {", ".join(self.databases)}')
-      os.replace(raw, out_a3m)
-    return out_a3m
+    return runner.run_to_file(
+        'hhblits', lambda raw: self.command(query_fasta, raw), out_a3m, timeout=self.timeout,
+        what='a3m',
+        query=query_fasta, hint=f'check its databases {", ".join(self.databases)}')

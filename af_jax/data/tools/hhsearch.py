@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import tempfile
 
 from af_jax.data.tools import hhblits
 from af_jax.data.tools import runner
@@ -73,15 +72,10 @@ class HHSearch:
       ToolError: if a database is missing or hhsearch fails or times out.
     """
     self.check()
-    out_hhr = pathlib.Path(out_hhr)
-    with tempfile.TemporaryDirectory(prefix='af_jax_hhsearch_', dir=out_hhr.parent) as tmp:
-      raw = pathlib.Path(tmp) / 'hits.hhr'
-      runner.run_tool(self.command(query_a3m, raw), timeout=self.timeout, cwd=tmp)
-      if not raw.exists():
-        raise ToolError(f'hhsearch exited 0 but wrote no hhr for {query_a3m}: check its '
-                        f'databases {", ".join(self.databases)}')
-      os.replace(raw, out_hhr)
-    return out_hhr
+    return runner.run_to_file(
+        'hhsearch', lambda raw: self.command(query_a3m, raw), out_hhr, timeout=self.timeout,
+        what='hhr',
+        query=query_a3m, hint=f'check its databases {", ".join(self.databases)}')
 
 
 def _stockholm_rows(text: str) -> tuple[dict[str, str], dict[str, str]]:

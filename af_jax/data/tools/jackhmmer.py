@@ -12,7 +12,6 @@ import pathlib
 import tempfile
 
 from af_jax.data.tools import runner
-from af_jax.errors import ToolError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,18 +82,16 @@ class Jackhmmer:
       ToolError: if the database is missing or jackhmmer fails or times out.
     """
     self.check()
-    out_sto = pathlib.Path(out_sto)
-    with tempfile.TemporaryDirectory(prefix='af_jax_jackhmmer_', dir=out_sto.parent) as tmp:
-      raw = pathlib.Path(tmp) / 'hits.sto'
-      runner.run_tool(self.command(query_fasta, raw), timeout=self.timeout, cwd=tmp)
-      if not raw.exists():
-        raise ToolError(f'jackhmmer exited 0 but wrote no alignment for {query_fasta}: '
-                        f'check that {self.database_path} is a protein FASTA file')
+
+    def finish(raw: pathlib.Path, out: pathlib.Path) -> None:
       if max_sequences is None:
-        os.replace(raw, out_sto)
+        os.replace(raw, out)
       else:
-        truncate_stockholm(raw, out_sto, max_sequences)
-    return out_sto
+        truncate_stockholm(raw, out, max_sequences)
+    return runner.run_to_file(
+        'jackhmmer', lambda raw: self.command(query_fasta, raw), out_sto, timeout=self.timeout,
+        what='alignment', query=query_fasta,
+        hint=f'check that {self.database_path} is a protein FASTA file', finish=finish)
 
 
 def _sequence_name(line: str) -> str | None:

@@ -12,8 +12,9 @@ import pathlib
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from absl import logging
 
@@ -129,3 +130,35 @@ def run_tool(cmd: Sequence[str | os.PathLike], *, timeout: float,
     raise ToolError(f'{tool} failed with exit code {proc.returncode}: '
                     f'{_tail(stderr or stdout)} (command: {" ".join(cmd)})')
   return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def run_to_file(tool: str, command: Callable[[pathlib.Path], list[str]],
+                out_path: str | os.PathLike, *, timeout: float, what: str, query: str | os.PathLike,
+                hint: str, finish: Callable[[pathlib.Path, pathlib.Path], None] = os.replace
+                ) -> pathlib.Path:
+  """Run `command(raw)` in a scratch directory beside `out_path`; `finish(raw, out_path)`.
+
+  The tool writes to a scratch file, so `out_path` appears only once complete (a
+  killed or failed run leaves nothing half-written).
+
+  Args:
+    tool: the binary's name, for messages and the scratch directory.
+    command: builds the command line that writes its result to the given path.
+    out_path: where the result goes.
+    timeout: seconds before the run is killed.
+    what: what the tool writes ('alignment', 'a3m', 'hhr'), for the error message.
+    query: the input searched, for the error message.
+    hint: the fix to suggest when the tool exits 0 without writing anything.
+    finish: moves (or transforms) the scratch file into `out_path`.
+
+  Raises:
+    ToolError: the tool failed, timed out, or wrote nothing.
+  """
+  out_path = pathlib.Path(out_path)
+  with tempfile.TemporaryDirectory(prefix=f'af_jax_{tool}_', dir=out_path.parent) as tmp:
+    raw = pathlib.Path(tmp) / f'hits{out_path.suffix}'
+    run_tool(command(raw), timeout=timeout, cwd=tmp)
+    if not raw.exists():
+      raise ToolError(f'{tool} exited 0 but wrote no {what} for {query}: {hint}')
+    finish(raw, out_path)
+  return out_path
