@@ -1,14 +1,16 @@
 """af_jax: AlphaFold2 on JAX/XLA. Installs af_jax, compile_cache and configs."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name='af_jax',
     version='0.1.0',
     description='AlphaFold2 in JAX/Flax NNX: loads AlphaFold parameters, matches its outputs',
     python_requires='>=3.10',
-    packages=['af_jax', 'af_jax.common', 'af_jax.data', 'af_jax.data.tools', 'af_jax.model',
-              'af_jax.chunking', 'compile_cache', 'configs'],
+    # AlphaFold's bond lengths and angles, read by af_jax.common.violations.
+    package_data={'af_jax.common': ['stereo_chemical_props.txt']},
+    packages=find_packages(include=['af_jax', 'af_jax.*', 'compile_cache', 'compile_cache.*',
+                                    'configs']),
     install_requires=[
         # Lower bounds are the versions tested here.
         'jax>=0.10.2',
@@ -23,7 +25,11 @@ setup(
         'matplotlib>=3.8',
     ],
     extras_require={
+        # Amber relaxation (--models_to_relax): OpenMM and pdbfixer, tested at these versions.
+        'relax': ['openmm>=8.6.1', 'pdbfixer>=1.12'],
         'test': [
+            'openmm>=8.6.1',
+            'pdbfixer>=1.12',
             'pytest>=8',
             'ruff>=0.6',
             # The reference implementation for parity tests, and what it needs.

@@ -1,0 +1,1 @@
+"""Training: labels from ground truth, AlphaFold's losses, train state and step."""
