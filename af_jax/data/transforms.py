@@ -302,3 +302,71 @@ _SCHEMA = {
 def _pad_feature(key: str, value: np.ndarray, sizes: Mapping[str, int]) -> np.ndarray:
   axes = _SCHEMA[key]
   return _pad(value, tuple(sizes[a] for a in axes) + value.shape[len(axes):])
+
+
+# ---------------------------------------------------------------------------
+# Training crops of raw features.
+
+# Residue axis of each raw feature (and training label) that has one. Features not listed
+# (domain_name, msa_species_identifiers, template_domain_names, template_sum_probs,
+# resolution, ...) are not per-residue and pass through unchanged.
+_RAW_RESIDUE_AXIS = {
+    'aatype': 0, 'between_segment_residues': 0, 'residue_index': 0, 'seq_length': 0,
+    'num_alignments': 0, 'msa': 1, 'deletion_matrix_int': 1, 'deletion_matrix': 1,
+    'template_aatype': 1, 'template_all_atom_masks': 1, 'template_all_atom_positions': 1,
+    'all_atom_positions': 0, 'all_atom_mask': 0,
+}
+# One string per chain / template, cropped like the residues they spell.
+_RAW_STRINGS = ('sequence', 'template_sequence')
+
+
+def random_crop_start(num_res: int, crop_size: int, rng: np.random.Generator) -> int:
+  """First residue of a contiguous crop: uniform over every window that fits (0 if none cut).
+
+  AlphaFold's `random_crop_to_size` (Jumper et al. (2021) Suppl. 1.2.8): the start
+  is drawn uniformly from [0, num_res - crop_size]. (OpenFold's two nested uniform
+  draws favour starts near the N-terminus; we follow AlphaFold.)
+  """
+  if crop_size < 1:
+    raise ConfigError(f'crop_size={crop_size} must be >= 1; set data.train.crop_size')
+  return int(rng.integers(0, num_res - crop_size + 1)) if num_res > crop_size else 0
+
+
+def crop_raw_features(raw: Mapping[str, np.ndarray], start: int,
+                      size: int) -> dict[str, np.ndarray]:
+  """Residues [start, start + size) of every per-residue raw feature and label.
+
+  MSA and template columns, deletion counts, atom positions and masks are cut
+  from the same window, so features and labels stay aligned; `residue_index`
+  keeps its original numbering (relative positions are what the model sees) and
+  `seq_length`/`num_alignments` keep one entry per kept residue, with
+  `seq_length` set to the new length.
+
+  Args:
+    raw: raw features (AlphaFold names) plus optional labels `all_atom_positions`
+      [N_res, 37, 3] and `all_atom_mask` [N_res, 37].
+    start: first kept residue.
+    size: residues kept at most (fewer when the chain ends first).
+
+  Returns:
+    A new dict; features without a residue axis are the same objects.
+  """
+  num_res = int(np.shape(raw['aatype'])[0])
+  if not 0 <= start < num_res or size < 1:
+    raise InputError(f'crop [{start}, {start + size}) is outside the {num_res} residues; pass '
+                     '0 <= start < num_res and size >= 1 (see random_crop_start)')
+  stop = min(start + size, num_res)
+  out = dict(raw)
+  for key, axis in _RAW_RESIDUE_AXIS.items():
+    if key in raw:
+      value = np.asarray(raw[key])
+      if value.shape[axis] != num_res:
+        raise InputError(f'raw feature {key!r} has shape {value.shape}; expected {num_res} '
+                         f'residues on axis {axis}; rebuild the features with the data pipeline')
+      out[key] = value[(slice(None),) * axis + (slice(start, stop),)]
+  if 'seq_length' in out:
+    out['seq_length'] = np.full_like(out['seq_length'], stop - start)
+  for key in _RAW_STRINGS:
+    if key in raw:
+      out[key] = np.array([s[start:stop] for s in np.asarray(raw[key]).reshape(-1)], dtype=object)
+  return out
