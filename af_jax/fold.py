@@ -19,7 +19,9 @@ from absl import logging
 import af_jax
 from af_jax import cli, outputs, plots
 from af_jax import params as af_params
+from af_jax import relax
 from af_jax.chunking import ChunkPlan, autochunk
+from af_jax.common import protein
 from af_jax.data import features, parsers, pipeline, transforms
 from af_jax.errors import ConfigError, InputError, ParamsError
 from configs import buckets as bucket_lists
@@ -58,6 +60,8 @@ class FoldOptions:
   config_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
   pipeline: pipeline.PipelineOptions = dataclasses.field(
       default_factory=pipeline.PipelineOptions)
+  models_to_relax: str = 'none'  # 'best', 'all' or 'none': which predictions Amber relaxes
+  relax_use_gpu: bool = False  # relax on OpenMM's CUDA platform
 
 
 def params_path(params_dir: str, model_name: str) -> pathlib.Path:
@@ -153,6 +157,7 @@ class Folder:
 
   def __init__(self, options: FoldOptions):
     from af_jax.inference import Predictor
+    check_relax_options(options)
     self.options = options
     self._configs = {name: model_config(name, options) for name in options.model_names}
     # Weights are read and checked against each model up front: a missing, corrupt or
@@ -194,7 +199,7 @@ class Folder:
       name, length = target.record.name, len(target.record.sequence)
       target_dir = self.options.output_dir / name
       dirs.append(target_dir)
-      if outputs.is_complete(target_dir):
+      if outputs.is_complete(target_dir, self.options.models_to_relax):
         _log_skipped(i, len(targets), target, target_dir)
         continue
       logging.info('[%d/%d] %s (%d residues)', i, len(targets), name, length)
@@ -254,6 +259,8 @@ class Folder:
                      int(out['num_recycles']), timings[f'predict_and_compile_{pred_name}'],
                      batch['aatype'].shape[-1])
     order = sorted(scores, key=scores.get, reverse=True)
+    relaxed = relax_models(target_dir, outputs.relax_targets(order, opts.models_to_relax),
+                           proteins, use_gpu=opts.relax_use_gpu, timings=timings)
     title = f'{target.record.name} ({num_res} residues)'
     if opts.random_params:
       title += ' - RANDOM WEIGHTS, smoke test only'
@@ -261,7 +268,51 @@ class Folder:
     if paes:
       plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order if k in paes}, title)
     outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
-    outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params)
+    outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
+                          relaxed=relaxed)
+
+
+def check_relax_options(options: FoldOptions) -> None:
+  """Before any work: a valid --models_to_relax, and OpenMM installed when it relaxes."""
+  if options.models_to_relax not in ('best', 'all', 'none'):
+    raise ConfigError(f'--models_to_relax={options.models_to_relax!r}: choose best, all or none')
+  if options.models_to_relax != 'none':
+    relax.require_openmm(options.relax_use_gpu)
+
+
+def relax_models(target_dir: pathlib.Path, names: Sequence[str],
+                 proteins: Mapping[str, protein.Protein], *, use_gpu: bool = False,
+                 timings: dict[str, float] | None = None) -> dict[str, tuple]:
+  """Amber-relax the named predictions into relaxed_<name>.pdb/.cif and relax_metrics.json.
+
+  A relaxation that fails is logged and reported in relax_metrics.json; its
+  unrelaxed files stay, and it is ranked unrelaxed.
+
+  Returns:
+    name -> (relaxed PDB text, relaxed Protein), for write_ranking.
+  """
+  relaxed, metrics = {}, {}
+  for name in names:
+    t0 = time.time()
+    try:
+      result = relax.relax_protein(proteins[name], use_gpu=use_gpu)
+    except relax.RelaxError as e:
+      logging.warning('%s: Amber relaxation failed, keeping the unrelaxed model: %s', name, e)
+      metrics[name] = {'error': str(e)}
+      continue
+    finally:
+      if timings is not None:
+        timings[f'relax_{name}'] = time.time() - t0
+    outputs.write_relaxed(target_dir, name, result.pdb_string, result.protein)
+    relaxed[name] = (result.pdb_string, result.protein)
+    metrics[name] = result.metrics()
+    logging.info('%s: relaxed in %.1f s, energy %.1f -> %.1f kcal/mol, RMSD %.2f A to the '
+                 'unrelaxed model, %d residues still in violation', name, result.seconds,
+                 result.initial_energy, result.final_energy, result.rmsd,
+                 result.num_residue_violations)
+  if names:
+    outputs.write_relax_metrics(target_dir, metrics)
+  return relaxed
 
 
 def bucket_sizes(raw: Mapping, cfg, length_buckets: Sequence[int]) -> dict[str, int]:
@@ -319,11 +370,13 @@ def raw_aatype(raw: Mapping) -> np.ndarray:
 def fold(fasta_paths: Sequence[str], options: FoldOptions,
          features_paths: Sequence[str] = ()) -> list[pathlib.Path]:
   """Read the targets, check the outputs and weights, fold them all."""
+  check_relax_options(options)
   targets = read_targets(fasta_paths, features_paths)
   check_output_dir(options.output_dir)
   logging.info('%d targets, models %s, %d seed(s) each', len(targets),
                ', '.join(options.model_names), options.num_seeds)
-  if all(outputs.is_complete(options.output_dir / t.record.name) for t in targets):
+  if all(outputs.is_complete(options.output_dir / t.record.name, options.models_to_relax)
+         for t in targets):
     # Nothing to fold: do not even load the weights.
     for i, t in enumerate(targets, 1):
       _log_skipped(i, len(targets), t, options.output_dir / t.record.name)

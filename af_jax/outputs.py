@@ -7,7 +7,11 @@
     result_<model>.pkl             the prediction's arrays (AlphaFold's output names)
     confidence_<model>.json        per-residue pLDDT (AlphaFold DB format)
     pae_<model>.json               PAE (AlphaFold DB format; _ptm models only)
-    ranked_<i>.pdb / .cif          predictions ranked by mean pLDDT
+    relaxed_<model>.pdb / .cif     Amber-relaxed predictions (--models_to_relax; the PDB
+                                   file has hydrogens, as AlphaFold's)
+    relax_metrics.json             per relaxed prediction: remaining violations, energies,
+                                   RMSD to the unrelaxed model, or the error that stopped it
+    ranked_<i>.pdb / .cif          predictions ranked by mean pLDDT (relaxed where relaxed)
     plddt.png, pae.png             pictures of the confidences
     timings.json                   seconds per stage
     ranking_debug.json             ranking scores and order; written last, so its presence
@@ -29,6 +33,7 @@ import numpy as np
 from af_jax.common import protein
 
 RANKING_FILE = 'ranking_debug.json'
+RELAX_METRICS_FILE = 'relax_metrics.json'
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
@@ -133,18 +138,40 @@ def write_prediction(target_dir: pathlib.Path, model_name: str, out: Mapping,
                  pae_json(out['predicted_aligned_error'], out['max_predicted_aligned_error']))
 
 
+def write_relaxed(target_dir: pathlib.Path, model_name: str, pdb_text: str,
+                  prot: protein.Protein) -> None:
+  """relaxed_<model>.pdb (OpenMM's text, hydrogens included) and .cif (heavy atoms)."""
+  write_atomic(target_dir / f'relaxed_{model_name}.pdb', pdb_text)
+  write_atomic(target_dir / f'relaxed_{model_name}.cif',
+               protein.to_mmcif(prot, model_name=model_name))
+
+
+def write_relax_metrics(target_dir: pathlib.Path, metrics: Mapping[str, Mapping]) -> None:
+  """relax_metrics.json: AlphaFold 2.3's per-model entries (remaining_violations,
+  remaining_violations_count) plus energies and RMSD, or {'error': ...} for a failure."""
+  write_atomic(target_dir / RELAX_METRICS_FILE,
+               json.dumps({k: dict(v) for k, v in metrics.items()}, indent=4))
+
+
 def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
                   proteins: Mapping[str, protein.Protein], *,
-                  random_params: bool = False) -> list[str]:
+                  random_params: bool = False,
+                  relaxed: Mapping[str, tuple[str, protein.Protein]] | None = None) -> list[str]:
   """ranked_<i>.pdb/.cif by mean pLDDT (best first), then ranking_debug.json last.
 
-  With random weights the ranking file says so, so nobody mistakes a smoke test for a fold.
+  A prediction in `relaxed` (name -> (relaxed PDB text, relaxed Protein)) is ranked by
+  its relaxed structure, as AlphaFold does. With random weights the ranking file says
+  so, so nobody mistakes a smoke test for a fold.
   """
   order = sorted(scores, key=lambda name: scores[name], reverse=True)
+  relaxed = relaxed or {}
   for i, name in enumerate(order):
-    write_atomic(target_dir / f'ranked_{i}.pdb', protein.to_pdb(proteins[name]))
-    write_atomic(target_dir / f'ranked_{i}.cif',
-                 protein.to_mmcif(proteins[name], model_name=name))
+    if name in relaxed:
+      pdb_text, prot = relaxed[name]
+    else:
+      pdb_text, prot = protein.to_pdb(proteins[name]), proteins[name]
+    write_atomic(target_dir / f'ranked_{i}.pdb', pdb_text)
+    write_atomic(target_dir / f'ranked_{i}.cif', protein.to_mmcif(prot, model_name=name))
   ranking = {'plddts': {k: float(v) for k, v in scores.items()}, 'order': order}
   if random_params:
     ranking['params'] = 'RANDOM (--random_params): smoke test, the structures are meaningless'
@@ -161,8 +188,19 @@ def write_timings(target_dir: pathlib.Path, timings: Mapping[str, float],
   write_atomic(target_dir / 'timings.json', json.dumps(data, indent=4))
 
 
-def is_complete(target_dir: pathlib.Path) -> bool:
-  """True when ranking_debug.json exists and every file it implies is there."""
+def relax_targets(order: list[str], models_to_relax: str) -> list[str]:
+  """The predictions --models_to_relax names: none, the best (order[0]) or all."""
+  if models_to_relax not in ('best', 'all', 'none'):
+    raise ValueError(f'{models_to_relax=}: best, all or none')
+  return {'best': order[:1], 'all': list(order), 'none': []}[models_to_relax]
+
+
+def is_complete(target_dir: pathlib.Path, models_to_relax: str = 'none') -> bool:
+  """True when ranking_debug.json exists and every file it implies is there.
+
+  With relaxation asked for, relax_metrics.json must also report on each prediction
+  to relax (a failure reported there counts: running again would fail again).
+  """
   ranking = target_dir / RANKING_FILE
   if not ranking.is_file():
     return False
@@ -173,7 +211,18 @@ def is_complete(target_dir: pathlib.Path) -> bool:
   needed = [f'ranked_{i}.pdb' for i in range(len(order))]
   needed += [f'unrelaxed_{name}.pdb' for name in order]
   needed += [f'result_{name}.pkl' for name in order]
-  return bool(order) and all((target_dir / n).is_file() for n in needed)
+  if not (order and all((target_dir / n).is_file() for n in needed)):
+    return False
+  to_relax = relax_targets(order, models_to_relax)
+  if not to_relax:
+    return True
+  try:
+    metrics = json.loads((target_dir / RELAX_METRICS_FILE).read_text())
+  except (OSError, ValueError):
+    return False
+  return all(name in metrics and ('error' in metrics[name]
+                                  or (target_dir / f'relaxed_{name}.pdb').is_file())
+             for name in to_relax)
 
 
 def _to_numpy(tree):
