@@ -24,6 +24,7 @@ from af_jax import cli, fold  # noqa: E402
 from af_jax.chunking import autochunk  # noqa: E402
 from af_jax.data import msa_search, pipeline  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
+from af_jax.parallel import distributed  # noqa: E402
 from configs import buckets  # noqa: E402
 
 flags.DEFINE_list('fasta_paths', [], 'FASTA files; every record is one target (names must be '
@@ -112,6 +113,11 @@ flags.DEFINE_enum('models_to_relax', 'none', ['best', 'all', 'none'],
                   'coordinates (a real 72-residue structure relaxes in about 4 s on 2 CPU cores).')
 flags.DEFINE_bool('relax_use_gpu', False, 'Relax on OpenMM\'s CUDA platform (needs '
                   'openmm[cuda12]) instead of the CPU. Only with --models_to_relax=best|all.')
+flags.DEFINE_integer('dap', 1, 'Devices that share each prediction (Dynamic Axial Parallelism: '
+                     'the MSA split along sequences, the pair along rows; about 1/N of the '
+                     'activation memory per device). Devices of every process of a multi-host '
+                     'run count. With N > 1, consider --autotune_profile=multi_device on GPUs.')
+distributed.define_flags()
 FLAGS = flags.FLAGS
 MSA_FILE_SUFFIXES = pipeline.MSA_SUFFIXES + ('.hhr',)
 
@@ -156,7 +162,18 @@ def options_from_flags() -> fold.FoldOptions:
       num_recycle=FLAGS.num_recycle, random_seed=FLAGS.random_seed, num_seeds=FLAGS.num_seeds,
       length_buckets=buckets.parse_buckets(','.join(FLAGS.buckets)),
       precision=FLAGS.precision, config_overrides=dict(OVERRIDES), pipeline=pipe,
-      models_to_relax=FLAGS.models_to_relax, relax_use_gpu=FLAGS.relax_use_gpu)
+      models_to_relax=FLAGS.models_to_relax, relax_use_gpu=FLAGS.relax_use_gpu, dap=FLAGS.dap)
+
+
+def check_dap(dap: int) -> None:
+  """Enough devices for --dap (after a multi-host start, which adds the others' devices)."""
+  import jax
+  if dap < 1:
+    raise ConfigError(f'--dap={dap} must be at least 1')
+  if dap > jax.device_count():
+    raise ConfigError(f'--dap={dap} needs {dap} devices but {jax.device_count()} are visible '
+                      f'({jax.devices()[0].platform}); lower --dap, or start every host of a '
+                      'multi-host run (--coordinator_address, --num_processes, --process_id)')
 
 
 def main(argv) -> None:
@@ -171,6 +188,11 @@ def main(argv) -> None:
         autotune_profile=FLAGS.autotune_profile, xla_flags=FLAGS.xla_flags)
     compile_cache.strip_xla_argv()
     logging.info('compilation cache: %s (profile %s)', path, FLAGS.autotune_profile)
+  if distributed.initialize_from_flags(FLAGS):
+    import jax
+    logging.info('process %d of %d, %d devices in all', jax.process_index(), jax.process_count(),
+                 jax.device_count())
+  check_dap(FLAGS.dap)
   if FLAGS.warmup_only:
     try:
       depths = [tuple(int(x) for x in d.split(':', 1)) for d in FLAGS.warmup_msa_depths] or None

@@ -62,6 +62,7 @@ class FoldOptions:
       default_factory=pipeline.PipelineOptions)
   models_to_relax: str = 'none'  # 'best', 'all' or 'none': which predictions Amber relaxes
   relax_use_gpu: bool = False  # relax on OpenMM's CUDA platform
+  dap: int = 1  # devices (of all processes) that share each prediction (Dynamic Axial Parallelism)
 
 
 def params_path(params_dir: str, model_name: str) -> pathlib.Path:
@@ -160,15 +161,23 @@ class Folder:
     check_relax_options(options)
     self.options = options
     self._configs = {name: model_config(name, options) for name in options.model_names}
+    self.mesh = inference_mesh(options.dap)
     # Weights are read and checked against each model up front: a missing, corrupt or
     # wrong-preset file fails before hours of MSA search. Nothing compiles yet.
     self._predictors = {}
     for name, cfg in self._configs.items():
       try:
-        self._predictors[name] = Predictor(cfg, load_model_params(name, cfg, options))
+        self._predictors[name] = Predictor(cfg, load_model_params(name, cfg, options),
+                                           mesh=self.mesh)
       except ParamsError as e:
         where = params_path(options.params_dir, name) if options.params_dir else 'random'
         raise ParamsError(f'{name} weights from {where}: {e}') from None
+
+  @property
+  def primary(self) -> bool:
+    """Process 0 writes the outputs; the others of a multi-host run compute alongside it."""
+    import jax
+    return jax.process_index() == 0
 
   def predictor(self, model_name: str, plan: ChunkPlan | None = None):
     """The model's Predictor, run with `plan` (the same weights for every plan)."""
@@ -186,7 +195,8 @@ class Folder:
     from af_jax.inference import feature_shapes
     base = self._predictors[model_name]
     budget = self.options.memory_budget or autochunk.default_budget()
-    result = autochunk.choose_plan(base, feature_shapes(batch, base.use_templates), budget)
+    result = autochunk.choose_plan(base, feature_shapes(batch, base.use_templates), budget,
+                                   mesh=self.mesh)
     return result.plan, {'plan': autochunk.plan_summary(result.plan),
                          'predicted_peak_bytes': int(result.predicted_peak_bytes),
                          'budget_bytes': int(result.budget_bytes), 'source': result.source}
@@ -204,7 +214,7 @@ class Folder:
         continue
       logging.info('[%d/%d] %s (%d residues)', i, len(targets), name, length)
       start = time.time()
-      self.fold_target(target, target_dir)
+      self.fold_target(target, target_dir if self.primary else _scratch_dir(target_dir))
       logging.info('[%d/%d] %s done in %.1f s', i, len(targets), name, time.time() - start)
     return dirs
 
@@ -270,6 +280,24 @@ class Folder:
     outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
                           relaxed=relaxed)
+
+
+def inference_mesh(dap: int):
+  """The mesh of a --dap run (one DAP group over the first `dap` devices), None for dap=1."""
+  if dap == 1:
+    return None
+  from af_jax.parallel import make_mesh
+  return make_mesh(dap, data=1)
+
+
+def _scratch_dir(target_dir: pathlib.Path) -> pathlib.Path:
+  """Where a non-primary process of a multi-host run puts what it would write.
+
+  Every process decides what to fold from the real output directory (a filesystem
+  they all see), so they run the same programs; only process 0's files are kept.
+  """
+  import jax
+  return target_dir.parent / f'.process_{jax.process_index()}' / target_dir.name
 
 
 def check_relax_options(options: FoldOptions) -> None:
@@ -349,8 +377,9 @@ def warmup(options: FoldOptions, targets: Sequence[Target] = (),
   lengths = sorted({bucket_lists.bucket_size(len(t.record.sequence), options.length_buckets)
                     for t in targets}) or list(options.length_buckets)
   specs = []
+  mesh = inference_mesh(options.dap)
   for name in options.model_names:
-    specs += af_warmup.model_specs(model_config(name, options), lengths, msa_depths)
+    specs += af_warmup.model_specs(model_config(name, options), lengths, msa_depths, mesh=mesh)
   logging.info('warm-up: %d executables (%s x lengths %s)', len(specs),
                ', '.join(options.model_names), lengths)
   return compile_cache.warmup(specs)

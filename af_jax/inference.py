@@ -13,12 +13,14 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from af_jax import params as af_params
 from af_jax.chunking import ChunkPlan
 from af_jax.errors import InputError
 from af_jax.model.alphafold import AlphaFold
 from af_jax.model.evoformer import TEMPLATE_FEATURES
+from af_jax.parallel.mesh import dap_size
 
 # Processed features the model reads, with their dtypes.
 MODEL_FEATURES = {
@@ -89,13 +91,19 @@ class Predictor:
     params: AlphaFold flat parameters (`af_jax.load_params(path)`), or None for
       an abstract Predictor that can only compile (warm-up from shapes alone).
     plan: chunk sizes per op (None: unchunked).
+    mesh: a (data, dap) mesh (`parallel.make_mesh`): the weights, features and
+      outputs are replicated over its devices and the trunk runs with Dynamic
+      Axial Parallelism over its `dap` axis. None: one device.
   """
 
   def __init__(self, config, params: Mapping[str, np.ndarray] | None, *,
-               plan: ChunkPlan | None = None):
+               plan: ChunkPlan | None = None, mesh: Mesh | None = None):
     self.config = config
     self.plan = plan or ChunkPlan()
+    self.mesh = mesh
     self.name = config.get('model_name') or 'model'
+    # Everything outside the sharded stacks is replicated over the mesh.
+    self._replicated = NamedSharding(mesh, PartitionSpec()) if mesh is not None else None
     if params is None:
       model = nnx.eval_shape(lambda: build_model(config.model))
       self._graphdef, self._state = nnx.split(model)
@@ -103,14 +111,27 @@ class Predictor:
       model = build_model(config.model, params, preset=config.get('model_name'))
       self._graphdef, self._state = nnx.split(model)
       # device_put, not jnp.asarray: no small executable compiled per weight shape.
-      self._state = jax.device_put(self._state)
-    self._forward = jax.jit(self._apply)
+      self._state = (jax.device_put(self._state) if mesh is None
+                     else _put_replicated(self._state, self._replicated))
+    self._forward = self._jit()
     self._executables: dict[tuple, object] = {}
     self.last_compile = None  # compile_cache.CompileResult of the latest compile() call
 
+  def _jit(self):
+    return jax.jit(self._apply, out_shardings=self._replicated)
+
   def _apply(self, state, batch):
     model = nnx.merge(self._graphdef, state)
-    return model(batch, self.plan)
+    return model(batch, self.plan, mesh=self.mesh)
+
+  @property
+  def dap(self) -> int:
+    return dap_size(self.mesh)
+
+  def label(self, shapes: Mapping[str, jax.ShapeDtypeStruct]) -> str:
+    """The executable's name in the cache; `/dap4` when split over 4 devices."""
+    label = bucket_label(self.name, shapes)
+    return label if self.mesh is None else f'{label}/dap{self.dap}'
 
   def with_plan(self, plan: ChunkPlan) -> Predictor:
     """The same weights run with another chunk plan (its own executables)."""
@@ -118,7 +139,7 @@ class Predictor:
       return self
     other = copy.copy(self)
     other.plan = plan
-    other._forward = jax.jit(other._apply)
+    other._forward = other._jit()
     other._executables = {}
     other.last_compile = None
     return other
@@ -133,8 +154,13 @@ class Predictor:
 
   def lower(self, batch: Mapping):
     """The jitted forward lowered for `batch`'s shapes (arrays or ShapeDtypeStructs)."""
-    state = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), self._state)
-    return self._forward.lower(state, feature_shapes(batch, self.use_templates))
+    state = jax.tree_util.tree_map(self.abstract, self._state)
+    shapes = jax.tree_util.tree_map(self.abstract, feature_shapes(batch, self.use_templates))
+    return self._forward.lower(state, shapes)
+
+  def abstract(self, x) -> jax.ShapeDtypeStruct:
+    """`x`'s shape and dtype placed as this Predictor places its inputs (for lowering)."""
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self._replicated)
 
   def compile(self, batch: Mapping):
     """Compile (or load from the cache) the executable for `batch`'s shapes.
@@ -148,9 +174,9 @@ class Predictor:
     key = tuple((k, v.shape) for k, v in sorted(shapes.items()))
     if key in self._executables:
       self.last_compile = compile_cache.CompileResult(
-          bucket_label(self.name, shapes), self._executables[key], 'in_process', 0.0)
+          self.label(shapes), self._executables[key], 'in_process', 0.0)
       return self.last_compile
-    result = compile_cache.compile_with_cache(bucket_label(self.name, shapes), self.lower(shapes))
+    result = compile_cache.compile_with_cache(self.label(shapes), self.lower(shapes))
     self._executables[key] = result.compiled
     self.last_compile = result
     return result
@@ -163,7 +189,18 @@ class Predictor:
     del random_seed
     feats = select_features(batch, self.use_templates)
     executable = self.compile(feats).compiled
+    if self.mesh is not None:
+      feats = _put_replicated(feats, self._replicated)
     out = executable(self._state, feats)
     out = jax.tree_util.tree_map(np.asarray, out)
     out['num_recycles'] = int(out['num_recycles'])
     return out
+
+
+def _put_replicated(tree, sharding: NamedSharding):
+  """Every device of the mesh gets the same host arrays (in every process of a
+  multi-host mesh, each process passes its own identical copy)."""
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree_util.tree_map(put, tree)

@@ -16,7 +16,7 @@ import jax
 import af_jax
 from af_jax import cli
 from af_jax.data import features, parsers, transforms
-from af_jax.inference import Predictor, bucket_label, feature_shapes
+from af_jax.inference import Predictor, feature_shapes
 
 
 def bucket_shapes(cfg, num_res: int, msa_clusters: int,
@@ -36,16 +36,20 @@ def preset_depths(cfg) -> tuple[int, int]:
 
 
 def model_specs(cfg, lengths: Iterable[int],
-                msa_depths: Sequence[tuple[int, int]] | None = None) -> list:
-  """(label, jitted forward, (abstract params, input shapes)) for each bucket of one config."""
-  predictor = Predictor(cfg, None)
-  state = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                 predictor._state)
+                msa_depths: Sequence[tuple[int, int]] | None = None, mesh=None) -> list:
+  """(label, jitted forward, (abstract params, input shapes)) for each bucket of one config.
+
+  With a `mesh` (a --dap run), the executables are the sharded ones that run uses.
+  """
+  predictor = Predictor(cfg, None, mesh=mesh)
+  place = predictor.abstract
+  state = jax.tree_util.tree_map(place, predictor._state)
   out = []
   for num_res in lengths:
     for clusters, extra in (msa_depths or [preset_depths(cfg)]):
       shapes = bucket_shapes(cfg, int(num_res), int(clusters), int(extra))
-      out.append((bucket_label(predictor.name, shapes), predictor._forward, (state, shapes)))
+      out.append((predictor.label(shapes), predictor._forward,
+                  (state, jax.tree_util.tree_map(place, shapes))))
   return out
 
 
@@ -56,7 +60,7 @@ def _as_list(value) -> list[str]:
 
 
 def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle=None,
-          overrides: Mapping[str, str] | None = None) -> list:
+          overrides: Mapping[str, str] | None = None, dap=1) -> list:
   """Warm-up specs for presets x lengths x MSA depths.
 
   Args:
@@ -65,7 +69,12 @@ def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle
     msa_depths: comma-separated 'clusters:extra' pairs (default: each preset's maxima).
     num_recycle: recycles (sets model.num_recycle and data.common.num_recycle).
     overrides: more `config key -> value` overrides, as `--config.*` gives them.
+    dap: devices per prediction, as `run_inference.py --dap` (its sharded executables).
   """
+  mesh = None
+  if int(dap) > 1:
+    from af_jax.parallel import make_mesh
+    mesh = make_mesh(int(dap), data=1)
   depths = None
   if msa_depths:
     depths = [tuple(int(x) for x in d.split(':')) for d in _as_list(msa_depths)]
@@ -76,5 +85,5 @@ def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle
       cfg.model.num_recycle = int(num_recycle)
       cfg.data.common.num_recycle = int(num_recycle)
     cli.apply_overrides(cfg, dict(overrides or {}))
-    result += model_specs(cfg, [int(n) for n in _as_list(lengths)], depths)
+    result += model_specs(cfg, [int(n) for n in _as_list(lengths)], depths, mesh=mesh)
   return result

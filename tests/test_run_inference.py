@@ -36,9 +36,11 @@ SMALL = [f'--config.{k}={v}' for k, v in TINY.items()] + [
     '--config.data.common.max_extra_msa=32', '--buckets=80,256', '--random_params']
 
 
-def run(args, check=True):
+def run(args, check=True, devices=1):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': CACHE_DIR}
   env.pop('XLA_FLAGS', None)
+  if devices > 1:
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
   if check and proc.returncode != 0:
@@ -216,6 +218,8 @@ BAD = {
                                 'budget'),
     'unknown config key': (['--fasta_paths={tmp}/good.fasta', '--config.model.no_such=1'],
                            'no_such'),
+    'more dap devices than there are': (['--fasta_paths={tmp}/good.fasta', '--dap=4'],
+                                        '--dap=4 needs 4 devices'),
 }
 
 
@@ -237,14 +241,38 @@ def test_bad_input_is_one_line_and_nonzero(bad_inputs, case):
     assert not list(out.rglob('*.pdb')) and not list(out.rglob('ranking_debug.json'))
 
 
-def test_features_pkl_is_accepted_as_input(three_chains, tmp_path):
-  out, seqs, _, _ = three_chains
+@pytest.fixture(scope='module')
+def features_run(three_chains, tmp_path_factory):
+  """model_3_ptm on the 2q2k_A features.pkl the three-chain run wrote."""
+  out, _, _, _ = three_chains
   src = out / '2q2k_A' / 'features.pkl'
-  run([f'--features_paths={src}', f'--output_dir={tmp_path}', '--model_names=model_3_ptm',
-       *SMALL])
+  tmp = tmp_path_factory.mktemp('features_run')
+  args = [f'--features_paths={src}', '--model_names=model_3_ptm', *SMALL]
+  run([f'--output_dir={tmp}', *args])
+  return tmp, src, args
+
+
+def _positions(target_dir):
+  with open(target_dir / 'result_model_3_ptm_pred_0.pkl', 'rb') as f:
+    return pickle.load(f)['structure_module']['final_atom_positions']
+
+
+def test_features_pkl_is_accepted_as_input(three_chains, features_run):
+  _, seqs, _, _ = three_chains
+  tmp_path, src, _ = features_run
   # The target is named after the directory holding features.pkl (AlphaFold's layout).
   d = tmp_path / '2q2k_A'
   assert pickle.loads((d / 'features.pkl').read_bytes())['msa'].shape == \
       pickle.loads(src.read_bytes())['msa'].shape
   structure = PDBParser(QUIET=True).get_structure('x', str(d / 'ranked_0.pdb'))
   assert len(list(structure.get_residues())) == len(seqs['2q2k_A'])
+
+
+def test_dap_run_matches_one_device(features_run, tmp_path):
+  """--dap=2 over two (fake CPU) devices folds the same structure as one device."""
+  one_device, _, args = features_run
+  proc = run([f'--output_dir={tmp_path}', '--dap=2', *args], devices=2)
+  assert 'dap2' in proc.stderr  # the executable is the sharded one
+  want, got = _positions(one_device / '2q2k_A'), _positions(tmp_path / '2q2k_A')
+  assert np.abs(want).max() > 1.0
+  np.testing.assert_allclose(got, want, atol=1e-3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh
 
 from af_jax.chunking import ChunkPlan
 from af_jax.common import confidence
@@ -55,13 +56,13 @@ class AlphaFold(nnx.Module):
         if hc.predicted_aligned_error.weight else None)
 
   def iteration(self, batch: dict, prev: dict, plan: ChunkPlan = ChunkPlan(),
-                key: jax.Array | None = None) -> tuple[dict, dict]:
+                key: jax.Array | None = None, mesh: Mesh | None = None) -> tuple[dict, dict]:
     """One recycling iteration: trunk + structure module.
 
     Returns:
       (representations, structure module outputs).
     """
-    reps = self.evoformer(batch, prev, plan, key)
+    reps = self.evoformer(batch, prev, plan, key, mesh)
     sm = self.structure_module(reps['single'], reps['pair'], batch['seq_mask'], batch['aatype'])
     reps['structure_module'] = sm.pop('act')
     return reps, sm
@@ -87,7 +88,7 @@ class AlphaFold(nnx.Module):
     return out
 
   def __call__(self, batch: dict, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None) -> dict:
+               key: jax.Array | None = None, mesh: Mesh | None = None) -> dict:
     """Recycle and predict.
 
     Args:
@@ -96,6 +97,8 @@ class AlphaFold(nnx.Module):
         reuse the same features at every recycle.
       plan: chunk sizes per op.
       key: dropout key (training) or None.
+      mesh: a mesh with a `dap` axis to run the trunk's stacks with Dynamic Axial
+        Parallelism (`parallel.dap`), or None for one device.
 
     Returns:
       AlphaFold's outputs (see `apply_heads`) plus `num_recycles` (recycles run)
@@ -108,7 +111,6 @@ class AlphaFold(nnx.Module):
       raise InputError(
           f'batch has {n_slices} recycle slices but model.num_recycle={c.num_recycle} needs '
           f'{num_iters}; process the features with data.common.num_recycle >= {c.num_recycle}')
-    e = c.embeddings_and_evoformer
     n_res = batch['aatype'].shape[1]
     seq_mask = batch['seq_mask'][0]
 
@@ -119,8 +121,9 @@ class AlphaFold(nnx.Module):
 
     def run(r, prev):
       k = jax.random.fold_in(key, r) if key is not None else None
-      return self.iteration(take(r), prev, plan, k)
+      return self.iteration(take(r), prev, plan, k, mesh)
 
+    e = c.embeddings_and_evoformer
     prev0 = {'prev_msa_first_row': jnp.zeros((n_res, e.msa_channel), jnp.float32),
              'prev_pair': jnp.zeros((n_res, n_res, e.pair_channel), jnp.float32),
              'prev_pos': jnp.zeros((n_res, 37, 3), jnp.float32)}

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from af_jax.chunking import ChunkPlan
 from af_jax.model import dropout, embedders, primitives, stack
@@ -21,6 +22,9 @@ from af_jax.model.outer_product_mean import OuterProductMean
 from af_jax.model.template import TemplateEmbedding
 from af_jax.model.transition import Transition
 from af_jax.model.triangle import TriangleAttention, TriangleMultiplication
+from af_jax.parallel import NO_DAP, Dap
+from af_jax.parallel import dap as dap_lib
+from af_jax.parallel.mesh import constrain
 
 
 class EvoformerIteration(nnx.Module):
@@ -56,47 +60,60 @@ class EvoformerIteration(nnx.Module):
 
   def __call__(self, msa: jax.Array, pair: jax.Array, msa_mask: jax.Array,
                pair_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+               key: jax.Array | None = None, dap: Dap = NO_DAP) -> tuple[jax.Array, jax.Array]:
     """Args: msa [N_seq, N_res, c_m]; pair [N_res, N_res, c_z]; masks of both.
 
-    `key` enables dropout (training). Returns the updated (msa, pair).
+    `key` enables dropout (training). Under DAP (`parallel.dap`), msa and pair are
+    this device's rows in and out (sequences; pair rows) and the masks are whole;
+    each op runs in the layout it needs, switched by all-to-all (FastFold's
+    Dynamic Axial Parallelism). Returns the updated (msa, pair).
     """
     chex.assert_rank([msa, pair, msa_mask, pair_mask], [3, 3, 2, 2])
     c = self.config
     keys = list(jax.random.split(key, 10)) if key is not None else [None] * 10
+    msa_rows, msa_cols = dap.rows(msa_mask), dap.columns(msa_mask)
+    pair_rows, pair_cols = dap.rows(pair_mask), dap.columns(pair_mask)
 
-    def add(act, update, cfg):
-      return dropout.residual(act, update, cfg, keys.pop())
+    def add(act, update, cfg, shard_axis):
+      return dropout.residual(act, update, cfg, keys.pop(), dap, shard_axis)
 
-    opm = lambda m: self.outer_product_mean(m, msa_mask, plan.outer_product_mean)  # noqa: E731
+    def opm(m):  # m in columns layout; the update is in pair rows.
+      return self.outer_product_mean(m, msa_mask, plan.outer_product_mean, dap)
+
     if c.outer_product_mean.first:
-      pair = add(pair, opm(msa), c.outer_product_mean)
-    # Alg. 6 lines 2-4: MSA stack.
-    msa = add(msa, self.msa_row_attention_with_pair_bias(msa, msa_mask, pair,
-                                                          plan.msa_row_attention),
-              c.msa_row_attention_with_pair_bias)
+      pair = add(pair, opm(dap.to_columns(msa)), c.outer_product_mean, 0)
+    # Alg. 6 lines 2-4: MSA stack; row attention in rows, the rest in columns.
+    msa = add(msa, self.msa_row_attention_with_pair_bias(msa, msa_rows, pair,
+                                                          plan.msa_row_attention, dap),
+              c.msa_row_attention_with_pair_bias, 0)
+    msa = dap.to_columns(msa)
     if self.is_extra_msa:
-      update = self.msa_column_global_attention(msa, msa_mask, plan.msa_column_global_attention)
+      update = self.msa_column_global_attention(msa, msa_cols, plan.msa_column_global_attention)
     else:
-      update = self.msa_column_attention(msa, msa_mask, plan.msa_column_attention)
-    msa = add(msa, update, c.msa_column_attention)
-    msa = add(msa, self.msa_transition(msa, msa_mask, plan.msa_transition), c.msa_transition)
+      update = self.msa_column_attention(msa, msa_cols, plan.msa_column_attention)
+    msa = add(msa, update, c.msa_column_attention, 1)
+    msa = add(msa, self.msa_transition(msa, msa_cols, plan.msa_transition), c.msa_transition, 1)
     # Alg. 6 line 5: communication.
     if not c.outer_product_mean.first:
-      pair = add(pair, opm(msa), c.outer_product_mean)
-    # Alg. 6 lines 6-10: pair stack.
+      pair = add(pair, opm(msa), c.outer_product_mean, 0)
+    msa = dap.to_rows(msa)
+    # Alg. 6 lines 6-10: pair stack; outgoing/starting-node ops in rows,
+    # incoming/ending-node ops and the transition in columns.
     tm, ta = plan.triangle_multiplication, plan.triangle_attention
-    pair = add(pair, self.triangle_multiplication_outgoing(pair, pair_mask, tm),
-               c.triangle_multiplication_outgoing)
-    pair = add(pair, self.triangle_multiplication_incoming(pair, pair_mask, tm),
-               c.triangle_multiplication_incoming)
-    pair = add(pair, self.triangle_attention_starting_node(pair, pair_mask, ta),
-               c.triangle_attention_starting_node)
-    pair = add(pair, self.triangle_attention_ending_node(pair, pair_mask, ta),
-               c.triangle_attention_ending_node)
-    pair = add(pair, self.pair_transition(pair, pair_mask, plan.pair_transition),
-               c.pair_transition)
-    return msa, pair
+    pair = add(pair, self.triangle_multiplication_outgoing(pair, pair_rows, tm, dap),
+               c.triangle_multiplication_outgoing, 0)
+    pair = dap.to_columns(pair)
+    pair = add(pair, self.triangle_multiplication_incoming(pair, pair_cols, tm, dap),
+               c.triangle_multiplication_incoming, 1)
+    pair = dap.to_rows(pair)
+    pair = add(pair, self.triangle_attention_starting_node(pair, pair_rows, ta, dap),
+               c.triangle_attention_starting_node, 0)
+    pair = dap.to_columns(pair)
+    pair = add(pair, self.triangle_attention_ending_node(pair, pair_cols, ta, dap),
+               c.triangle_attention_ending_node, 1)
+    pair = add(pair, self.pair_transition(pair, pair_cols, plan.pair_transition),
+               c.pair_transition, 1)
+    return msa, dap.to_rows(pair)
 
 
 # Template features the trunk reads (processed names), with their dtypes.
@@ -162,7 +179,7 @@ class EmbeddingsAndEvoformer(nnx.Module):
     self.single_activations = lin(c_m, c.seq_channel, out_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, batch: dict, prev: dict, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None) -> dict:
+               key: jax.Array | None = None, mesh: Mesh | None = None) -> dict:
     """Runs one recycling iteration's trunk.
 
     Args:
@@ -173,6 +190,8 @@ class EmbeddingsAndEvoformer(nnx.Module):
         `prev_pos` [N_res, 37, 3] from the previous recycle (zeros first).
       plan: chunk sizes per op.
       key: dropout key (training) or None.
+      mesh: a mesh with a `dap` axis: the three stacks run with Dynamic Axial
+        Parallelism over it (`parallel.dap`); None runs them on one device.
 
     Returns:
       `single` [N_res, c_s], `pair` [N_res, N_res, c_z], `msa` [N_seq, N_res, c_m],
@@ -207,19 +226,24 @@ class EmbeddingsAndEvoformer(nnx.Module):
       pair = pair + self.pair_activations(relpos)
     # Alg. 2 lines 9-13: template pair embedding.
     templates = {k: batch[k] for k in TEMPLATE_FEATURES} if c.template.enabled else None
+    pair = constrain(pair, mesh, 'res_i', 'res_j', 'channel')
     if templates is not None:
-      pair = pair + self.template_embedding(pair, templates, mask_2d, plan, k_templ, remat)
+      pair = pair + self.template_embedding(pair, templates, mask_2d, plan, k_templ, remat,
+                                            mesh)
     # Alg. 2 lines 14-16 and Alg. 18: extra-MSA stack.
     extra = self.extra_msa_activations(embedders.extra_msa_features(batch))
     extra_mask = batch['extra_msa_mask'].astype(jnp.float32)
     extra_keys = (jax.random.split(k_extra, c.extra_msa_stack_num_block)
                   if k_extra is not None else None)
 
-    def extra_body(block, carry, k):
-      return block(carry[0], carry[1], extra_mask, mask_2d, plan, k)
+    def run_stack(stacked, keys):
+      def apply(dap, m, p, m_mask, p_mask):
+        body = lambda block, carry, k: block(*carry, m_mask, p_mask, plan, k, dap)  # noqa: E731
+        return stack.scan(stacked, body, (m, p), keys, remat=remat)
+      return apply
 
-    _, pair = stack.scan(self.extra_msa_stack, extra_body, (extra, pair), extra_keys,
-                         remat=remat)
+    _, pair = dap_lib.evoformer_stack(run_stack(self.extra_msa_stack, extra_keys), mesh,
+                                      extra, pair, extra_mask, mask_2d)
     # Alg. 2 lines 7-8: template torsion angles as extra MSA rows.
     msa_mask = batch['msa_mask'].astype(jnp.float32)
     if templates is not None and c.template.embed_torsion_angles:
@@ -230,11 +254,9 @@ class EmbeddingsAndEvoformer(nnx.Module):
     # Alg. 2 lines 17-18: the Evoformer.
     evo_keys = (jax.random.split(k_evo, c.evoformer_num_block) if k_evo is not None else None)
 
-    def evo_body(block, carry, k):
-      return block(carry[0], carry[1], msa_mask, mask_2d, plan, k)
-
-    msa, pair = stack.scan(self.evoformer_iteration, evo_body, (msa, pair), evo_keys,
-                           remat=remat)
+    msa = constrain(msa, mesh, 'msa_seq', 'res_j', 'channel')
+    msa, pair = dap_lib.evoformer_stack(run_stack(self.evoformer_iteration, evo_keys), mesh,
+                                        msa, pair, msa_mask, mask_2d)
     single = self.single_activations(msa[0])
     out = {'single': single, 'pair': pair, 'msa': msa[:n_seq], 'msa_first_row': msa[0]}
     return {k: v.astype(jnp.float32) for k, v in out.items()}

@@ -10,6 +10,7 @@ from flax import nnx
 from af_jax.chunking import axial_map
 from af_jax.model import primitives
 from af_jax.model.attention import Attention, GlobalAttention
+from af_jax.parallel import NO_DAP, Dap
 
 
 class MSARowAttentionWithPairBias(nnx.Module):
@@ -27,9 +28,10 @@ class MSARowAttentionWithPairBias(nnx.Module):
                                zero_init=zero_init, dtype=dtype, rngs=rngs)
 
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, pair: jax.Array,
-               chunk: int | None = None) -> jax.Array:
+               chunk: int | None = None, dap: Dap = NO_DAP) -> jax.Array:
     """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]; pair [N_res, N_res, c_z].
 
+    Under DAP, msa, msa_mask and pair are this device's rows (sequences; pair rows).
     Returns the update to msa, [N_seq, N_res, c_m].
     """
     chex.assert_rank([msa, msa_mask, pair], [3, 2, 3])
@@ -39,6 +41,7 @@ class MSARowAttentionWithPairBias(nnx.Module):
     # Alg. 7 line 3: one bias per head shared by every row (float32, like the logits).
     pair_bias = primitives.einsum('qkc,ch->hqk', pair, self.feat_2d_weights[...],
                                   dtype=self.dtype, out_dtype=jnp.float32)
+    pair_bias = dap.gather(pair_bias, axis=1)
 
     def row(x, b):
       return self.attention(x, x, b[None, None, :] + pair_bias)

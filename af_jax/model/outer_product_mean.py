@@ -8,6 +8,7 @@ from flax import nnx
 
 from af_jax.chunking import axial_map
 from af_jax.model import primitives
+from af_jax.parallel import NO_DAP, Dap
 
 
 class OuterProductMean(nnx.Module):
@@ -28,13 +29,20 @@ class OuterProductMean(nnx.Module):
                                      fan_in=c * c)
     self.output_b = primitives.param(rngs, (c_z,), 'zeros')
 
-  def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None) -> jax.Array:
-    """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]. Returns [N_res, N_res, c_z]."""
+  def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None,
+               dap: Dap = NO_DAP) -> jax.Array:
+    """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]. Returns [N_res, N_res, c_z].
+
+    Under DAP, msa is this device's columns and the result its pair rows; msa_mask
+    is whole. The right projection is all-gathered.
+    """
     dt, f32 = self.dtype, jnp.float32
     msa_mask = msa_mask.astype(f32)
+    local_mask = dap.columns(msa_mask)
     x = self.layer_norm_input(msa)
-    left = msa_mask[..., None].astype(dt) * self.left_projection(x)
-    right = msa_mask[..., None].astype(dt) * self.right_projection(x)
+    left = local_mask[..., None].astype(dt) * self.left_projection(x)
+    right = local_mask[..., None].astype(dt) * self.right_projection(x)
+    right = dap.gather(right, axis=1)
     w, b = self.output_w[...], self.output_b[...]
 
     def row(left_i, mask_i):
@@ -47,4 +55,4 @@ class OuterProductMean(nnx.Module):
       norm = jnp.einsum('s,sj->j', mask_i, msa_mask)
       return (out / (1e-3 + norm[:, None])).astype(dt)
 
-    return axial_map(row, (left, msa_mask), axis=1, chunk=chunk)
+    return axial_map(row, (left, local_mask), axis=1, chunk=chunk)

@@ -9,12 +9,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh
 
 from af_jax.chunking import ChunkPlan, axial_map
 from af_jax.model import dropout, embedders, primitives, stack
 from af_jax.model.attention import Attention
 from af_jax.model.transition import Transition
 from af_jax.model.triangle import TriangleAttention, TriangleMultiplication
+from af_jax.parallel import NO_DAP, Dap
+from af_jax.parallel import dap as dap_lib
+from af_jax.parallel.mesh import dap_size, round_up
 
 
 class TemplatePairBlock(nnx.Module):
@@ -40,18 +44,26 @@ class TemplatePairBlock(nnx.Module):
                                       dtype=dtype, rngs=rngs)
 
   def __call__(self, pair: jax.Array, pair_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None) -> jax.Array:
+               key: jax.Array | None = None, dap: Dap = NO_DAP) -> jax.Array:
+    """Under DAP, pair is this device's rows in and out; pair_mask is whole."""
     c = self.config
     keys = list(jax.random.split(key, 5)) if key is not None else [None] * 5
     ta, tm = plan.triangle_attention, plan.triangle_multiplication
-    for name, chunk in (('triangle_attention_starting_node', ta),
-                        ('triangle_attention_ending_node', ta),
-                        ('triangle_multiplication_outgoing', tm),
-                        ('triangle_multiplication_incoming', tm),
-                        ('pair_transition', plan.pair_transition)):
-      update = getattr(self, name)(pair, pair_mask, chunk)
-      pair = dropout.residual(pair, update, c[name], keys.pop())
-    return pair
+    masks = {'rows': dap.rows(pair_mask), 'columns': dap.columns(pair_mask)}
+    layout = 'rows'
+    for name, chunk, want in (('triangle_attention_starting_node', ta, 'rows'),
+                              ('triangle_attention_ending_node', ta, 'columns'),
+                              ('triangle_multiplication_outgoing', tm, 'rows'),
+                              ('triangle_multiplication_incoming', tm, 'columns'),
+                              ('pair_transition', plan.pair_transition, 'columns')):
+      if want != layout:
+        pair = dap.to_columns(pair) if want == 'columns' else dap.to_rows(pair)
+        layout = want
+      op = getattr(self, name)
+      args = (pair, masks[layout], chunk) + ((dap,) if name != 'pair_transition' else ())
+      pair = dropout.residual(pair, op(*args), c[name], keys.pop(), dap,
+                              0 if layout == 'rows' else 1)
+    return dap.to_rows(pair) if layout == 'columns' else pair
 
 
 class TemplatePairStack(nnx.Module):
@@ -65,11 +77,12 @@ class TemplatePairStack(nnx.Module):
         config.num_block, rngs) if config.num_block else None
 
   def __call__(self, pair: jax.Array, pair_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None, remat: bool = False) -> jax.Array:
+               key: jax.Array | None = None, remat: bool = False,
+               dap: Dap = NO_DAP) -> jax.Array:
     if self.layer_stack is None:
       return pair
     keys = jax.random.split(key, self.num_block) if key is not None else None
-    body = lambda block, p, k: block(p, pair_mask, plan, k)  # noqa: E731
+    body = lambda block, p, k: block(p, pair_mask, plan, k, dap)  # noqa: E731
     return stack.scan(self.layer_stack, body, pair, keys, remat=remat)
 
 
@@ -86,13 +99,17 @@ class SingleTemplateEmbedding(nnx.Module):
     self.output_layer_norm = primitives.LayerNorm(c_t)
 
   def __call__(self, template: dict, mask_2d: jax.Array, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None, remat: bool = False) -> jax.Array:
-    """Args: template: one template's `template_*` features; mask_2d [N_res, N_res] padding."""
+               key: jax.Array | None = None, remat: bool = False,
+               dap: Dap = NO_DAP) -> jax.Array:
+    """Args: template: one template's `template_*` features; mask_2d [N_res, N_res] padding.
+
+    Under DAP, returns this device's rows of the embedded template.
+    """
     # NUMERICS: the features (distances, unit vectors) are float32; the
     # embedding casts them to the compute dtype at its matmul.
-    act = embedders.template_pair_features(template, self.config)
+    act = dap.rows(embedders.template_pair_features(template, self.config))
     act = self.embedding2d(act)
-    act = self.template_pair_stack(act, mask_2d, plan, key, remat)
+    act = self.template_pair_stack(act, mask_2d, plan, key, remat, dap)
     return self.output_layer_norm(act)
 
 
@@ -111,29 +128,39 @@ class TemplateEmbedding(nnx.Module):
 
   def __call__(self, pair: jax.Array, templates: dict, mask_2d: jax.Array,
                plan: ChunkPlan = ChunkPlan(), key: jax.Array | None = None,
-               remat: bool = False) -> jax.Array:
+               remat: bool = False, mesh: Mesh | None = None) -> jax.Array:
     """Args: pair [N_res, N_res, c_z]; templates: `template_*` with a leading N_templ axis.
 
-    Returns the template update to the pair, [N_res, N_res, c_z].
+    With a `mesh`, the template pair stacks and the point-wise attention run on
+    the pair's rows over its `dap` axis. Returns the template update to the
+    pair, [N_res, N_res, c_z].
     """
-    n_res, _, c_z = pair.shape
     template_mask = templates['template_mask'].astype(jnp.float32)
     n_templ = template_mask.shape[0]
     keys = jax.random.split(key, n_templ) if key is not None else None
+    # Residue axes padded to what the sharded pair holds (no-op on one device).
+    n_padded = round_up(pair.shape[0], dap_size(mesh))
+    per_residue = {k: dap_lib.pad_residues(v, n_padded, (1,))
+                   for k, v in templates.items() if k != 'template_mask'}
 
-    # PERF: one template at a time bounds memory to one [N_res, N_res, c_t].
-    def embed(xs):
-      template, k = xs
-      return self.single_template_embedding(template, mask_2d, plan, k, remat)
+    def apply(dap, pair_rows, mask_2d, per_residue):
+      n_rows, n_res, c_z = pair_rows.shape
 
-    per_template = jax.lax.map(embed, (templates, keys))
-    c_t = per_template.shape[-1]
-    # Alg. 17: each pair position attends over its templates.
-    query = pair.reshape(n_res * n_res, 1, c_z)
-    memory = jnp.transpose(per_template, (1, 2, 0, 3)).reshape(n_res * n_res, n_templ, c_t)
-    bias = primitives.mask_to_bias(template_mask)[None, None, :]
-    out = axial_map(lambda q, m: self.attention(q, m, bias), (query, memory),
-                    chunk=plan.template_pointwise_attention)
-    out = out.reshape(n_res, n_res, c_z)
+      # PERF: one template at a time bounds memory to one [N_res, N_res, c_t].
+      def embed(xs):
+        template, k = xs
+        return self.single_template_embedding(template, mask_2d, plan, k, remat, dap)
+
+      per_template = jax.lax.map(embed, (per_residue, keys))
+      c_t = per_template.shape[-1]
+      # Alg. 17: each pair position attends over its templates.
+      query = pair_rows.reshape(n_rows * n_res, 1, c_z)
+      memory = jnp.transpose(per_template, (1, 2, 0, 3)).reshape(n_rows * n_res, n_templ, c_t)
+      bias = primitives.mask_to_bias(template_mask)[None, None, :]
+      out = axial_map(lambda q, m: self.attention(q, m, bias), (query, memory),
+                      chunk=plan.template_pointwise_attention)
+      return out.reshape(n_rows, n_res, c_z)
+
+    out = dap_lib.pair_stack(apply, mesh, pair, mask_2d, per_residue)
     # No update (and no gradient) when there is no template at all.
     return out * (jnp.sum(template_mask) > 0).astype(out.dtype)

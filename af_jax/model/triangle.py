@@ -12,6 +12,7 @@ from flax import nnx
 from af_jax.chunking import axial_map
 from af_jax.model import primitives
 from af_jax.model.attention import Attention
+from af_jax.parallel import NO_DAP, Dap
 
 
 class TriangleMultiplication(nnx.Module):
@@ -47,8 +48,13 @@ class TriangleMultiplication(nnx.Module):
     bias = jnp.concatenate([a.bias[...], b.bias[...]], axis=-1)
     return primitives.matmul(x, w, dtype=self.dtype) + bias.astype(self.dtype)
 
-  def __call__(self, pair: jax.Array, pair_mask: jax.Array, chunk: int | None = None) -> jax.Array:
-    """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update."""
+  def __call__(self, pair: jax.Array, pair_mask: jax.Array, chunk: int | None = None,
+               dap: Dap = NO_DAP) -> jax.Array:
+    """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update.
+
+    Under DAP, pair and pair_mask are this device's rows (outgoing) or columns
+    (incoming); the right projection is all-gathered along that axis.
+    """
     chex.assert_rank([pair, pair_mask], [3, 2])
     c = self.left_projection.out_shape[0]
     x = self.layer_norm_input(pair)
@@ -57,13 +63,15 @@ class TriangleMultiplication(nnx.Module):
         self.left_projection, self.right_projection, x)
     proj = primitives.gate(proj, self._fused(self.left_gate, self.right_gate, x))
     left, right = proj[..., :c], proj[..., c:]
+    outgoing = self.equation == 'ikc,jkc->ijc'
+    right = dap.gather(right, axis=0 if outgoing else 1)
 
     def finish(row, x_row):
       # NUMERICS: center_layer_norm takes its statistics in float32.
       row = self.center_layer_norm(row)
       return primitives.gate(self.output_projection(row), self.gating_linear(x_row))
 
-    if self.equation == 'ikc,jkc->ijc':
+    if outgoing:
       # Outgoing, Alg. 11 line 4: row i is sum_k left[i,k] * right[j,k].
       def row_fn(left_i, x_row):
         return finish(primitives.einsum('kc,jkc->jc', left_i, right, dtype=dt), x_row)
@@ -93,8 +101,13 @@ class TriangleAttention(nnx.Module):
                                value_dim=config.get('value_dim'), gating=config.gating,
                                zero_init=zero_init, dtype=dtype, rngs=rngs)
 
-  def __call__(self, pair: jax.Array, pair_mask: jax.Array, chunk: int | None = None) -> jax.Array:
-    """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update."""
+  def __call__(self, pair: jax.Array, pair_mask: jax.Array, chunk: int | None = None,
+               dap: Dap = NO_DAP) -> jax.Array:
+    """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update.
+
+    Under DAP, pair and pair_mask are this device's rows (starting node) or columns
+    (ending node); the triangle bias is all-gathered.
+    """
     if self.per_column:
       pair, pair_mask = jnp.swapaxes(pair, 0, 1), jnp.swapaxes(pair_mask, 0, 1)
     mask_bias = primitives.mask_to_bias(pair_mask)
@@ -103,6 +116,7 @@ class TriangleAttention(nnx.Module):
     # NUMERICS: float32, like the logits it is added to.
     tri_bias = primitives.einsum('qkc,ch->hqk', pair, self.feat_2d_weights[...],
                                  dtype=self.dtype, out_dtype=jnp.float32)
+    tri_bias = dap.gather(tri_bias, axis=1)
 
     def row(x, b):
       return self.attention(x, x, b[None, None, :] + tri_bias)
