@@ -26,10 +26,8 @@ Usage (from the repository root):
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -42,8 +40,11 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 # Run as a script, this file's directory comes first on sys.path, and this file's name would
 # shadow the compile_cache package.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
 from absl import app, flags  # noqa: E402
+
+from bench import common  # noqa: E402
 
 flags.DEFINE_list('lengths', ['128', '256'], 'Padded sequence lengths L (one bucket each).')
 flags.DEFINE_string('preset', 'model_1_ptm', 'Model preset (48 Evoformer blocks).')
@@ -72,31 +73,6 @@ WARM_LOAD_TARGET = 0.05  # warm compile+load / cold compile
 TRACE_LOWER_TARGET_S = 2.0
 
 
-def machine_info() -> dict:
-  import jax
-  import jaxlib
-  cpu = platform.processor() or 'unknown'
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next((line.split(':', 1)[1].strip() for line in f
-                  if line.startswith('model name')), cpu)
-  except OSError:
-    pass
-  try:
-    load = [float(x) for x in open('/proc/loadavg').read().split()[:3]]
-  except OSError:
-    load = None
-  return {
-      'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-      'nproc': os.cpu_count(),
-      'cpu': cpu,
-      'device': str(jax.devices()[0]),
-      'gpu': any(d.platform == 'gpu' for d in jax.devices()),
-      'jax': jax.__version__,
-      'jaxlib': jaxlib.__version__,
-      'python': platform.python_version(),
-      'load_average_at_start': load,
-  }
 
 
 # ----------------------------------------------------------------------------
@@ -291,21 +267,6 @@ def markdown(report: dict) -> str:
   return '\n'.join(lines)
 
 
-def write_markdown(path: str, text: str) -> None:
-  old = open(path).read() if os.path.exists(path) else ''
-  begin, end = MARKERS
-  if begin in old and end in old:
-    head, rest = old.split(begin, 1)
-    tail = rest.split(end, 1)[1].lstrip('\n')
-    new = head + text + ('\n' + tail if tail else '')
-  elif old:
-    new = old.rstrip('\n') + '\n\n' + text
-  else:
-    new = '# Benchmark results\n\n' + text
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(new)
-  os.replace(tmp, path)
 
 
 def main(argv):
@@ -326,7 +287,7 @@ def main(argv):
       print(json.dumps(row), file=sys.stderr, flush=True)
       rows.append(row)
       if machine is None:
-        machine = machine_info()
+        machine = common.machine_info()
   finally:
     if not FLAGS.work_dir:
       shutil.rmtree(work, ignore_errors=True)
@@ -352,7 +313,7 @@ def main(argv):
     with open(FLAGS.json_out, 'w') as f:
       json.dump(report, f, indent=1)
   if FLAGS.results_md:
-    write_markdown(FLAGS.results_md, markdown(report))
+    common.write_section(FLAGS.results_md, markdown(report), *MARKERS)
 
 
 if __name__ == '__main__':

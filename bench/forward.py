@@ -35,11 +35,9 @@ Usage:
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,6 +48,8 @@ from absl import app, flags
 # shadow the compile_cache package that af_jax imports: the repository root goes first instead.
 if sys.path and os.path.abspath(sys.path[0] or '.') == os.path.dirname(os.path.abspath(__file__)):
   sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from bench import common  # noqa: E402
 
 flags.DEFINE_list('lengths', ['64', '128', '256'], 'Sequence lengths L to run.')
 flags.DEFINE_integer('num_seq', 128, 'MSA clusters N_seq (msa_feat rows; model_1_ptm '
@@ -92,28 +92,6 @@ def _markers(section: str) -> tuple[str, str]:
 # Machine description and matmul rate.
 
 
-def machine_info() -> dict:
-  import jax
-  import jaxlib
-  cpu = platform.processor() or 'unknown'
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          cpu = line.split(':', 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return {
-      'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-      'nproc': os.cpu_count(),
-      'affinity_cpus': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None,
-      'cpu': cpu,
-      'device': str(jax.devices()[0]),
-      'jax': jax.__version__,
-      'jaxlib': jaxlib.__version__,
-      'python': platform.python_version(),
-  }
 
 
 def matmul_rate(n: int, reps: int = 10) -> dict:
@@ -495,24 +473,6 @@ def markdown(report: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def write_markdown(path: str, text: str) -> None:
-  old = ''
-  if os.path.exists(path):
-    with open(path) as f:
-      old = f.read()
-  begin, end = _markers(FLAGS.md_section)
-  if begin in old and end in old:
-    head, rest = old.split(begin, 1)
-    tail = rest.split(end, 1)[1].lstrip('\n')
-    new = head + text + ('\n' + tail if tail else '')
-  elif old:
-    new = old.rstrip('\n') + '\n\n' + text
-  else:
-    new = '# Benchmark results\n\n' + text
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(new)
-  os.replace(tmp, path)
 
 
 def main(argv):
@@ -525,7 +485,7 @@ def main(argv):
   import af_jax
   from af_jax.inference import Predictor
 
-  machine = machine_info()
+  machine = common.machine_info()
   matmuls = [matmul_rate(FLAGS.matmul_n)]
   print(f"matmul rate: {matmuls[-1]['flops_per_s'] / 1e9:.1f} GFLOP/s", file=sys.stderr,
         flush=True)
@@ -572,7 +532,7 @@ def main(argv):
     with open(FLAGS.json_out, 'w') as f:
       f.write(text + '\n')
   if FLAGS.results_md:
-    write_markdown(FLAGS.results_md, markdown(report))
+    common.write_section(FLAGS.results_md, markdown(report), *_markers(FLAGS.md_section))
 
 
 def main_with_same_template_features(argv):

@@ -44,6 +44,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if sys.path and os.path.abspath(sys.path[0] or '.') == os.path.dirname(os.path.abspath(__file__)):
   sys.path[0] = _ROOT
 
+from bench import common  # noqa: E402
+
 flags.DEFINE_list('lengths', ['256', '384', '512'], 'Sequence lengths L.')
 flags.DEFINE_integer('num_seq', 128, 'MSA rows N_seq.')
 flags.DEFINE_float('activation_fraction', 0.15,
@@ -77,13 +79,6 @@ def block_dims(cfg) -> tuple[int, int]:
   return int(e.msa_channel), int(e.pair_channel)
 
 
-def block_shapes(n_res: int, n_seq: int, c_m: int, c_z: int) -> tuple:
-  import jax
-  import jax.numpy as jnp
-  f32 = jnp.float32
-  return (jax.ShapeDtypeStruct((n_seq, n_res, c_m), f32),
-          jax.ShapeDtypeStruct((n_res, n_res, c_z), f32),
-          jax.ShapeDtypeStruct((n_seq, n_res), f32), jax.ShapeDtypeStruct((n_res, n_res), f32))
 
 
 def make_block(cfg, abstract: bool):
@@ -210,7 +205,7 @@ def run_length(n_res: int) -> dict:
   c_m, c_z = block_dims(cfg)
   graphdef, state = nnx.split(make_block(cfg, abstract=True))
   state = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-  shapes = block_shapes(n_res, FLAGS.num_seq, c_m, c_z)
+  shapes = common.block_shapes(n_res, FLAGS.num_seq, c_m, c_z)
 
   def lower(plan):
     return block_forward(graphdef, plan).lower(state, *shapes)
@@ -267,25 +262,6 @@ def run_length(n_res: int) -> dict:
   return result
 
 
-def machine_info() -> dict:
-  import platform
-
-  import jax
-  cpu = platform.processor() or 'unknown'
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next((line.split(':', 1)[1].strip() for line in f
-                  if line.startswith('model name')), cpu)
-  except OSError:
-    pass
-  try:
-    load = [float(x) for x in open('/proc/loadavg').read().split()[:3]]
-  except OSError:
-    load = None
-  return {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'nproc': os.cpu_count(),
-          'cpu': cpu, 'device': str(jax.devices()[0]), 'jax': jax.__version__,
-          'python': platform.python_version(), 'load_average': load,
-          'mem_total_bytes': os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')}
 
 
 def mb(x: float) -> str:
@@ -351,18 +327,6 @@ def markdown(report: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def write_markdown(path: str, text: str) -> None:
-  """Replace this script's section if present, else append it (one write)."""
-  old = open(path).read() if os.path.exists(path) else ''
-  if _BEGIN in old and _END in old:
-    head, rest = old.split(_BEGIN, 1)
-    new = head + text.rstrip('\n') + rest.split(_END, 1)[1]
-  else:
-    new = (old.rstrip('\n') + '\n\n' if old else '# Benchmark results\n\n') + text
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(new)
-  os.replace(tmp, path)
 
 
 def main(argv):
@@ -379,7 +343,7 @@ def main(argv):
   report = {
       'benchmark': 'memory',
       'command': 'PYTHONPATH=. python bench/memory.py ' + ' '.join(sys.argv[1:]),
-      'machine': machine_info(),
+      'machine': common.machine_info(),
       'settings': {'preset': FLAGS.preset, 'c_m': c_m, 'c_z': c_z, 'num_seq': FLAGS.num_seq,
                    'activation_fraction': FLAGS.activation_fraction, 'reps': FLAGS.reps,
                    'max_compiles': FLAGS.max_compiles, 'dtype': 'float32'},
@@ -393,7 +357,7 @@ def main(argv):
     with open(FLAGS.json_out, 'w') as f:
       f.write(text + '\n')
   if FLAGS.results_md:
-    write_markdown(FLAGS.results_md, markdown(report))
+    common.write_section(FLAGS.results_md, markdown(report), _BEGIN, _END)
 
 
 if __name__ == '__main__':
