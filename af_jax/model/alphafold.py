@@ -62,8 +62,10 @@ class AlphaFold(nnx.Module):
     Returns:
       (representations, structure module outputs).
     """
-    reps = self.evoformer(batch, prev, plan, key, mesh)
-    sm = self.structure_module(reps['single'], reps['pair'], batch['seq_mask'], batch['aatype'])
+    k_trunk, k_structure = jax.random.split(key) if key is not None else (None, None)
+    reps = self.evoformer(batch, prev, plan, k_trunk, mesh)
+    sm = self.structure_module(reps['single'], reps['pair'], batch['seq_mask'], batch['aatype'],
+                               key=k_structure)
     reps['structure_module'] = sm.pop('act')
     return reps, sm
 
@@ -123,10 +125,7 @@ class AlphaFold(nnx.Module):
       k = jax.random.fold_in(key, r) if key is not None else None
       return self.iteration(take(r), prev, plan, k, mesh)
 
-    e = c.embeddings_and_evoformer
-    prev0 = {'prev_msa_first_row': jnp.zeros((n_res, e.msa_channel), jnp.float32),
-             'prev_pair': jnp.zeros((n_res, n_res, e.pair_channel), jnp.float32),
-             'prev_pos': jnp.zeros((n_res, 37, 3), jnp.float32)}
+    prev0 = self._initial_prev(n_res)
     shapes = jax.eval_shape(run, 0, prev0)
     outputs0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     tolerance = float(c.get('recycle_early_stop_tolerance', 0.0))
@@ -139,8 +138,7 @@ class AlphaFold(nnx.Module):
     def body(carry):
       done, prev, _, _ = carry
       reps, sm = run(done, prev)
-      new_prev = {'prev_msa_first_row': reps['msa_first_row'], 'prev_pair': reps['pair'],
-                  'prev_pos': sm['final_atom_positions']}
+      new_prev = _recycled(reps, sm)
       tol = confidence.ca_distance_change(prev['prev_pos'], new_prev['prev_pos'], seq_mask)
       return done + 1, new_prev, (reps, sm), tol
 
@@ -150,3 +148,57 @@ class AlphaFold(nnx.Module):
     out['num_recycles'] = done - 1
     out['tol'] = tol
     return out
+
+  def _initial_prev(self, n_res: int) -> dict:
+    e = self.config.embeddings_and_evoformer
+    return {'prev_msa_first_row': jnp.zeros((n_res, e.msa_channel), jnp.float32),
+            'prev_pair': jnp.zeros((n_res, n_res, e.pair_channel), jnp.float32),
+            'prev_pos': jnp.zeros((n_res, 37, 3), jnp.float32)}
+
+  def forward_train(self, batch: dict, num_recycles: jax.Array, plan: ChunkPlan = ChunkPlan(),
+                    key: jax.Array | None = None, mesh: Mesh | None = None) -> dict:
+    """Training forward: gradients flow through the last recycling iteration only.
+
+    AlphaFold's training recipe (Jumper et al. (2021) Suppl. 1.10): iterations
+    0..num_recycles-1 run without gradients (their weights and outputs are
+    stopped, so the loop's trip count may depend on data), then iteration
+    `num_recycles` runs differentiably and the heads read it.
+
+    Args:
+      batch: processed features with a leading axis of recycle slices; slice r
+        feeds iteration r (the loss reads slice `num_recycles`).
+      num_recycles: int32 scalar, sampled per batch by the data pipeline.
+      plan, key, mesh: as for `__call__`; `key` enables dropout in every iteration.
+
+    Returns:
+      The outputs of `apply_heads` for the last iteration, plus `num_recycles`.
+    """
+    n_slices = batch['aatype'].shape[0]
+    n_res = batch['aatype'].shape[1]
+    num_recycles = jnp.minimum(jnp.asarray(num_recycles, jnp.int32), n_slices - 1)
+
+    def take(r):
+      return jax.tree_util.tree_map(lambda x: jax.lax.dynamic_index_in_dim(x, r, 0, False), batch)
+
+    def key_for(r):
+      return jax.random.fold_in(key, r) if key is not None else None
+
+    # Stopped weights: the loop below has no tangents, so reverse mode never meets it.
+    graphdef, state = nnx.split(self)
+    frozen = nnx.merge(graphdef, jax.lax.stop_gradient(state))
+
+    def body(r, prev):
+      reps, sm = frozen.iteration(take(r), prev, plan, key_for(r), mesh)
+      return jax.lax.stop_gradient(_recycled(reps, sm))
+
+    prev = jax.lax.fori_loop(0, num_recycles, body, self._initial_prev(n_res))
+    reps, sm = self.iteration(take(num_recycles), prev, plan, key_for(num_recycles), mesh)
+    out = self.apply_heads(reps, sm, batch['seq_mask'][0])
+    out['num_recycles'] = num_recycles
+    return out
+
+
+def _recycled(reps: dict, sm: dict) -> dict:
+  """What one iteration passes to the next (Alg. 2 lines 4-6 and 31-32)."""
+  return {'prev_msa_first_row': reps['msa_first_row'], 'prev_pair': reps['pair'],
+          'prev_pos': sm['final_atom_positions']}

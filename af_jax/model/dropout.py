@@ -27,3 +27,11 @@ def residual(act: jax.Array, update: jax.Array, config, key: jax.Array | None,
   if shape[shard_axis] > 1:
     keep = dap.local(keep, shard_axis)
   return act + keep * update / (1.0 - rate)
+
+
+def apply(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Plain element-wise dropout of `x` (the structure module's); identity without a key."""
+  if key is None or not rate:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return keep * x / (1.0 - rate)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from af_jax.common.geometry import QuatRigid, Rigid
-from af_jax.model import all_atom, primitives
+from af_jax.model import all_atom, dropout, primitives
 from af_jax.model.ipa import InvariantPointAttention
 
 
@@ -91,14 +91,16 @@ class MultiRigidSidechain(nnx.Module):
 class FoldIteration(nnx.Module):
   """One structure-module layer. Alg. 20 lines 6-14 and Alg. 23 (backbone update).
 
-  No dropout: AlphaFold's dropout (rate `config.dropout`) after attention and
-  transition is not implemented, so this layer is its inference form.
+  In training (a `key`), dropout at rate `config.dropout` acts on the single
+  activations after the attention and after the transition residuals, before
+  each layer norm, as AlphaFold does (on the sum, not on the update).
   """
 
   def __init__(self, config, *, c_s: int, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
     c = config.num_channel
     self.num_layer_in_transition = config.num_layer_in_transition
     self.position_scale = config.position_scale
+    self.dropout_rate = float(config.get('dropout', 0.0))
     self.invariant_point_attention = InvariantPointAttention(
         config, c_s=c, c_z=c_z, zero_init=zero_init, rngs=rngs)
     self.attention_layer_norm = primitives.LayerNorm(c)
@@ -114,8 +116,8 @@ class FoldIteration(nnx.Module):
                                                zero_init=zero_init, rngs=rngs)
 
   def __call__(self, act: jax.Array, affine: QuatRigid, *, initial_act: jax.Array,
-               pair: jax.Array, seq_mask: jax.Array,
-               aatype: jax.Array) -> tuple[jax.Array, QuatRigid, dict]:
+               pair: jax.Array, seq_mask: jax.Array, aatype: jax.Array,
+               key: jax.Array | None = None) -> tuple[jax.Array, QuatRigid, dict]:
     """One layer.
 
     Args:
@@ -125,21 +127,23 @@ class FoldIteration(nnx.Module):
       pair: [N_res, N_res, c_z] normalised pair representation.
       seq_mask: [N_res].
       aatype: [N_res] int.
+      key: dropout key (training) or None.
 
     Returns:
       (act, affine for the next layer (rotation gradient stopped), outputs)
       with outputs 'affine' [N_res, 7] (internal units) and 'sc' (sidechains).
     """
+    k_attn, k_transition = jax.random.split(key) if key is not None else (None, None)
     # Alg. 20 lines 6-7.
     act = act + self.invariant_point_attention(act, pair, seq_mask, affine.to_rigid())
-    act = self.attention_layer_norm(act)
+    act = self.attention_layer_norm(dropout.apply(act, self.dropout_rate, k_attn))
     # Alg. 20 lines 8-9: transition.
     x = act
     for i in range(self.num_layer_in_transition):
       x = getattr(self, f'transition{_suffix(i)}')(x)
       if i < self.num_layer_in_transition - 1:
         x = jax.nn.relu(x)
-    act = self.transition_layer_norm(act + x)
+    act = self.transition_layer_norm(dropout.apply(act + x, self.dropout_rate, k_transition))
     # Alg. 20 line 10, Alg. 23: backbone update.
     affine = affine.pre_compose(self.affine_update(act))
     sc = self.rigid_sidechain(affine.scale_translation(self.position_scale).to_rigid(),
@@ -181,8 +185,7 @@ class StructureModule(nnx.Module):
       pair: [N_res, N_res, c_z] pair representation.
       seq_mask: [N_res] 1 for residues, 0 for padding.
       aatype: [N_res] int residue types (20 = unknown).
-      key: reserved for dropout in training; dropout is not implemented and
-        the key is ignored.
+      key: dropout key (training; one per layer is split from it) or None.
       unroll: run the layers as a Python loop instead of one `lax.scan`
         (same numbers; for tests and debugging).
 
@@ -195,7 +198,6 @@ class StructureModule(nnx.Module):
       [L, N_res, 14, 3], frames [L, N_res, 8, 12]), act [N_res, c] (the
       single representation for the pLDDT head).
     """
-    del key
     chex.assert_rank([single, pair, seq_mask, aatype], [2, 3, 1, 1])
     n = single.shape[0]
     # Alg. 20 lines 1-4.
@@ -204,23 +206,25 @@ class StructureModule(nnx.Module):
     pair = self.pair_layer_norm(pair)
     affine = QuatRigid.identity((n,), act.dtype)  # Alg. 20 line 4: black-hole init
     kw = dict(initial_act=initial_act, pair=pair, seq_mask=seq_mask, aatype=aatype)
+    keys = jax.random.split(key, self.num_layer) if key is not None else None
 
     if unroll:
       per_layer = []
-      for _ in range(self.num_layer):
-        act, affine, out = self.fold_iteration(act, affine, **kw)
+      for i in range(self.num_layer):
+        act, affine, out = self.fold_iteration(act, affine, **kw,
+                                               key=None if keys is None else keys[i])
         per_layer.append(out)
       outputs = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *per_layer)
     else:
       # PERF: one compiled layer, its weights closed over (shared, not stacked).
       graphdef, state = nnx.split(self.fold_iteration)
 
-      def step(carry, _):
+      def step(carry, k):
         act, affine = carry
-        act, affine, out = nnx.merge(graphdef, state)(act, affine, **kw)
+        act, affine, out = nnx.merge(graphdef, state)(act, affine, **kw, key=k)
         return (act, affine), out
 
-      (act, _), outputs = jax.lax.scan(step, (act, affine), None, length=self.num_layer)
+      (act, _), outputs = jax.lax.scan(step, (act, affine), keys, length=self.num_layer)
 
     # Translations in Å: the reference's `traj` (quaternion unchanged).
     scale = jnp.asarray([1.0] * 4 + [self.position_scale] * 3, act.dtype)

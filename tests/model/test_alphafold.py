@@ -1,6 +1,7 @@
 """The whole model on a tiny config: outputs, recycling loop, early stop, compile once."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -103,3 +104,32 @@ def test_bfloat16_runs_close_to_float32(setup):
                    flat).predict_processed(batch)
   assert np.isfinite(bf16['structure_module']['final_atom_positions']).all()
   assert abs(float(bf16['mean_plddt']) - float(f32['mean_plddt'])) < 5
+
+
+def test_training_forward_differentiates_only_the_last_iteration(setup):
+  """forward_train(n) = inference with n recycles; its gradient flows, dropout changes it."""
+  from flax import nnx
+  cfg, flat = setup
+  model = build_model(cfg.model, flat)
+  graphdef, state = nnx.split(model)
+  feats = select_features(random_batch(seed=3), use_templates=True)
+
+  def loss(state, key):
+    out = nnx.merge(graphdef, state).forward_train(feats, 2, key=key)
+    return jnp.mean(out['structure_module']['final_atom_positions'] ** 2), out
+
+  grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+  (_, out), grads = grad_fn(state, None)
+  cfg2 = cfg.copy_and_resolve_references()
+  cfg2.model.num_recycle = 2
+  want = build_model(cfg2.model, flat)(feats)
+  np.testing.assert_allclose(out['structure_module']['final_atom_positions'],
+                             want['structure_module']['final_atom_positions'], atol=1e-4)
+  norms = [float(jnp.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads)]
+  assert all(np.isfinite(norms)) and sum(n > 0 for n in norms) > len(norms) // 2
+  # Dropout (trunk and structure module) changes the prediction, deterministically per key.
+  (_, drop_a), _ = grad_fn(state, jax.random.key(0))
+  (_, drop_b), _ = grad_fn(state, jax.random.key(0))
+  pos = lambda o: np.asarray(o['structure_module']['final_atom_positions'])  # noqa: E731
+  assert np.abs(pos(drop_a) - pos(out)).max() > 1e-3
+  np.testing.assert_array_equal(pos(drop_a), pos(drop_b))
