@@ -31,6 +31,8 @@ setup(
             'openmm>=8.6.1',
             'pdbfixer>=1.12',
             'pytest>=8',
+            # The suite runs on every core (-n auto), a test file per worker.
+            'pytest-xdist>=3.8',
             'ruff>=0.6',
             # The reference implementation for parity tests, and what it needs.
             'alphafold-colabfold==2.3.20',
