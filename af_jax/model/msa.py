@@ -36,14 +36,18 @@ class MSARowAttentionWithPairBias(nnx.Module):
     """
     chex.assert_rank([msa, msa_mask, pair], [3, 2, 3])
     mask_bias = primitives.mask_to_bias(msa_mask)
-    msa = self.query_norm(msa)
-    pair = self.feat_2d_norm(pair)
-    # Alg. 7 line 3: one bias per head shared by every row (float32, like the logits).
-    pair_bias = primitives.einsum('qkc,ch->hqk', pair, self.feat_2d_weights[...],
-                                  dtype=self.dtype, out_dtype=jnp.float32)
-    pair_bias = dap.gather(pair_bias, axis=1)
+    w = self.feat_2d_weights[...]
+
+    # Alg. 7 line 3: one bias per head shared by every row (float32, like the
+    # logits), from normalised pair rows `chunk` at a time.
+    def bias_row(z):
+      return primitives.einsum('kc,ch->hk', self.feat_2d_norm(z), w, dtype=self.dtype,
+                               out_dtype=jnp.float32)
+
+    pair_bias = dap.gather(axial_map(bias_row, (pair,), chunk=chunk, out_axis=1), axis=1)
 
     def row(x, b):
+      x = self.query_norm(x)
       return self.attention(x, x, b[None, None, :] + pair_bias)
 
     return axial_map(row, (msa, mask_bias), axis=0, chunk=chunk)
@@ -62,9 +66,9 @@ class MSAColumnAttention(nnx.Module):
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None) -> jax.Array:
     """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]. Returns the update."""
     mask_bias = primitives.mask_to_bias(msa_mask)
-    msa = self.query_norm(msa)
 
     def column(x, b):
+      x = self.query_norm(x)
       return self.attention(x, x, b[None, None, :])
 
     return axial_map(column, (msa, mask_bias), axis=1, chunk=chunk, out_axis=1)
@@ -83,9 +87,8 @@ class MSAColumnGlobalAttention(nnx.Module):
 
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None) -> jax.Array:
     """Args: msa [N_extra, N_res, c_e]; msa_mask [N_extra, N_res]. Returns the update."""
-    msa = self.query_norm(msa)
-
     def column(x, m):
+      x = self.query_norm(x)
       return self.attention(x, x, m)
 
     return axial_map(column, (msa, msa_mask), axis=1, chunk=chunk, out_axis=1)

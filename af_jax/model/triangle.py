@@ -20,8 +20,7 @@ class TriangleMultiplication(nnx.Module):
 
   Jumper et al. (2021) Suppl. Alg. 11 (outgoing, `ikc,jkc->ijc`) and Alg. 12
   (incoming, `kjc,kic->ijc`). Parameters are stored as published (separate
-  left/right projections and gates); they are applied as one concatenated
-  projection, as alphafold-colabfold's fused form does.
+  left/right projections and gates).
   """
 
   def __init__(self, config, *, c_z: int, zero_init: bool = True, dtype=jnp.float32,
@@ -42,45 +41,48 @@ class TriangleMultiplication(nnx.Module):
     self.output_projection = lin(c, c_z, initializer=final, rngs=rngs)
     self.gating_linear = lin(c_z, c_z, initializer=final, bias_init=1.0, rngs=rngs)
 
-  def _fused(self, a: primitives.Linear, b: primitives.Linear, x: jax.Array) -> jax.Array:
-    # PERF: one matmul for the left and right halves.
-    w = jnp.concatenate([a.weights[...], b.weights[...]], axis=-1)
-    bias = jnp.concatenate([a.bias[...], b.bias[...]], axis=-1)
-    return primitives.matmul(x, w, dtype=self.dtype) + bias.astype(self.dtype)
+  def _project(self, pair: jax.Array, mask: jax.Array, proj: primitives.Linear,
+               gate: primitives.Linear) -> jax.Array:
+    """One side's gated, masked projection of (a slice of) the pair, in the compute dtype."""
+    dt = self.dtype
+    x = self.layer_norm_input(pair)
+    p = mask[..., None].astype(dt) * (primitives.matmul(x, proj.weights[...], dtype=dt)
+                                      + proj.bias[...].astype(dt))
+    return primitives.gate(p, gate(x))
 
   def __call__(self, pair: jax.Array, pair_mask: jax.Array, chunk: int | None = None,
                dap: Dap = NO_DAP) -> jax.Array:
     """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update.
 
+    The op maps over the rows i (outgoing) or the columns j (incoming) of the
+    output; each slice computes its own left projection, so only the right
+    projection is ever whole ([N_res, N_res, c], built `chunk` slices at a time).
     Under DAP, pair and pair_mask are this device's rows (outgoing) or columns
-    (incoming); the right projection is all-gathered along that axis.
+    (incoming), and the right projection is all-gathered along that axis.
     """
     chex.assert_rank([pair, pair_mask], [3, 2])
-    c = self.left_projection.out_shape[0]
-    x = self.layer_norm_input(pair)
     dt = self.dtype
-    proj = pair_mask[..., None].astype(dt) * self._fused(
-        self.left_projection, self.right_projection, x)
-    proj = primitives.gate(proj, self._fused(self.left_gate, self.right_gate, x))
-    left, right = proj[..., :c], proj[..., c:]
     outgoing = self.equation == 'ikc,jkc->ijc'
-    right = dap.gather(right, axis=0 if outgoing else 1)
+    axis = 0 if outgoing else 1
+    # PERF: the whole right projection, built in chunks (no whole normalised pair).
+    right = axial_map(lambda p, m: self._project(p, m, self.right_projection, self.right_gate),
+                      (pair, pair_mask), axis=axis, chunk=chunk, out_axis=axis)
+    right = dap.gather(right, axis=axis)
 
-    def finish(row, x_row):
+    def slice_fn(pair_s, mask_s):
+      # pair_s: row i (outgoing) or column j (incoming) of the pair, [N_res, c_z].
+      left = self._project(pair_s, mask_s, self.left_projection, self.left_gate)
+      if outgoing:
+        # Alg. 11 line 4: out[i, j] = sum_k left[i, k] * right[j, k], for every j.
+        out = primitives.einsum('kc,jkc->jc', left, right, dtype=dt)
+      else:
+        # Alg. 12 line 4: out[i, j] = sum_k left[k, j] * right[k, i], for every i.
+        out = primitives.einsum('kc,kic->ic', left, right, dtype=dt)
       # NUMERICS: center_layer_norm takes its statistics in float32.
-      row = self.center_layer_norm(row)
-      return primitives.gate(self.output_projection(row), self.gating_linear(x_row))
+      out = self.output_projection(self.center_layer_norm(out))
+      return primitives.gate(out, self.gating_linear(self.layer_norm_input(pair_s)))
 
-    if outgoing:
-      # Outgoing, Alg. 11 line 4: row i is sum_k left[i,k] * right[j,k].
-      def row_fn(left_i, x_row):
-        return finish(primitives.einsum('kc,jkc->jc', left_i, right, dtype=dt), x_row)
-      return axial_map(row_fn, (left, x), axis=0, chunk=chunk)
-
-    # Incoming, Alg. 12 line 4: row i is sum_k right[k,i] * left[k,j].
-    def col_fn(right_i, x_row):
-      return finish(primitives.einsum('kjc,kc->jc', left, right_i, dtype=dt), x_row)
-    return axial_map(col_fn, (right, x), axis=(1, 0), chunk=chunk)
+    return axial_map(slice_fn, (pair, pair_mask), axis=axis, chunk=chunk, out_axis=axis)
 
 
 class TriangleAttention(nnx.Module):
@@ -108,18 +110,24 @@ class TriangleAttention(nnx.Module):
     Under DAP, pair and pair_mask are this device's rows (starting node) or columns
     (ending node); the triangle bias is all-gathered.
     """
-    if self.per_column:
-      pair, pair_mask = jnp.swapaxes(pair, 0, 1), jnp.swapaxes(pair_mask, 0, 1)
+    # The ending node is the starting node on the transposed pair: its "rows" are
+    # the pair's columns, so the op maps over axis 1 instead of transposing.
+    axis = 1 if self.per_column else 0
     mask_bias = primitives.mask_to_bias(pair_mask)
-    pair = self.query_norm(pair)
-    # Alg. 13 line 3: the triangle bias b_jk, shared by every row i.
+    w = self.feat_2d_weights[...]
+
+    # Alg. 13 line 3: the triangle bias b_jk, shared by every row i; built from
+    # normalised rows `chunk` at a time (no whole normalised pair).
     # NUMERICS: float32, like the logits it is added to.
-    tri_bias = primitives.einsum('qkc,ch->hqk', pair, self.feat_2d_weights[...],
-                                 dtype=self.dtype, out_dtype=jnp.float32)
-    tri_bias = dap.gather(tri_bias, axis=1)
+    def bias_row(x):
+      return primitives.einsum('kc,ch->hk', self.query_norm(x), w, dtype=self.dtype,
+                               out_dtype=jnp.float32)
+
+    tri_bias = dap.gather(axial_map(bias_row, (pair,), axis=axis, chunk=chunk, out_axis=1),
+                          axis=1)
 
     def row(x, b):
+      x = self.query_norm(x)
       return self.attention(x, x, b[None, None, :] + tri_bias)
 
-    out = axial_map(row, (pair, mask_bias), axis=0, chunk=chunk)
-    return jnp.swapaxes(out, 0, 1) if self.per_column else out
+    return axial_map(row, (pair, mask_bias), axis=axis, chunk=chunk, out_axis=axis)
