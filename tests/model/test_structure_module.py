@@ -65,6 +65,19 @@ def test_scan_equals_python_loop(config):
   assert np.abs(np.diff(scanned['traj'][:, :, 4:], axis=0)).min(axis=(1, 2)).min() > 0
 
 
+def test_training_dropout(config):
+  """With a key, dropout (rate config.dropout) changes the fold, the same way per key."""
+  module = StructureModule(config, c_s=C_S, c_z=C_Z, zero_init=False, rngs=nnx.Rngs(1))
+  graphdef, state = nnx.split(module)
+  run = jax.jit(lambda state, key, *a: nnx.merge(graphdef, state)(*a, key=key)['traj'])
+  args = _inputs(10)
+  plain = nnx.merge(graphdef, state)(*args)['traj']
+  a, b = run(state, jax.random.key(0), *args), run(state, jax.random.key(0), *args)
+  c = run(state, jax.random.key(1), *args)
+  np.testing.assert_array_equal(a, b)
+  assert np.abs(np.asarray(a - plain)).max() > 1e-2 and np.abs(np.asarray(a - c)).max() > 1e-2
+
+
 def test_outputs_shapes_and_masks(config):
   module = StructureModule(config, c_s=C_S, c_z=C_Z, zero_init=False, rngs=nnx.Rngs(2))
   single, pair, mask, aatype = _inputs(10, seed=3)
