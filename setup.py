@@ -23,6 +23,8 @@ setup(
         'absl-py>=2.1',
         'ml_collections>=1.1.0',
         'matplotlib>=3.8',
+        # Training checkpoints (af_jax.train.checkpoint).
+        'orbax-checkpoint>=0.12.8',
     ],
     extras_require={
         # Amber relaxation (--models_to_relax): OpenMM and pdbfixer, tested at these versions.

@@ -1,0 +1,320 @@
+"""The jitted train and eval steps, data-parallel over a mesh's `data` axis, DAP over `dap`.
+
+One step: a dropout key per example; AlphaFold's training forward
+(`AlphaFold.forward_train`: recycles without gradients, the last iteration
+differentiable) and loss (`losses.alphafold_loss`) for each example under
+`jax.vmap`; each example's gradient clipped to the global norm (Suppl. 1.11.3)
+and averaged; Adam with AlphaFold's schedule; the parameter EMA.
+
+Data parallelism is the vmap with the batch sharded along `data` and the state
+replicated: XLA splits the examples over the data groups and inserts the mean of
+the gradients across them. Inside each example the model's trunk runs with
+Dynamic Axial Parallelism over the `dap` axis (its shard_map sits inside the vmap).
+
+A step whose loss or gradients are not finite changes nothing but `step`,
+`rng` and `num_skipped`: parameters, optimiser state and EMA are selected
+unchanged (`jnp.where` over the update), so one bad example cannot poison a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from af_jax.chunking import ChunkPlan
+from af_jax.errors import InputError
+from af_jax.inference import MODEL_FEATURES
+from af_jax.model.evoformer import TEMPLATE_FEATURES
+from af_jax.parallel.mesh import DATA_AXIS, dap_size
+from af_jax.train import losses
+from af_jax.train.optimizer import (clip_by_global_norm, ema_update, learning_rate_schedule,
+                                    make_optimizer)
+from af_jax.train.state import TrainState, check_batch_size, training_model_config
+
+# What the step reads besides the model's inputs: masked-MSA targets ([B, R, ...]) and
+# per-example labels and flags ([B, ...]).
+TARGET_FEATURES = {'true_msa': np.int32, 'bert_mask': np.float32}
+EXAMPLE_KEYS = {'all_atom_positions': np.float32, 'all_atom_mask': np.float32,
+                'resolution': np.float32, 'use_clamped_fape': np.float32,
+                'num_recycles': np.int32}
+
+
+def batch_keys(model_cfg: ml_collections.ConfigDict) -> dict[str, type]:
+  """The batch entries a step reads, with their dtypes."""
+  keys = {**MODEL_FEATURES, **TARGET_FEATURES, **EXAMPLE_KEYS}
+  if model_cfg.embeddings_and_evoformer.template.enabled:
+    keys.update(TEMPLATE_FEATURES)
+  return keys
+
+
+def _no_templates(aatype: np.ndarray) -> dict[str, np.ndarray]:
+  """One fully masked template per slice: the template embedding then adds exactly zero."""
+  shape = aatype.shape[:-1] + (1, aatype.shape[-1])  # [B, R, T=1, N_res]
+  return {'template_aatype': np.zeros(shape, np.int32),
+          'template_all_atom_positions': np.zeros(shape + (37, 3), np.float32),
+          'template_all_atom_masks': np.zeros(shape + (37,), np.float32),
+          'template_pseudo_beta': np.zeros(shape + (3,), np.float32),
+          'template_pseudo_beta_mask': np.zeros(shape, np.float32),
+          'template_mask': np.zeros(shape[:-1], np.float32)}
+
+
+def select_batch(batch: Mapping, model_cfg: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """The entries of a TrainingData batch the step reads, cast; InputError naming a missing one.
+
+  A model with templates trained on data without them (data.common.use_templates
+  False) gets one masked template per example, so the template weights (of
+  model_1/2 parameters) stay in the model and in the exported file, untouched.
+  """
+  keys = batch_keys(model_cfg)
+  if 'template_mask' in keys and not any(k in batch for k in TEMPLATE_FEATURES):
+    batch = {**batch, **_no_templates(np.asarray(batch['aatype']))}
+  missing = [k for k in keys if k not in batch]
+  if missing:
+    raise InputError(f'training batch lacks {missing}; pass af_jax.train.data.TrainingData '
+                     'batches (with data.common.use_templates matching the model preset)')
+  return {k: np.asarray(batch[k]).astype(dt) for k, dt in keys.items()}
+
+
+def _split(batch: dict) -> tuple[dict, dict, jax.Array]:
+  """(features [B, R, ...], labels [B, ...], num_recycles ()) of a selected batch."""
+  labels = {k: batch[k] for k in EXAMPLE_KEYS if k != 'num_recycles'}
+  features = {k: v for k, v in batch.items() if k not in EXAMPLE_KEYS}
+  # The data pipeline draws one recycle count per batch.
+  return features, labels, batch['num_recycles'][0]
+
+
+def _lddt_ca(outputs: dict, labels: dict, seq_mask: jax.Array) -> jax.Array:
+  ca = 1  # residue_constants.atom_order['CA']
+  pred = outputs['structure_module']['final_atom_positions'][:, ca]
+  return losses.lddt(pred, labels['all_atom_positions'][:, ca],
+                     labels['all_atom_mask'][:, ca] * seq_mask)
+
+
+class _Loss:
+  """One example's loss as a function of the parameters (the body every step vmaps)."""
+
+  def __init__(self, graphdef: nnx.GraphDef, model_cfg: ml_collections.ConfigDict,
+               plan: ChunkPlan, mesh: Mesh | None):
+    self.graphdef, self.model_cfg, self.plan = graphdef, model_cfg, plan
+    # The model only needs the mesh to split its trunk; data parallelism is the vmap's.
+    self.model_mesh = mesh if dap_size(mesh) > 1 else None
+
+  def __call__(self, params: nnx.State, features: dict, labels: dict, num_recycles: jax.Array,
+               key: jax.Array | None) -> tuple[jax.Array, dict]:
+    model = nnx.merge(self.graphdef, params)
+    outputs = model.forward_train(features, num_recycles, self.plan, key, self.model_mesh)
+    batch = {**losses.final_recycle_features(features, outputs), **labels}
+    total, terms = losses.alphafold_loss(outputs, batch, self.model_cfg)
+    terms = dict(terms, lddt_ca=jax.lax.stop_gradient(
+        _lddt_ca(outputs, labels, batch['seq_mask'])))
+    return total, terms
+
+
+def _dropout(model_cfg) -> bool:
+  return not model_cfg.global_config.get('deterministic', False)
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = jax.tree_util.tree_leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def make_gradient_fn(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
+                     mesh: Mesh | None = None, plan: ChunkPlan = ChunkPlan()) -> Callable:
+  """`grads(params, batch, key) -> (mean gradient, metrics)`, not jitted.
+
+  The gradient is the mean over the batch of each example's gradient, each
+  clipped to `optimizer.clip_global_norm` when `optimizer.clip_per_example`
+  (otherwise the gradient of the mean loss, clipped by the optimiser). Metrics:
+  `loss` and every loss term (batch means), `grad_norm` (the mean of the
+  examples' norms before clipping, or the batch gradient's norm), `finite`.
+  """
+  model_cfg = training_model_config(cfg)
+  loss_fn = _Loss(graphdef, model_cfg, plan, mesh)
+  opt = cfg.optimizer
+  per_example = bool(opt.clip_per_example)
+  clip = float(opt.clip_global_norm)
+  dropout = _dropout(model_cfg)
+
+  def grads_fn(params, batch, key):
+    features, labels, num_recycles = _split(batch)
+    n = batch['aatype'].shape[0]
+    keys = jax.random.split(key, n) if dropout else None
+    key_axis = 0 if dropout else None
+    if per_example:
+      def one(p, f, lab, k):
+        (loss, terms), g = jax.value_and_grad(loss_fn, has_aux=True)(p, f, lab, num_recycles, k)
+        g, norm = clip_by_global_norm(g, clip)
+        return loss, terms, g, norm
+      loss, terms, grads, norms = jax.vmap(one, in_axes=(None, 0, 0, key_axis))(
+          params, features, labels, keys)
+      grads = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads)
+      grad_norm = jnp.mean(norms)
+    else:
+      def mean_loss(p):
+        loss, terms = jax.vmap(loss_fn, in_axes=(None, 0, 0, None, key_axis))(
+            p, features, labels, num_recycles, keys)
+        return jnp.mean(loss), (loss, terms)
+      (_, (loss, terms)), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
+      grad_norm = optax.global_norm(grads)
+    metrics = {'loss': jnp.mean(loss), **{k: jnp.mean(v) for k, v in terms.items()},
+               'grad_norm': grad_norm,
+               'finite': jnp.all(jnp.isfinite(loss)) & _all_finite(grads)}
+    return grads, metrics
+
+  return grads_fn
+
+
+class TrainStep:
+  """`step(state, batch) -> (state, metrics)`: one jitted, sharded update.
+
+  Args (of the constructor):
+    cfg: the training config (its optimizer, loss and model sections).
+    graphdef: `state.graphdef` of the states it will be called with.
+    mesh: a (data, dap) mesh: the state is replicated, the batch split along
+      `data`, the trunk split over `dap`. None: the default device.
+    plan: chunk sizes of the model's axial ops.
+    donate: let the step reuse the input state's buffers (the caller must not use
+      the state it passed in afterwards).
+
+  Calling it with a TrainingData batch (numpy, this process's examples) selects
+  and casts the entries the step reads and places them on the mesh. Metrics
+  (device scalars): loss and each loss term, learning_rate (of this update),
+  grad_norm, skipped (1 if this step's update was dropped), num_skipped, num_recycles.
+  """
+
+  def __init__(self, cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
+               mesh: Mesh | None = None, plan: ChunkPlan = ChunkPlan(), donate: bool = True):
+    self.cfg, self.mesh, self.plan = cfg, mesh, plan
+    self.model_cfg = training_model_config(cfg)
+    grads_fn = make_gradient_fn(cfg, graphdef, mesh=mesh, plan=plan)
+    tx = make_optimizer(cfg.optimizer)
+    schedule = learning_rate_schedule(cfg.optimizer)
+    decay = float(cfg.optimizer.ema_decay)
+
+    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+      rng, key = jax.random.split(state.rng)
+      grads, metrics = grads_fn(state.params, batch, key)
+      # `finite` stays an output: as an output XLA materialises it once, otherwise it
+      # fuses the whole non-finite check into every select below (tiny model on 2 CPU
+      # cores: 150 s of compile instead of 40 s).
+      finite = metrics['finite']
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      ema = ema_update(state.ema_params, params, decay)
+
+      def keep(new, old):
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+      skipped = (~finite).astype(jnp.int32)
+      new = state.replace(
+          step=state.step + 1, rng=rng, num_skipped=state.num_skipped + skipped,
+          params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
+          ema_params=keep(ema, state.ema_params))
+      metrics.update(learning_rate=schedule(state.step - state.num_skipped), skipped=skipped,
+                     num_skipped=new.num_skipped, num_recycles=batch['num_recycles'][0])
+      return new, metrics
+
+    donate_argnums = (0,) if donate else ()
+    self._executables: dict[tuple, object] = {}
+    if mesh is None:
+      self._batch_sharding = None
+      self._jitted = jax.jit(step, donate_argnums=donate_argnums)
+    else:
+      replicated = NamedSharding(mesh, PartitionSpec())
+      self._batch_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+      self._jitted = jax.jit(step, in_shardings=(replicated, self._batch_sharding),
+                             out_shardings=(replicated, replicated),
+                             donate_argnums=donate_argnums)
+
+  def place(self, batch: Mapping) -> dict:
+    """This process's examples as the step's input (global arrays split along `data`)."""
+    selected = select_batch(batch, self.model_cfg)
+    if self._batch_sharding is None:
+      return selected
+    check_batch_size(selected['aatype'].shape[0] * jax.process_count(), self.mesh)
+    return {k: jax.make_array_from_process_local_data(self._batch_sharding, v)
+            for k, v in selected.items()}
+
+  def label(self, placed: Mapping) -> str:
+    """`train_step/model_1_ptm/L256/msa128x1024/r4/b8[/dap2]`: the executable's name."""
+    b, r, n = placed['aatype'].shape
+    label = (f'train_step/{self.cfg.model_preset}/L{n}/msa{placed["msa_feat"].shape[2]}x'
+             f'{placed["extra_msa"].shape[2]}/r{r}/b{b}')
+    return label + (f'/dap{dap_size(self.mesh)}' if dap_size(self.mesh) > 1 else '')
+
+  def lower(self, state: TrainState, batch: Mapping):
+    """The step lowered for these shapes (memory analysis, ahead-of-time compile)."""
+    return self._jitted.lower(state, self.place(batch))
+
+  def _compile(self, state: TrainState, placed: dict):
+    import compile_cache
+    key = tuple((k, v.shape) for k, v in sorted(placed.items()))
+    if key in self._executables:
+      return compile_cache.CompileResult(self.label(placed), self._executables[key],
+                                         'in_process', 0.0)
+    result = compile_cache.compile_with_cache(self.label(placed),
+                                              self._jitted.lower(state, placed))
+    self._executables[key] = result.compiled
+    return result
+
+  def compile(self, state: TrainState, batch: Mapping):
+    """Compile (or load from the persistent cache, when configured) the step for `batch`'s
+    shapes; returns the compile_cache.CompileResult (status and seconds)."""
+    return self._compile(state, self.place(batch))
+
+  def __call__(self, state: TrainState, batch: Mapping) -> tuple[TrainState, dict]:
+    placed = self.place(batch)
+    return self._compile(state, placed).compiled(state, placed)
+
+
+class EvalStep:
+  """`evaluate(state, batch) -> metrics`: the loss terms and CA lDDT, without dropout.
+
+  Uses the EMA parameters (as AlphaFold evaluates) unless `ema=False`; the
+  number of recycles is the batch's. Same placement as TrainStep.
+  """
+
+  def __init__(self, cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
+               mesh: Mesh | None = None, plan: ChunkPlan = ChunkPlan(), ema: bool = True):
+    self.cfg, self.mesh = cfg, mesh
+    self.model_cfg = training_model_config(cfg)
+    loss_fn = _Loss(graphdef, self.model_cfg, plan, mesh)
+
+    def evaluate(state: TrainState, batch: dict) -> dict:
+      features, labels, num_recycles = _split(batch)
+      params = state.ema_params if ema else state.params
+      loss, terms = jax.vmap(loss_fn, in_axes=(None, 0, 0, None, None))(
+          params, features, labels, num_recycles, None)
+      return {'loss': jnp.mean(loss), **{k: jnp.mean(v) for k, v in terms.items()}}
+
+    if mesh is None:
+      self._batch_sharding = None
+      self._jitted = jax.jit(evaluate)
+    else:
+      replicated = NamedSharding(mesh, PartitionSpec())
+      self._batch_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+      self._jitted = jax.jit(evaluate, in_shardings=(replicated, self._batch_sharding),
+                             out_shardings=replicated)
+
+  place = TrainStep.place
+
+  def __call__(self, state: TrainState, batch: Mapping) -> dict:
+    return self._jitted(state, self.place(batch))
+
+
+def make_train_step(cfg: ml_collections.ConfigDict, state: TrainState, **kwargs) -> TrainStep:
+  """The jitted `train_step(state, batch) -> (state, metrics)` for states like `state`."""
+  return TrainStep(cfg, state.graphdef, **kwargs)
+
+
+def make_eval_step(cfg: ml_collections.ConfigDict, state: TrainState, **kwargs) -> EvalStep:
+  """The jitted `eval_step(state, batch) -> metrics` for states like `state`."""
+  return EvalStep(cfg, state.graphdef, **kwargs)
