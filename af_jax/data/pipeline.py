@@ -56,15 +56,21 @@ def query_msa(record: parsers.FastaRecord) -> parsers.Msa:
                      descriptions=[record.name])
 
 
-def read_msas(paths: Sequence[pathlib.Path], record: parsers.FastaRecord) -> list[parsers.Msa]:
-  """Parse each alignment file and check that its first row is the target."""
+def read_msas(paths: Sequence[pathlib.Path], record: parsers.FastaRecord, *,
+              log: bool = True) -> list[parsers.Msa]:
+  """Parse each alignment file and check that its first row is the target.
+
+  `log`: one line per file with its depth (inference); training reads every chain
+  again each epoch and passes False.
+  """
   msas = []
   for path in paths:
     if not str(path).endswith(MSA_SUFFIXES):
       continue
     msa = parsers.read_msa(path)
     parsers.check_msa_query(msa, record.sequence, str(path), target=record.name)
-    logging.info('%s: %d sequences from %s', record.name, len(msa), path.name)
+    if log:
+      logging.info('%s: %d sequences from %s', record.name, len(msa), path.name)
     msas.append(msa)
   return msas
 

@@ -68,6 +68,9 @@ def make_mesh(dap: int = 1, data: int | None = None,
   devices = list(jax.devices() if devices is None else devices)
   if dap < 1:
     raise InputError(f'--dap={dap}: the DAP size must be at least 1')
+  if dap > len(devices):
+    raise InputError(f'--dap={dap} needs at least {dap} devices but {len(devices)} are '
+                     'available; lower --dap')
   if data is None:
     data = len(devices) // dap
   if data < 1 or data * dap > len(devices):

@@ -18,17 +18,34 @@ and `restore`; orbax coordinates them.
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 from collections.abc import Mapping
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 
 from af_jax.errors import ConfigError
 from af_jax.train.state import TrainState
 
 _ITEMS = ('state', 'data', 'meta')
+
+
+class _QuietOrbax(std_logging.Filter):
+  """Drops orbax's INFO lines (a dozen per save) unless --v=1 or more asks for them."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return (record.levelno >= std_logging.WARNING or f'{os.sep}orbax{os.sep}' not in
+            record.pathname or logging.vlog_is_on(1))
+
+
+def _quiet_orbax_logs() -> None:
+  # On the handler: orbax logs both through absl and through Python's root logger.
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
+    handler.addFilter(_QuietOrbax())
 
 
 def config_json(cfg: ml_collections.ConfigDict) -> dict:
@@ -53,8 +70,11 @@ class Checkpointer:
       raise ConfigError(f'checkpoint.every_steps={every_steps} and checkpoint.keep={keep} '
                         'must be >= 1')
     self.directory = os.path.abspath(os.fspath(directory))
+    _quiet_orbax_logs()
+    self.every_steps = int(every_steps)
+    # The interval is applied here (orbax would also save the first step it sees).
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=int(every_steps), max_to_keep=int(keep), create=True,
+        save_interval_steps=1, max_to_keep=int(keep), create=True,
         enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
 
@@ -76,14 +96,14 @@ class Checkpointer:
       force: save even when the step is not a multiple of every_steps.
     """
     step = int(jax.device_get(state.step))
-    if step in self.all_steps():
+    if (step % self.every_steps and not force) or step in self.all_steps():
       return False
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state.arrays),
         data=ocp.args.JsonSave(dict(data_position or {})),
         meta=ocp.args.JsonSave({'step': step,
                                 'config': config_json(config) if config is not None else None}))
-    return self._manager.save(step, args=args, force=force)
+    return self._manager.save(step, args=args, force=True)
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())

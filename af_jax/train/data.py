@@ -331,7 +331,7 @@ def load_chain(entry: ChainEntry,
   if not paths:
     raise InputError(f'no MSA (*.a3m, *.sto) in {entry.alignment_dir}; add the chain\'s '
                      'alignments or remove the directory')
-  msas = pipeline.read_msas(paths, record)
+  msas = pipeline.read_msas(paths, record, log=False)
   # As the inference pipeline, which cuts jackhmmer's files to AlphaFold's limits on reuse.
   msas = [msa.truncate(msa_search.MAX_HITS.get(path.name, len(msa)))
           for path, msa in zip(paths, msas)]
