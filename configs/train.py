@@ -14,7 +14,8 @@ into the model's heads when the train step is built), `optimizer` (Suppl.
 key can be overridden (`--config.model.embeddings_and_evoformer.evoformer_num_block=2`).
 `remat` recomputes each block's activations in the backward pass (per-block
 rematerialisation: far less memory for ~1/3 more compute); `bfloat16` computes
-the trunk in bfloat16 with float32 parameters.
+the trunk in bfloat16 with float32 parameters; `chunk_size` runs every axial op
+over chunks of that many slices, each recomputed in the backward pass.
 
 A file passed as `--config=configs/train.py:finetune` is read through `get_config`.
 """
@@ -35,6 +36,10 @@ _BASE = dict(
     seed=0,
     remat=True,
     bfloat16=False,
+    # Chunk size of every axial op in training (None: unchunked, fastest). Each chunk is
+    # recomputed in the backward pass, so e.g. 32 keeps one chunk's attention logits alive
+    # instead of all of them (crop 256, extra MSA 1024: 12 GB -> 1.2 GB on the tiny model).
+    chunk_size=None,
     # Jumper et al. (2021) Suppl. 1.11.3 (see af_jax.train.optimizer).
     optimizer=dict(
         learning_rate=1e-3,

@@ -31,6 +31,11 @@ class ChunkPlan:
   pair_transition: int | None = None
   template_pointwise_attention: int | None = None
 
+  @classmethod
+  def uniform(cls, chunk: int | None) -> ChunkPlan:
+    """The same chunk size for every op kind."""
+    return cls(**{f.name: chunk for f in dataclasses.fields(cls)})
+
 
 def axial_map(fn: Callable[..., Any], args: Sequence[jax.Array], *,
               axis: int | tuple[int, ...] = 0, chunk: int | None = None,
@@ -52,7 +57,11 @@ def axial_map(fn: Callable[..., Any], args: Sequence[jax.Array], *,
   if chunk is None or chunk >= size:
     return jax.vmap(fn, in_axes=axes, out_axes=out_axis)(*args)
   moved = [jax.numpy.moveaxis(a, ax, 0) for a, ax in zip(args, axes)]
-  out = jax.lax.map(lambda xs: fn(*xs), moved, batch_size=chunk)
+  # Rematerialised per chunk: differentiated, the backward pass recomputes one chunk's
+  # intermediates at a time instead of keeping every chunk's (attention logits, ...);
+  # not differentiated, jax.checkpoint is inlined and changes nothing.
+  one_chunk = jax.checkpoint(lambda xs: fn(*xs), prevent_cse=False)
+  out = jax.lax.map(one_chunk, moved, batch_size=chunk)
   if out_axis != 0:
     out = jax.tree_util.tree_map(lambda y: jax.numpy.moveaxis(y, 0, out_axis), out)
   return out

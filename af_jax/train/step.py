@@ -29,7 +29,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from af_jax.chunking import ChunkPlan
-from af_jax.errors import InputError
+from af_jax.errors import ConfigError, InputError
 from af_jax.inference import MODEL_FEATURES
 from af_jax.model.evoformer import TEMPLATE_FEATURES
 from af_jax.parallel.mesh import DATA_AXIS, dap_size
@@ -44,6 +44,15 @@ TARGET_FEATURES = {'true_msa': np.int32, 'bert_mask': np.float32}
 EXAMPLE_KEYS = {'all_atom_positions': np.float32, 'all_atom_mask': np.float32,
                 'resolution': np.float32, 'use_clamped_fape': np.float32,
                 'num_recycles': np.int32}
+
+
+def training_plan(cfg: ml_collections.ConfigDict) -> ChunkPlan:
+  """The chunk plan of `cfg.chunk_size` (one size for every axial op; None: unchunked)."""
+  size = cfg.get('chunk_size', None)
+  if size is not None and int(size) < 1:
+    raise ConfigError(f'chunk_size={size} must be >= 1 (or None: unchunked); fix the '
+                      'training config')
+  return ChunkPlan.uniform(None if size is None else int(size))
 
 
 def batch_keys(model_cfg: ml_collections.ConfigDict) -> dict[str, type]:
@@ -127,7 +136,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_gradient_fn(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
-                     mesh: Mesh | None = None, plan: ChunkPlan = ChunkPlan()) -> Callable:
+                     mesh: Mesh | None = None, plan: ChunkPlan | None = None) -> Callable:
   """`grads(params, batch, key) -> (mean gradient, metrics)`, not jitted.
 
   The gradient is the mean over the batch of each example's gradient, each
@@ -137,6 +146,7 @@ def make_gradient_fn(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
   examples' norms before clipping, or the batch gradient's norm), `finite`.
   """
   model_cfg = training_model_config(cfg)
+  plan = training_plan(cfg) if plan is None else plan
   loss_fn = _Loss(graphdef, model_cfg, plan, mesh)
   opt = cfg.optimizer
   per_example = bool(opt.clip_per_example)
@@ -180,7 +190,7 @@ class TrainStep:
     graphdef: `state.graphdef` of the states it will be called with.
     mesh: a (data, dap) mesh: the state is replicated, the batch split along
       `data`, the trunk split over `dap`. None: the default device.
-    plan: chunk sizes of the model's axial ops.
+    plan: chunk sizes of the model's axial ops (default: `cfg.chunk_size` for all).
     donate: let the step reuse the input state's buffers (the caller must not use
       the state it passed in afterwards).
 
@@ -191,7 +201,8 @@ class TrainStep:
   """
 
   def __init__(self, cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
-               mesh: Mesh | None = None, plan: ChunkPlan = ChunkPlan(), donate: bool = True):
+               mesh: Mesh | None = None, plan: ChunkPlan | None = None, donate: bool = True):
+    plan = training_plan(cfg) if plan is None else plan
     self.cfg, self.mesh, self.plan = cfg, mesh, plan
     self.model_cfg = training_model_config(cfg)
     grads_fn = make_gradient_fn(cfg, graphdef, mesh=mesh, plan=plan)
@@ -283,7 +294,8 @@ class EvalStep:
   """
 
   def __init__(self, cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
-               mesh: Mesh | None = None, plan: ChunkPlan = ChunkPlan(), ema: bool = True):
+               mesh: Mesh | None = None, plan: ChunkPlan | None = None, ema: bool = True):
+    plan = training_plan(cfg) if plan is None else plan
     self.cfg, self.mesh = cfg, mesh
     self.model_cfg = training_model_config(cfg)
     loss_fn = _Loss(graphdef, self.model_cfg, plan, mesh)

@@ -57,7 +57,7 @@ class TrainOptions:
     chain_data_cache_path, template_mmcif_dir, kalign_binary_path,
     obsolete_pdbs_path: passed to TrainingData.
     export: write the EMA parameters as `.npz` at the end.
-    plan: chunk sizes of the model's axial ops.
+    plan: chunk sizes of the model's axial ops (default: the config's `chunk_size`).
   """
 
   alignment_dir: str
@@ -72,7 +72,7 @@ class TrainOptions:
   kalign_binary_path: str | None = None
   obsolete_pdbs_path: str | None = None
   export: bool = True
-  plan: ChunkPlan = ChunkPlan()
+  plan: ChunkPlan | None = None
 
 
 def _format_seconds(s: float) -> str:
