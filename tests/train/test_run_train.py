@@ -90,6 +90,28 @@ def test_stopped_and_resumed_run_equals_one_run(runs):
     np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
 
 
+def test_fine_tuned_weights_fold_with_run_inference(runs, tmp_path):
+  """The exported params/ is a --params_dir: run_inference.py folds 2Q2K A with it."""
+  straight, *_ = runs
+  from tests.model.tiny import TINY
+  out = tmp_path / 'fold'
+  args = [f'--fasta_paths={ROOT / "examples" / "2q2k_A.fasta"}', '--msa_mode=precomputed',
+          f'--msa_paths={ROOT / "examples" / "2q2k_A_msas"}', '--model_names=model_3_ptm',
+          f'--params_dir={straight}', f'--output_dir={out}', '--num_recycle=1',
+          '--config.data.eval.max_msa_clusters=16', '--config.data.common.max_extra_msa=32',
+          *[f'--config.{k}={v}' for k, v in TINY.items()]]
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': CACHE_DIR}
+  env.pop('XLA_FLAGS', None)
+  proc = subprocess.run([sys.executable, str(ROOT / 'run_inference.py'), *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  ranking = json.loads((out / '2q2k_A' / 'ranking_debug.json').read_text())
+  assert ranking['order'] == ['model_3_ptm_pred_0']
+  assert 'random' not in json.dumps(ranking).lower()
+  assert (out / '2q2k_A' / 'ranked_0.pdb').read_text().startswith(('ATOM', 'MODEL', 'HEADER',
+                                                                     'REMARK', 'PARENT'))
+
+
 def test_a_finished_run_is_not_trained_again(runs):
   straight, *_ = runs
   before = (straight / 'metrics.jsonl').read_text()
