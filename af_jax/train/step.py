@@ -182,6 +182,28 @@ def make_gradient_fn(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
   return grads_fn
 
 
+def _jit_on_mesh(fn: Callable, mesh: Mesh | None, *, donate: bool = False) -> Callable:
+  """`fn(state, batch)` jitted: on a mesh, the state and outputs replicated and the batch
+  split along `data`; otherwise on the default device."""
+  donate_argnums = (0,) if donate else ()
+  if mesh is None:
+    return jax.jit(fn, donate_argnums=donate_argnums)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.jit(fn, in_shardings=(replicated, NamedSharding(mesh, PartitionSpec(DATA_AXIS))),
+                 out_shardings=replicated, donate_argnums=donate_argnums)
+
+
+def _place(batch: Mapping, model_cfg: ml_collections.ConfigDict, mesh: Mesh | None) -> dict:
+  """The entries a step reads, cast; on a mesh, this process's examples as global arrays
+  split along `data`."""
+  selected = select_batch(batch, model_cfg)
+  if mesh is None:
+    return selected
+  check_batch_size(selected['aatype'].shape[0] * jax.process_count(), mesh)
+  sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in selected.items()}
+
+
 class TrainStep:
   """`step(state, batch) -> (state, metrics)`: one jitted, sharded update.
 
@@ -233,26 +255,12 @@ class TrainStep:
                      num_skipped=new.num_skipped, num_recycles=batch['num_recycles'][0])
       return new, metrics
 
-    donate_argnums = (0,) if donate else ()
     self._executables: dict[tuple, object] = {}
-    if mesh is None:
-      self._batch_sharding = None
-      self._jitted = jax.jit(step, donate_argnums=donate_argnums)
-    else:
-      replicated = NamedSharding(mesh, PartitionSpec())
-      self._batch_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-      self._jitted = jax.jit(step, in_shardings=(replicated, self._batch_sharding),
-                             out_shardings=(replicated, replicated),
-                             donate_argnums=donate_argnums)
+    self._jitted = _jit_on_mesh(step, mesh, donate=donate)
 
   def place(self, batch: Mapping) -> dict:
     """This process's examples as the step's input (global arrays split along `data`)."""
-    selected = select_batch(batch, self.model_cfg)
-    if self._batch_sharding is None:
-      return selected
-    check_batch_size(selected['aatype'].shape[0] * jax.process_count(), self.mesh)
-    return {k: jax.make_array_from_process_local_data(self._batch_sharding, v)
-            for k, v in selected.items()}
+    return _place(batch, self.model_cfg, self.mesh)
 
   def label(self, placed: Mapping) -> str:
     """`train_step/model_1_ptm/L256/msa128x1024/r4/b8[/dap2]`: the executable's name."""
@@ -265,7 +273,8 @@ class TrainStep:
     """The step lowered for these shapes (memory analysis, ahead-of-time compile)."""
     return self._jitted.lower(state, self.place(batch))
 
-  def _compile(self, state: TrainState, placed: dict):
+  def compile_placed(self, state: TrainState, placed: dict):
+    """`compile` for a batch already through `place` (a loop places each batch once)."""
     import compile_cache
     key = tuple((k, v.shape) for k, v in sorted(placed.items()))
     if key in self._executables:
@@ -279,11 +288,11 @@ class TrainStep:
   def compile(self, state: TrainState, batch: Mapping):
     """Compile (or load from the persistent cache, when configured) the step for `batch`'s
     shapes; returns the compile_cache.CompileResult (status and seconds)."""
-    return self._compile(state, self.place(batch))
+    return self.compile_placed(state, self.place(batch))
 
   def __call__(self, state: TrainState, batch: Mapping) -> tuple[TrainState, dict]:
     placed = self.place(batch)
-    return self._compile(state, placed).compiled(state, placed)
+    return self.compile_placed(state, placed).compiled(state, placed)
 
 
 class EvalStep:
@@ -307,19 +316,10 @@ class EvalStep:
           params, features, labels, num_recycles, None)
       return {'loss': jnp.mean(loss), **{k: jnp.mean(v) for k, v in terms.items()}}
 
-    if mesh is None:
-      self._batch_sharding = None
-      self._jitted = jax.jit(evaluate)
-    else:
-      replicated = NamedSharding(mesh, PartitionSpec())
-      self._batch_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-      self._jitted = jax.jit(evaluate, in_shardings=(replicated, self._batch_sharding),
-                             out_shardings=replicated)
-
-  place = TrainStep.place
+    self._jitted = _jit_on_mesh(evaluate, mesh)
 
   def __call__(self, state: TrainState, batch: Mapping) -> dict:
-    return self._jitted(state, self.place(batch))
+    return self._jitted(state, _place(batch, self.model_cfg, self.mesh))
 
 
 def make_train_step(cfg: ml_collections.ConfigDict, state: TrainState, **kwargs) -> TrainStep:

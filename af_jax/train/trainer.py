@@ -156,12 +156,13 @@ def train(cfg: ml_collections.ConfigDict, options: TrainOptions) -> TrainState:
     for step in range(start, options.num_steps):
       batch = next(loader)
       t0 = time.perf_counter()
-      compiled = step_fn.compile(state, batch)
+      placed = step_fn.place(batch)
+      compiled = step_fn.compile_placed(state, placed)
       if compiled.status != 'in_process':
         logging.info('train step %s: %s in %.1f s', compiled.label, compiled.status,
                      compiled.seconds)
       t1 = time.perf_counter()
-      state, metrics = step_fn(state, batch)
+      state, metrics = compiled.compiled(state, placed)
       metrics = _to_json(jax.device_get(metrics))
       t2 = time.perf_counter()
       times.append(t2 - t1)
