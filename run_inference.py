@@ -86,18 +86,7 @@ flags.DEFINE_string('chunk', 'auto', 'auto: AutoChunk picks per-op chunk sizes w
 flags.DEFINE_string('memory_budget', None, 'Memory for --chunk=auto, in bytes or with a unit '
                     '(1.5GB, 800MB). Default: 90% of the accelerator\'s memory, or 80% of the '
                     'available RAM on CPU.')
-flags.DEFINE_string('compilation_cache_dir', None, 'Persistent XLA cache directory (default: '
-                    '$COMPILE_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, /af_jax/xla). Each '
-                    'shape compiles once, ever; later runs load it.')
-flags.DEFINE_bool('compilation_cache', True, 'Use the persistent cache (--nocompilation_cache: '
-                  'compile in memory only).')
-flags.DEFINE_string('compilation_cache_max_size', None, 'Evict least recently used entries '
-                    'beyond this size (e.g. 20GB).')
-flags.DEFINE_string('autotune_profile', 'default', 'XLA GPU flag preset, part of the cache key: '
-                    'default, fast_compile, max_autotune, multi_device (see python -m '
-                    'compile_cache --help). Harmless on CPU.')
-flags.DEFINE_string('xla_flags', '', 'Extra XLA flags (space separated), added after the '
-                    'profile\'s and part of the cache key.')
+cli.define_compile_cache_flags()
 flags.DEFINE_bool('warmup_only', False, 'Compile every --model_names x length bucket into the '
                   'cache from shapes alone (only the buckets of --fasta_paths targets when given; '
                   'MSA depths: --warmup_msa_depths), then exit. Needs no weights.')
@@ -180,14 +169,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments {argv[1:]}; every input is a --flag')
   options = options_from_flags()
-  if FLAGS.compilation_cache:
-    # Before anything touches JAX: the profile's XLA flags are read when the backend starts.
-    import compile_cache
-    path = compile_cache.configure(
-        FLAGS.compilation_cache_dir, max_size_bytes=FLAGS.compilation_cache_max_size,
-        autotune_profile=FLAGS.autotune_profile, xla_flags=FLAGS.xla_flags)
-    compile_cache.strip_xla_argv()
-    logging.info('compilation cache: %s (profile %s)', path, FLAGS.autotune_profile)
+  cli.configure_compile_cache(FLAGS)
   if distributed.initialize_from_flags(FLAGS):
     import jax
     logging.info('process %d of %d, %d devices in all', jax.process_index(), jax.process_count(),

@@ -55,11 +55,7 @@ flags.DEFINE_integer('data_parallel', None, 'DAP groups training on different ex
                      'data.data_module.data_loaders.batch_size examples per step.')
 flags.DEFINE_bool('export', True, 'Write the EMA parameters to '
                   '<output_dir>/params/params_<model_preset>.npz at the end.')
-flags.DEFINE_string('compilation_cache_dir', None, 'Persistent XLA cache directory (default: '
-                    '$COMPILE_CACHE_DIR, else ~/.cache/af_jax/xla): a restarted run loads the '
-                    'compiled train step instead of compiling it again.')
-flags.DEFINE_bool('compilation_cache', True, 'Use the persistent cache (--nocompilation_cache: '
-                  'compile in memory only).')
+cli.define_compile_cache_flags()
 distributed.define_flags()
 FLAGS = flags.FLAGS
 
@@ -72,11 +68,7 @@ def main(argv) -> None:
   for name in ('mmcif_dir', 'alignment_dir', 'output_dir', 'num_steps'):
     if FLAGS[name].value is None:
       raise ConfigError(f'--{name} is required')
-  if FLAGS.compilation_cache:
-    # Before anything touches JAX: XLA flags are read when the backend starts.
-    import compile_cache
-    path = compile_cache.configure(FLAGS.compilation_cache_dir)
-    logging.info('compilation cache: %s', path)
+  cli.configure_compile_cache(FLAGS)
   if distributed.initialize_from_flags(FLAGS):
     import jax
     logging.info('process %d of %d, %d devices in all', jax.process_index(), jax.process_count(),

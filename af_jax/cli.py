@@ -1,10 +1,13 @@
-"""Shared command-line plumbing: `--config.a.b=value` overrides and one-line errors."""
+"""Shared command-line plumbing: `--config.a.b=value` overrides, the compilation-cache flags,
+one-line errors."""
 
 from __future__ import annotations
 
 import ast
 import sys
 from collections.abc import Callable, Sequence
+
+from absl import flags, logging
 
 from af_jax.errors import AfJaxError, ConfigError
 
@@ -60,6 +63,35 @@ def apply_overrides(config, overrides: dict[str, str]) -> None:
     except (ValueError, SyntaxError):
       raise ConfigError(f'--config.{key}={text!r} is not a valid '
                         f'{type(node[leaf]).__name__}') from None
+
+
+def define_compile_cache_flags() -> None:
+  """The persistent-cache and XLA flags every af_jax command line accepts."""
+  flags.DEFINE_string('compilation_cache_dir', None, 'Persistent XLA cache directory (default: '
+                      '$COMPILE_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, /af_jax/xla). Each '
+                      'shape compiles once, ever; later runs load it.')
+  flags.DEFINE_bool('compilation_cache', True, 'Use the persistent cache '
+                    '(--nocompilation_cache: compile in memory only).')
+  flags.DEFINE_string('compilation_cache_max_size', None, 'Evict least recently used entries '
+                      'beyond this size (e.g. 20GB).')
+  flags.DEFINE_string('autotune_profile', 'default', 'XLA GPU flag preset, part of the cache '
+                      'key: default, fast_compile, max_autotune, multi_device (see python -m '
+                      'compile_cache --help). Harmless on CPU.')
+  flags.DEFINE_string('xla_flags', '', 'Extra XLA flags (space separated), added after the '
+                      'profile\'s and part of the cache key.')
+
+
+def configure_compile_cache(values: flags.FlagValues) -> None:
+  """Apply `define_compile_cache_flags`' values; call before anything touches JAX (the
+  profile's XLA flags are read when the backend starts)."""
+  if not values.compilation_cache:
+    return
+  import compile_cache
+  path = compile_cache.configure(
+      values.compilation_cache_dir, max_size_bytes=values.compilation_cache_max_size,
+      autotune_profile=values.autotune_profile, xla_flags=values.xla_flags)
+  compile_cache.strip_xla_argv()
+  logging.info('compilation cache: %s (profile %s)', path, values.autotune_profile)
 
 
 def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
