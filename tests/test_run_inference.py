@@ -7,7 +7,6 @@ real database, and the written structures read back by biopython and gemmi.
 """
 
 import json
-import os
 import pathlib
 import pickle
 import shutil
@@ -22,6 +21,7 @@ from Bio.PDB import PDBParser
 
 from af_jax.data import parsers
 from tests.data.shared_data import CHAIN_2Q2K, MINI_DATABASES, SHARED_DATA, TEMPLATE_FIXTURE
+from tests.cli_runner import run_script
 from tests.model.tiny import TINY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,15 +37,7 @@ SMALL = [f'--config.{k}={v}' for k, v in TINY.items()] + [
 
 
 def run(args, check=True, devices=1):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': CACHE_DIR}
-  env.pop('XLA_FLAGS', None)
-  if devices > 1:
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
-  if check and proc.returncode != 0:
-    raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
-  return proc
+  return run_script(SCRIPT.name, args, cache_dir=CACHE_DIR, check=check, devices=devices)
 
 
 def first_row(a3m_path):

@@ -1,20 +1,15 @@
 """run_train.py end to end on 2Q2K: metrics, checkpoints, resume after a stop, export, bad input."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
 import pytest
 
 import af_jax
+from tests.cli_runner import ROOT, run_script
 from tests.train.train_case import ALIGNMENT_DIR, MMCIF_DIR, SMALL_OVERRIDES
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / 'run_train.py'
 # The runs share one compilation cache: the train step compiles once for the file.
 CACHE_DIR = tempfile.mkdtemp(prefix='af_jax_test_train_xla_')
 
@@ -23,16 +18,8 @@ SMALL = [f'--config.{k}={v}' for k, v in SMALL_OVERRIDES.items()] + [
 DATA = [f'--mmcif_dir={MMCIF_DIR}', f'--alignment_dir={ALIGNMENT_DIR}']
 
 
-def run(args, check=True, devices=1):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': CACHE_DIR}
-  env.pop('XLA_FLAGS', None)
-  if devices > 1:
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
-  if check and proc.returncode != 0:
-    raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
-  return proc
+def run(args, check=True):
+  return run_script('run_train.py', args, cache_dir=CACHE_DIR, check=check)
 
 
 def _metrics(out):
@@ -100,11 +87,7 @@ def test_fine_tuned_weights_fold_with_run_inference(runs, tmp_path):
           f'--params_dir={straight}', f'--output_dir={out}', '--num_recycle=1',
           '--config.data.eval.max_msa_clusters=16', '--config.data.common.max_extra_msa=32',
           *[f'--config.{k}={v}' for k, v in TINY.items()]]
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': CACHE_DIR}
-  env.pop('XLA_FLAGS', None)
-  proc = subprocess.run([sys.executable, str(ROOT / 'run_inference.py'), *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  run_script('run_inference.py', args, cache_dir=CACHE_DIR)
   ranking = json.loads((out / '2q2k_A' / 'ranking_debug.json').read_text())
   assert ranking['order'] == ['model_3_ptm_pred_0']
   assert 'random' not in json.dumps(ranking).lower()
