@@ -94,3 +94,30 @@ def block_shapes(n_res: int, n_seq: int, c_m: int, c_z: int) -> tuple:
   return (jax.ShapeDtypeStruct((n_seq, n_res, c_m), f32),
           jax.ShapeDtypeStruct((n_res, n_res, c_z), f32),
           jax.ShapeDtypeStruct((n_seq, n_res), f32), jax.ShapeDtypeStruct((n_res, n_res), f32))
+
+
+def mb(x: float) -> str:
+  """Bytes as whole megabytes with thousands separators, for the markdown tables."""
+  return f'{x / 1e6:,.0f}'
+
+
+def current_rss() -> int:
+  """This process's resident set size now, in bytes."""
+  with open('/proc/self/statm') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def run_child(script: str, args: list[str]) -> dict:
+  """Run `python <script> args` with the repository root on PYTHONPATH (so its peak memory
+  is its own) and return the JSON object on its last stdout line, or {'error': ...}."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (root, env.get('PYTHONPATH')) if p)
+  proc = subprocess.run([sys.executable, os.path.abspath(script), *args], capture_output=True,
+                        text=True, env=env)
+  if proc.returncode != 0:
+    sys.stderr.write(proc.stderr[-4000:])
+    return {'error': f'exit {proc.returncode}: ' + proc.stderr.strip().splitlines()[-1]}
+  return json.loads(proc.stdout.strip().splitlines()[-1])

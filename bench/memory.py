@@ -32,7 +32,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -120,11 +119,6 @@ def block_activation_model(cfg, n_res: int, n_seq: int):
 # One side, in a child process.
 
 
-def current_rss() -> int:
-  with open('/proc/self/statm') as f:
-    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
 def run_child(spec: dict) -> dict:
   import jax
   import numpy as np
@@ -144,7 +138,7 @@ def run_child(spec: dict) -> dict:
           np.ones((n_res, n_res), np.float32))
   args = jax.device_put(args)
   jax.block_until_ready(args)
-  rss_before = current_rss()
+  rss_before = common.current_rss()
   forward = block_forward(graphdef, plan)
   t = time.perf_counter()
   compiled = forward.lower(state, *args).compile()
@@ -177,17 +171,12 @@ def run_child(spec: dict) -> dict:
 def spawn(n_res: int, plan) -> dict:
   import dataclasses
   spec = json.dumps({'L': n_res, 'plan': dataclasses.asdict(plan)})
-  cmd = [sys.executable, os.path.abspath(__file__), f'--child={spec}',
-         f'--num_seq={FLAGS.num_seq}', f'--reps={FLAGS.reps}', f'--preset={FLAGS.preset}',
-         f'--seed={FLAGS.seed}']
-  env = dict(os.environ)
-  env['PYTHONPATH'] = os.pathsep.join(p for p in (_ROOT, env.get('PYTHONPATH')) if p)
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-  if proc.returncode != 0:
-    sys.stderr.write(proc.stderr[-4000:])
-    return {'L': n_res, 'plan': dataclasses.asdict(plan),
-            'error': f'exit {proc.returncode}: ' + proc.stderr.strip().splitlines()[-1]}
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  result = common.run_child(__file__, [
+      f'--child={spec}', f'--num_seq={FLAGS.num_seq}', f'--reps={FLAGS.reps}',
+      f'--preset={FLAGS.preset}', f'--seed={FLAGS.seed}'])
+  if 'error' in result:
+    return {'L': n_res, 'plan': dataclasses.asdict(plan), **result}
+  return result
 
 
 # ----------------------------------------------------------------------------
@@ -264,11 +253,8 @@ def run_length(n_res: int) -> dict:
 
 
 
-def mb(x: float) -> str:
-  return f'{x / 1e6:,.0f}'
-
-
 def markdown(report: dict) -> str:
+  mb = common.mb
   m, s = report['machine'], report['settings']
   lines = [
       _BEGIN,

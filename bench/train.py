@@ -30,7 +30,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -100,7 +99,7 @@ def run_child(spec: dict) -> dict:
   batch['num_recycles'] = np.full_like(batch['num_recycles'], FLAGS.num_recycles)
   state = init_train_state(cfg)
   jax.block_until_ready(state)
-  rss_before = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+  rss_before = common.current_rss()
   step = TrainStep(cfg, state.graphdef)
   t = time.perf_counter()
   lowered = step.lower(state, batch)
@@ -137,23 +136,13 @@ def run_child(spec: dict) -> dict:
 
 def spawn(remat: bool, chunk: int | None) -> dict:
   spec = json.dumps({'remat': remat, 'chunk': chunk})
-  cmd = [sys.executable, os.path.abspath(__file__), f'--child={spec}',
-         *[a for a in sys.argv[1:] if not a.startswith(('--json_out', '--results_md'))]]
-  env = dict(os.environ)
-  env['PYTHONPATH'] = os.pathsep.join(p for p in (_ROOT, env.get('PYTHONPATH')) if p)
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-  if proc.returncode != 0:
-    sys.stderr.write(proc.stderr[-4000:])
-    return {'remat': remat, 'chunk': chunk,
-            'error': f'exit {proc.returncode}: ' + proc.stderr.strip().splitlines()[-1]}
-  return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def mb(x: float) -> str:
-  return f'{x / 1e6:,.0f}'
+  args = [a for a in sys.argv[1:] if not a.startswith(('--json_out', '--results_md'))]
+  result = common.run_child(__file__, [f'--child={spec}', *args])
+  return {'remat': remat, 'chunk': chunk, **result} if 'error' in result else result
 
 
 def markdown(report: dict) -> str:
+  mb = common.mb
   m, s = report['machine'], report['settings']
   lines = [
       _BEGIN,
