@@ -133,6 +133,67 @@ def read_fasta(path: str) -> list[FastaRecord]:
   return parse_fasta(_read_text(path, 'FASTA file'), source=str(path))
 
 
+# AlphaFold-Multimer names chains with the PDB format's one-character ids (A-Z, a-z, 0-9).
+MAX_COMPLEX_CHAINS = 62
+CHAIN_SEPARATOR = ':'  # ColabFold's 'SEQ1:SEQ2': several chains in one record
+
+
+def parse_complex_fasta(text: str, source: str = '<string>',
+                        max_chains: int = MAX_COMPLEX_CHAINS) -> list[FastaRecord]:
+  """The chains of one complex: every record is a chain, and ':' splits a record into several.
+
+  AlphaFold-Multimer reads a FASTA with several records as one complex; ColabFold writes
+  a complex as one record 'SEQ1:SEQ2'. Both are accepted, also mixed. Names may repeat:
+  chains are identified by their position (chain A is the first).
+
+  Args:
+    text: FASTA text; lower-case residues are upper-cased, whitespace and a trailing '*'
+      of a chain are ignored.
+    source: the file the text came from, for error messages.
+    max_chains: the most chains accepted.
+
+  Returns:
+    One record per chain, in order; the chains of a ':' record share its name and
+    description.
+
+  Raises:
+    InputError: empty input, text before the first '>', an empty chain ('A::B', a
+      trailing ':'), letters outside the 20 amino acids and X, an unsafe name, or more
+      than `max_chains` chains.
+  """
+  stripped = text.lstrip()
+  if not stripped:
+    raise InputError(f'{source} is empty: give the chains of the complex as FASTA records, '
+                     'e.g. ">complex" followed by "SEQ1:SEQ2"')
+  if not stripped.startswith('>'):
+    first = stripped.splitlines()[0]
+    raise InputError(f'{source} has text before the first ">" ({_clip(first, 30)!r}): '
+                     'FASTA records start with a ">name" header line')
+  chains = []
+  for index, (header, raw) in enumerate(SimpleFastaParser(io.StringIO(stripped))):
+    description = header.strip()
+    name = description.split()[0] if description.split() else ''
+    _check_name(name, description, index, source)
+    parts = raw.split(CHAIN_SEPARATOR)
+    for k, part in enumerate(parts):
+      label = name if len(parts) == 1 else f'{name} chain {k + 1}'
+      if not ''.join(part.split()).rstrip('*'):
+        where = '' if len(parts) == 1 else f' (part {k + 1} of {len(parts)} between ":")'
+        raise InputError(f'record {name!r} of {source} has an empty chain{where}: remove the '
+                         'extra ":" or the empty record, or add its residues')
+      chains.append(FastaRecord(name, description, _clean_sequence(part, label, source)))
+  if len(chains) > max_chains:
+    raise InputError(f'{source} has {len(chains)} chains, more than the {max_chains} that '
+                     'AlphaFold-Multimer can name: fold a sub-complex of at most '
+                     f'{max_chains} chains')
+  return chains
+
+
+def read_complex_fasta(path: str) -> list[FastaRecord]:
+  """The chains of the complex in a FASTA file (see `parse_complex_fasta`)."""
+  return parse_complex_fasta(_read_text(path, 'FASTA file'), source=str(path))
+
+
 # ---------------------------------------------------------------------------
 # MSAs.
 
