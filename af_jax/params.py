@@ -25,6 +25,7 @@ ROOT = 'alphafold/alphafold_iteration'
 _COMPONENT_TO_AF = {
     'pair_activations': 'pair_activiations',  # sic: AlphaFold's spelling
     'layer_stack': '__layer_stack_no_state',  # template pair stack's layer_stack
+    'relative_encoding': '~_relative_encoding',  # multimer: a Haiku method scope
 }
 _COMPONENT_FROM_AF = {v: k for k, v in _COMPONENT_TO_AF.items()}
 

@@ -177,10 +177,15 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def model_config(name: str) -> ml_collections.ConfigDict:
-  """AlphaFold's monomer preset `name` (model_1 ... model_5, model_1_ptm ...)."""
+  """AlphaFold's preset `name`: monomer (model_1 ... model_5, model_1_ptm ...) or
+  multimer (model_1_multimer_v3 ..., configs.model_multimer)."""
+  from configs import model_multimer
+  if name in model_multimer.MULTIMER_PRESET_DIFFS:
+    return model_multimer.multimer_config(name)
   if name not in PRESET_DIFFS:
     from af_jax.errors import ConfigError
-    raise ConfigError(f'unknown model preset {name!r}; choose one of {", ".join(PRESETS)}')
+    choices = PRESETS + model_multimer.MULTIMER_PRESETS
+    raise ConfigError(f'unknown model preset {name!r}; choose one of {", ".join(choices)}')
   cfg = base_config()
   cfg.update_from_flattened_dict(PRESET_DIFFS[name])
   cfg.model_name = name

@@ -34,13 +34,18 @@ def predicted_aligned_error(logits: jax.Array, breaks: jax.Array) -> dict:
 
 
 def predicted_tm_score(logits: jax.Array, breaks: jax.Array,
-                       residue_weights: jax.Array | None = None) -> jax.Array:
+                       residue_weights: jax.Array | None = None,
+                       asym_id: jax.Array | None = None) -> jax.Array:
   """pTM: the best over alignment frames of the expected TM-score. Suppl. eq. 40.
+
+  With `asym_id` it is the interface pTM (ipTM, Evans et al. (2021) eq. 2):
+  each frame scores the residues of the other chains only.
 
   Args:
     logits: [N_res, N_res, N_bins] aligned-error logits.
     breaks: [N_bins - 1] bin edges.
     residue_weights: [N_res] in [0, 1] (the sequence mask); all ones if None.
+    asym_id: [N_res] chain index, for ipTM; None for pTM.
   """
   n_res = logits.shape[0]
   if residue_weights is None:
@@ -52,6 +57,10 @@ def predicted_tm_score(logits: jax.Array, breaks: jax.Array,
   tm_per_bin = 1.0 / (1 + jnp.square(centers) / jnp.square(d0))
   expected_tm = jnp.sum(jax.nn.softmax(logits, axis=-1) * tm_per_bin, axis=-1)
   pair_weights = residue_weights[None, :] * residue_weights[:, None]
+  if asym_id is not None:
+    other_chain = (asym_id[:, None] != asym_id[None, :]).astype(expected_tm.dtype)
+    expected_tm = expected_tm * other_chain
+    pair_weights = pair_weights * other_chain
   normed = pair_weights / (1e-8 + jnp.sum(pair_weights, axis=-1, keepdims=True))
   per_frame = jnp.sum(expected_tm * normed, axis=-1)
   return jnp.max(per_frame * residue_weights)

@@ -17,7 +17,7 @@ from af_jax.common import residue_constants as rc
 from af_jax.common.geometry import Rigid, rigids_from_3_points
 
 
-def _gather_atoms(data: jax.Array, index: jax.Array) -> jax.Array:
+def gather_atoms(data: jax.Array, index: jax.Array) -> jax.Array:
   """data [..., A, *rest], index [..., B] -> [..., B, *rest] (gather along A)."""
   lead = index.ndim - 1
   rest = data.shape[lead + 1:]
@@ -51,7 +51,7 @@ def make_atom14_masks(aatype: jax.Array) -> dict[str, jax.Array]:
 def _convert_layout(data: jax.Array, aatype: jax.Array, index: np.ndarray,
                     exists: np.ndarray) -> jax.Array:
   """Gather per-residue atom slots by a per-restype index table; zero absent slots."""
-  out = _gather_atoms(data, jnp.asarray(index)[aatype])
+  out = gather_atoms(data, jnp.asarray(index)[aatype])
   mask = jnp.asarray(exists)[aatype].astype(out.dtype)
   return out * jnp.reshape(mask, mask.shape + (1,) * (out.ndim - mask.ndim))
 
@@ -139,8 +139,8 @@ def frames_and_literature_positions_to_atom14_pos(aatype: jax.Array,
   """
   group = jnp.asarray(rc.restype_atom14_to_rigid_group)[aatype]  # [N, 14]
   # A gather equals AlphaFold's one-hot sum exactly (one non-zero term).
-  atom_frames = Rigid(_gather_atoms(all_frames_to_global.rotation, group),
-                      _gather_atoms(all_frames_to_global.translation, group))
+  atom_frames = Rigid(gather_atoms(all_frames_to_global.rotation, group),
+                      gather_atoms(all_frames_to_global.translation, group))
   local = jnp.asarray(rc.restype_atom14_rigid_group_positions)[aatype]  # [N, 14, 3]
   mask = jnp.asarray(rc.restype_atom14_mask)[aatype]
   return atom_frames.apply(local) * mask[..., None]
@@ -197,8 +197,8 @@ def atom37_to_torsion_angles(aatype: jax.Array, all_atom_pos: jax.Array,
   # Chi atoms: [..., N, 4 chis, 4 atoms] atom37 indices.
   chi_index = jnp.asarray(rc.chi_atom_indices)[aatype]
   flat_index = jnp.reshape(chi_index, chi_index.shape[:-2] + (16,))
-  chi_pos = jnp.reshape(_gather_atoms(pos, flat_index), chi_index.shape + (3,))
-  chi_atoms_mask = jnp.reshape(_gather_atoms(mask, flat_index), chi_index.shape)
+  chi_pos = jnp.reshape(gather_atoms(pos, flat_index), chi_index.shape + (3,))
+  chi_atoms_mask = jnp.reshape(gather_atoms(mask, flat_index), chi_index.shape)
   chi_exists = jnp.asarray(np.array(rc.chi_angles_mask + [[0.0] * 4], np.float32))[aatype]
   chis_mask = chi_exists * jnp.prod(chi_atoms_mask, axis=-1)
 

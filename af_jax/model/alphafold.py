@@ -30,6 +30,9 @@ class AlphaFold(nnx.Module):
     rngs: random streams for initialisation.
   """
 
+  trunk_class = EmbeddingsAndEvoformer
+  structure_module_class = StructureModule
+
   def __init__(self, config, *, rngs: nnx.Rngs):
     e = config.embeddings_and_evoformer
     gc = config.global_config
@@ -39,9 +42,9 @@ class AlphaFold(nnx.Module):
     # the structure module and the per-residue heads are always float32.
     dt = primitives.compute_dtype(gc)
     self.config = config
-    self.evoformer = EmbeddingsAndEvoformer(e, gc, rngs=rngs)
-    self.structure_module = StructureModule(hc.structure_module, c_s=e.seq_channel,
-                                            c_z=e.pair_channel, zero_init=zi, rngs=rngs)
+    self.evoformer = self.trunk_class(e, gc, rngs=rngs)
+    self.structure_module = self.structure_module_class(
+        hc.structure_module, c_s=e.seq_channel, c_z=e.pair_channel, zero_init=zi, rngs=rngs)
     self.distogram_head = heads.DistogramHead(hc.distogram, c_z=e.pair_channel, zero_init=zi,
                                               dtype=dt, rngs=rngs)
     self.masked_msa_head = heads.MaskedMsaHead(hc.masked_msa, c_m=e.msa_channel, zero_init=zi,
@@ -138,7 +141,7 @@ class AlphaFold(nnx.Module):
     def body(carry):
       done, prev, _, _ = carry
       reps, sm = run(done, prev)
-      new_prev = _recycled(reps, sm)
+      new_prev = recycled_state(reps, sm)
       tol = confidence.ca_distance_change(prev['prev_pos'], new_prev['prev_pos'], seq_mask)
       return done + 1, new_prev, (reps, sm), tol
 
@@ -189,7 +192,7 @@ class AlphaFold(nnx.Module):
 
     def body(r, prev):
       reps, sm = frozen.iteration(take(r), prev, plan, key_for(r), mesh)
-      return jax.lax.stop_gradient(_recycled(reps, sm))
+      return jax.lax.stop_gradient(recycled_state(reps, sm))
 
     prev = jax.lax.fori_loop(0, num_recycles, body, self._initial_prev(n_res))
     reps, sm = self.iteration(take(num_recycles), prev, plan, key_for(num_recycles), mesh)
@@ -198,7 +201,7 @@ class AlphaFold(nnx.Module):
     return out
 
 
-def _recycled(reps: dict, sm: dict) -> dict:
+def recycled_state(reps: dict, sm: dict) -> dict:
   """What one iteration passes to the next (Alg. 2 lines 4-6 and 31-32)."""
   return {'prev_msa_first_row': reps['msa_first_row'], 'prev_pair': reps['pair'],
           'prev_pos': sm['final_atom_positions']}

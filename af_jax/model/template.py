@@ -21,17 +21,32 @@ from af_jax.parallel import dap as dap_lib
 from af_jax.parallel.mesh import dap_size, round_up
 
 
+# Each op of a template pair block, in the layout it runs in (DAP rows/columns).
+_LAYOUT = {'triangle_attention_starting_node': 'rows', 'triangle_attention_ending_node': 'columns',
+           'triangle_multiplication_outgoing': 'rows',
+           'triangle_multiplication_incoming': 'columns', 'pair_transition': 'columns'}
+# DIFFERS FROM THE EVOFORMER: the monomer's template stack runs triangle
+# attention before triangle multiplication (Alg. 16); AlphaFold-Multimer's runs
+# them in the Evoformer's order.
+MONOMER_ORDER = ('triangle_attention_starting_node', 'triangle_attention_ending_node',
+                 'triangle_multiplication_outgoing', 'triangle_multiplication_incoming',
+                 'pair_transition')
+MULTIMER_ORDER = ('triangle_multiplication_outgoing', 'triangle_multiplication_incoming',
+                  'triangle_attention_starting_node', 'triangle_attention_ending_node',
+                  'pair_transition')
+
+
 class TemplatePairBlock(nnx.Module):
   """One block of the template pair stack. Jumper et al. (2021) Suppl. Alg. 16 lines 2-6.
 
-  DIFFERS FROM THE EVOFORMER: triangle attention comes before triangle
-  multiplication here, as in AlphaFold.
+  `order` is MONOMER_ORDER or MULTIMER_ORDER.
   """
 
   def __init__(self, config, *, c_t: int, zero_init: bool = True, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               order: tuple[str, ...] = MONOMER_ORDER, rngs: nnx.Rngs):
     kw = dict(c_z=c_t, zero_init=zero_init, dtype=dtype, rngs=rngs)
     self.config = config
+    self.order = order
     self.triangle_attention_starting_node = TriangleAttention(
         config.triangle_attention_starting_node, **kw)
     self.triangle_attention_ending_node = TriangleAttention(
@@ -51,11 +66,11 @@ class TemplatePairBlock(nnx.Module):
     ta, tm = plan.triangle_attention, plan.triangle_multiplication
     masks = {'rows': dap.rows(pair_mask), 'columns': dap.columns(pair_mask)}
     layout = 'rows'
-    for name, chunk, want in (('triangle_attention_starting_node', ta, 'rows'),
-                              ('triangle_attention_ending_node', ta, 'columns'),
-                              ('triangle_multiplication_outgoing', tm, 'rows'),
-                              ('triangle_multiplication_incoming', tm, 'columns'),
-                              ('pair_transition', plan.pair_transition, 'columns')):
+    chunks = {'triangle_attention_starting_node': ta, 'triangle_attention_ending_node': ta,
+              'triangle_multiplication_outgoing': tm, 'triangle_multiplication_incoming': tm,
+              'pair_transition': plan.pair_transition}
+    for name in self.order:
+      chunk, want = chunks[name], _LAYOUT[name]
       if want != layout:
         pair = dap.to_columns(pair) if want == 'columns' else dap.to_rows(pair)
         layout = want

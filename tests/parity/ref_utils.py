@@ -107,3 +107,28 @@ def undefined_torsions_zeroed():
     yield
   finally:
     ref_modules.all_atom.atom37_to_torsion_angles = original
+
+
+@contextlib.contextmanager
+def self_unit_vectors_zeroed():
+  """Make the reference multimer's template unit vector of a residue to itself zero, as af_jax.
+
+  The reference computes it as R^T t_i - R^T t_i: float rounding noise of size
+  ~1e-6, which `normalized` (clipped at 1e-6) blows up to O(1) values that
+  differ between jitted and eager runs. See embedders_multimer.template_pair_features.
+  Vectors longer than 1e-3 Å (every real inter-residue vector) are untouched.
+  """
+  from alphafold.model.geometry import vector
+
+  original = vector.Vec3Array.normalized
+
+  def normalized(self, epsilon: float = 1e-6):
+    out = original(self, epsilon)
+    keep = (self.norm(epsilon) > 1e-3).astype(out.x.dtype)
+    return out * keep
+
+  vector.Vec3Array.normalized = normalized
+  try:
+    yield
+  finally:
+    vector.Vec3Array.normalized = original
