@@ -3,15 +3,18 @@
   <output_dir>/<target>/
     features.pkl                   raw features (AlphaFold's names)
     msas/                          the alignments the features came from
-    unrelaxed_<model>.pdb / .cif   one per prediction (<model> = model_1_ptm_pred_0, ...)
+    unrelaxed_<model>.pdb / .cif   one per prediction (<model> = model_1_ptm_pred_0, ...);
+                                   a complex's chains are A, B, ... in asym_id order
     result_<model>.pkl             the prediction's arrays (AlphaFold's output names)
-    confidence_<model>.json        per-residue pLDDT (AlphaFold DB format)
+    confidence_<model>.json        per-residue pLDDT (AlphaFold DB format); for a complex
+                                   also per-chain and interface confidence (complex_confidence)
     pae_<model>.json               PAE (AlphaFold DB format; _ptm models only)
     relaxed_<model>.pdb / .cif     Amber-relaxed predictions (--models_to_relax; the PDB
                                    file has hydrogens, as AlphaFold's)
     relax_metrics.json             per relaxed prediction: remaining violations, energies,
                                    RMSD to the unrelaxed model, or the error that stopped it
-    ranked_<i>.pdb / .cif          predictions ranked by mean pLDDT (relaxed where relaxed)
+    ranked_<i>.pdb / .cif          predictions ranked by mean pLDDT, complexes by
+                                   0.8 ipTM + 0.2 pTM (relaxed where relaxed)
     plddt.png, pae.png             pictures of the confidences
     timings.json                   seconds per stage
     ranking_debug.json             ranking scores and order; written last, so its presence
@@ -26,13 +29,17 @@ import json
 import os
 import pathlib
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from af_jax.common import protein
+from af_jax.common import confidence, protein
+from af_jax.errors import InputError
 
 RANKING_FILE = 'ranking_debug.json'
+# ranking_debug.json's key for the scores, as AlphaFold's run_alphafold.py writes it.
+MONOMER_SCORE_LABEL = 'plddts'
+MULTIMER_SCORE_LABEL = 'iptm+ptm'
 RELAX_METRICS_FILE = 'relax_metrics.json'
 
 
@@ -112,27 +119,113 @@ def unpad_prediction(out: Mapping, num_res: int) -> dict:
   return walk(out, ())
 
 
+def chain_index_from_asym_id(asym_id: np.ndarray) -> np.ndarray:
+  """0-based chain index [N_res] from AlphaFold-Multimer's asym_id (1..N_chains, float
+  or int): chains numbered in asym_id order."""
+  asym_id = np.asarray(asym_id)
+  if asym_id.ndim != 1:
+    raise InputError(f'asym_id has shape {asym_id.shape}; pass the unbatched [N_res] feature')
+  if asym_id.size and asym_id.min() < 1:
+    raise InputError('asym_id has entries below 1 (padding is 0); pass the target\'s '
+                     'residues only (unpad_prediction, raw features)')
+  return np.unique(asym_id, return_inverse=True)[1].reshape(-1).astype(np.int32)
+
+
 def prediction_protein(out: Mapping, aatype: np.ndarray, residue_index: np.ndarray,
-                       chain_id: str = 'A') -> protein.Protein:
-  """A Protein from a prediction, pLDDT in the B-factor column (as AlphaFold writes it)."""
+                       chain_id: str = 'A', *, asym_id: np.ndarray | None = None,
+                       chain_ids: Sequence[str] | None = None) -> protein.Protein:
+  """A Protein from a prediction, pLDDT in the B-factor column (as AlphaFold writes it).
+
+  Args:
+    out: the (unpadded) prediction.
+    aatype: [N_res] residue types.
+    residue_index: [N_res] residue numbers from 0 (per chain for a complex); files
+      number from 1.
+    chain_id: the chain's name for a monomer.
+    asym_id: [N_res] for a complex (AlphaFold-Multimer's feature): each residue's
+      chain, named A, B, ... in asym_id order (AlphaFold names them from
+      asym_id itself).
+    chain_ids: the complex's chain names in asym_id order instead of A, B, ...
+  """
   sm = out['structure_module']
   plddt = np.asarray(out['plddt'])
   mask = np.asarray(sm['final_atom_mask'])
+  chains = {'chain_id': chain_id}
+  if asym_id is not None:
+    # DIFFERS FROM AF2: AlphaFold's from_prediction uses asym_id (from 1) as the chain
+    # index, so its complexes' chains are B, C, ... (google-deepmind/alphafold#251);
+    # here they start at A, as the input's chain_id_map.json names them.
+    chains = {'chain_index': chain_index_from_asym_id(asym_id),
+              'chain_ids': None if chain_ids is None else tuple(chain_ids)}
   return protein.Protein(
       atom_positions=np.asarray(sm['final_atom_positions']), atom_mask=mask,
       aatype=np.asarray(aatype), residue_index=np.asarray(residue_index) + 1,
-      b_factors=plddt[:, None] * mask, chain_id=chain_id)
+      b_factors=plddt[:, None] * mask, **chains)
+
+
+def complex_confidence(out: Mapping, prot: protein.Protein) -> dict:
+  """Per-residue, per-chain and interface confidence of a multimer prediction.
+
+  AlphaFold DB's per-residue lists (residueNumber: position in the complex, as the
+  PAE matrix's rows; confidenceScore; confidenceCategory) with each residue's
+  chainId and chainResidueNumber (as in the PDB/mmCIF files), then per chain, in
+  the order of chain_ids, AlphaFold 3's summary names: chain_mean_plddt, chain_ptm
+  (the chain's pTM alone), chain_pair_iptm ([i][j]: ipTM of chains i and j alone,
+  in the frames of chain i; the diagonal is chain_ptm; see
+  confidence.chain_pair_tm_scores), and the model's iptm, ptm and
+  ranking_confidence (0.8 ipTM + 0.2 pTM).
+
+  Args:
+    out: the (unpadded) prediction, with the PAE head's logits and breaks.
+    prot: its structure (prediction_protein with asym_id): the chains.
+
+  Returns:
+    A JSON-ready dict; pLDDT rounded to 2 decimals, TM-scores to 4.
+  """
+  plddt = np.asarray(out['plddt'], np.float64)
+  if plddt.shape != (len(prot.aatype),):
+    raise InputError(f'plddt has shape {plddt.shape} for {len(prot.aatype)} residues; unpad '
+                     'the prediction (unpad_prediction) before writing it')
+  data = json.loads(confidence_json(plddt))
+  index = np.asarray(prot.chain_index)
+  data['chainId'] = [prot.chain_ids[c] for c in index]
+  data['chainResidueNumber'] = [int(r) for r in prot.residue_index]
+  head = out['predicted_aligned_error_head']
+  tm = np.asarray(confidence.chain_pair_tm_scores(
+      np.asarray(head['logits']), np.asarray(head['breaks']), index, len(prot.chain_ids)),
+      np.float64)
+  present = [c for c in range(len(prot.chain_ids)) if np.any(index == c)]
+  tm = tm[np.ix_(present, present)]
+  data['chain_ids'] = [prot.chain_ids[c] for c in present]
+  data['chain_mean_plddt'] = [round(float(plddt[index == c].mean()), 2) for c in present]
+  data['chain_ptm'] = [round(float(v), 4) for v in np.diag(tm)]
+  data['chain_pair_iptm'] = np.round(tm, 4).tolist()
+  iptm, ptm = float(out['iptm']), float(out['ptm'])
+  ranking = float(out.get('ranking_confidence', 0.8 * iptm + 0.2 * ptm))
+  data.update(iptm=round(iptm, 4), ptm=round(ptm, 4), ranking_confidence=round(ranking, 4))
+  return data
+
+
+def complex_confidence_json(out: Mapping, prot: protein.Protein) -> str:
+  """complex_confidence as JSON text (compact, as confidence_json)."""
+  return json.dumps(complex_confidence(out, prot), separators=(',', ':'))
 
 
 def write_prediction(target_dir: pathlib.Path, model_name: str, out: Mapping,
                      prot: protein.Protein) -> None:
-  """Structure, result arrays and confidence JSON of one prediction."""
+  """Structure, result arrays and confidence JSON of one prediction.
+
+  A multimer prediction (one with `iptm`) gets complex_confidence_json, on the
+  chains of `prot`; a monomer's is confidence_json.
+  """
   write_atomic(target_dir / f'unrelaxed_{model_name}.pdb', protein.to_pdb(prot))
   write_atomic(target_dir / f'unrelaxed_{model_name}.cif',
                protein.to_mmcif(prot, model_name=model_name))
   write_atomic(target_dir / f'result_{model_name}.pkl',
                pickle.dumps(_to_numpy(out), protocol=pickle.HIGHEST_PROTOCOL))
-  write_atomic(target_dir / f'confidence_{model_name}.json', confidence_json(out['plddt']))
+  conf = (complex_confidence_json(out, prot) if 'iptm' in out
+          else confidence_json(out['plddt']))
+  write_atomic(target_dir / f'confidence_{model_name}.json', conf)
   if 'predicted_aligned_error' in out:
     write_atomic(target_dir / f'pae_{model_name}.json',
                  pae_json(out['predicted_aligned_error'], out['max_predicted_aligned_error']))
@@ -156,12 +249,16 @@ def write_relax_metrics(target_dir: pathlib.Path, metrics: Mapping[str, Mapping]
 def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
                   proteins: Mapping[str, protein.Protein], *,
                   random_params: bool = False,
-                  relaxed: Mapping[str, tuple[str, protein.Protein]] | None = None) -> list[str]:
-  """ranked_<i>.pdb/.cif by mean pLDDT (best first), then ranking_debug.json last.
+                  relaxed: Mapping[str, tuple[str, protein.Protein]] | None = None,
+                  score_label: str = MONOMER_SCORE_LABEL) -> list[str]:
+  """ranked_<i>.pdb/.cif by score (best first), then ranking_debug.json last.
 
-  A prediction in `relaxed` (name -> (relaxed PDB text, relaxed Protein)) is ranked by
-  its relaxed structure, as AlphaFold does. With random weights the ranking file says
-  so, so nobody mistakes a smoke test for a fold.
+  The scores are what AlphaFold ranks by: mean pLDDT for monomers, the
+  ranking_confidence (0.8 ipTM + 0.2 pTM) for multimers, written under
+  `score_label` (MONOMER_SCORE_LABEL 'plddts' or MULTIMER_SCORE_LABEL 'iptm+ptm',
+  AlphaFold's keys) beside 'order'. A prediction in `relaxed` (name -> (relaxed PDB
+  text, relaxed Protein)) is ranked by its relaxed structure, as AlphaFold does. With
+  random weights the ranking file says so, so nobody mistakes a smoke test for a fold.
   """
   order = sorted(scores, key=lambda name: scores[name], reverse=True)
   relaxed = relaxed or {}
@@ -172,7 +269,7 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
       pdb_text, prot = protein.to_pdb(proteins[name]), proteins[name]
     write_atomic(target_dir / f'ranked_{i}.pdb', pdb_text)
     write_atomic(target_dir / f'ranked_{i}.cif', protein.to_mmcif(prot, model_name=name))
-  ranking = {'plddts': {k: float(v) for k, v in scores.items()}, 'order': order}
+  ranking = {score_label: {k: float(v) for k, v in scores.items()}, 'order': order}
   if random_params:
     ranking['params'] = 'RANDOM (--random_params): smoke test, the structures are meaningless'
   write_atomic(target_dir / RANKING_FILE, json.dumps(ranking, indent=4))

@@ -1,7 +1,9 @@
 """The pictures people look at first: pLDDT along the chain and the PAE heat map.
 
 matplotlib with the Agg backend (no display needed); figures are written through
-outputs.write_with, so a PNG appears only when complete.
+outputs.write_with, so a PNG appears only when complete. For a complex, pass the
+chains' residue counts (`chain_lengths`, in file order): lines mark where each
+chain ends and the chains' names label the axes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from af_jax import outputs
+from af_jax.common import protein
 
 # AlphaFold DB's pLDDT bands and colours.
 _BANDS = ((90, 100, '#0053d6'), (70, 90, '#65cbf3'), (50, 70, '#ffdb13'), (0, 50, '#ff7d45'))
@@ -24,8 +27,34 @@ def _pyplot():
   return plt
 
 
-def plot_plddt(path: pathlib.Path, plddts: Mapping[str, np.ndarray], title: str) -> None:
-  """pLDDT per residue, one line per prediction (in ranking order), on AlphaFold DB bands."""
+def _chains(chain_lengths: Sequence[int], chain_ids: Sequence[str] | None,
+            num_res: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """Boundaries between chains and chain midpoints (0-based residue positions), names."""
+  lengths = np.asarray(chain_lengths, int)
+  if lengths.ndim != 1 or np.any(lengths <= 0) or lengths.sum() != num_res:
+    raise ValueError(f'chain_lengths={list(lengths)} must be positive counts adding up to '
+                     f'the {num_res} residues plotted')
+  names = list(chain_ids) if chain_ids is not None else list(protein.pdb_chain_ids(len(lengths)))
+  if len(names) != len(lengths):
+    raise ValueError(f'chain_ids={names} names {len(names)} chains; chain_lengths has '
+                     f'{len(lengths)}')
+  ends = np.cumsum(lengths)
+  return ends[:-1], ends - lengths / 2, names
+
+
+def plot_plddt(path: pathlib.Path, plddts: Mapping[str, np.ndarray], title: str, *,
+               chain_lengths: Sequence[int] | None = None,
+               chain_ids: Sequence[str] | None = None) -> None:
+  """pLDDT per residue, one line per prediction (in ranking order), on AlphaFold DB bands.
+
+  Args:
+    path: the PNG to write.
+    plddts: prediction name -> [N_res] pLDDT.
+    title: the figure's title.
+    chain_lengths: residues per chain, for a complex: a line where each chain ends,
+      the chain names along the top.
+    chain_ids: the chains' names (default A, B, ...).
+  """
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
   for low, high, colour in _BANDS:
@@ -35,6 +64,14 @@ def plot_plddt(path: pathlib.Path, plddts: Mapping[str, np.ndarray], title: str)
     ax.plot(np.arange(1, len(plddt) + 1), plddt, lw=1.2,
             label=f'{name} ({plddt.mean():.1f})')
   ax.set(xlabel='residue', ylabel='pLDDT', ylim=(0, 100), title=title)
+  if chain_lengths is not None:
+    num_res = len(np.asarray(next(iter(plddts.values()))))
+    bounds, middles, names = _chains(chain_lengths, chain_ids, num_res)
+    for b in bounds:  # between residue b (1-based) and b + 1
+      ax.axvline(b + 0.5, color='black', lw=0.8)
+    top = ax.secondary_xaxis('top')
+    top.set_xticks(middles + 0.5, names)
+    top.set_xlabel('chain')
   ax.legend(fontsize=7, loc='lower right')
   fig.tight_layout()
   outputs.write_with(path, lambda tmp: fig.savefig(tmp, format='png', bbox_inches='tight'))
@@ -42,17 +79,39 @@ def plot_plddt(path: pathlib.Path, plddts: Mapping[str, np.ndarray], title: str)
 
 
 def plot_pae(path: pathlib.Path, paes: Mapping[str, np.ndarray], title: str,
-             max_pae: float = 31.75) -> None:
-  """PAE heat maps (expected error in Å of residue y when aligned on residue x), side by side."""
+             max_pae: float = 31.75, *, chain_lengths: Sequence[int] | None = None,
+             chain_ids: Sequence[str] | None = None) -> None:
+  """PAE heat maps (expected error in Å of residue y when aligned on residue x), side by side.
+
+  Args:
+    path: the PNG to write.
+    paes: prediction name -> [N_res, N_res] PAE.
+    title: the figure's title.
+    max_pae: the colour scale's top (Å).
+    chain_lengths: residues per chain, for a complex: lines between the chains'
+      blocks, chain names on the top and right axes.
+    chain_ids: the chains' names (default A, B, ...).
+  """
   plt = _pyplot()
   names: Sequence[str] = list(paes)
   fig, axes = plt.subplots(1, len(names), figsize=(max(5.0, 3.6 * len(names)), 3.6), dpi=100,
                            squeeze=False)
   image = None
   for ax, name in zip(axes[0], names):
-    image = ax.imshow(np.asarray(paes[name]), cmap='Greens_r', vmin=0, vmax=max_pae)
+    pae = np.asarray(paes[name])
+    image = ax.imshow(pae, cmap='Greens_r', vmin=0, vmax=max_pae)
     ax.set_title(name, fontsize=8)
     ax.set(xlabel='scored residue', ylabel='aligned residue')
+    if chain_lengths is not None:
+      bounds, middles, chain_names = _chains(chain_lengths, chain_ids, pae.shape[0])
+      for b in bounds:  # pixel i covers [i - 0.5, i + 0.5]
+        ax.axhline(b - 0.5, color='black', lw=0.8)
+        ax.axvline(b - 0.5, color='black', lw=0.8)
+      top, right = ax.secondary_xaxis('top'), ax.secondary_yaxis('right')
+      top.set_xticks(middles - 0.5, chain_names, fontsize=7)
+      right.set_yticks(middles - 0.5, chain_names, fontsize=7)
+  if chain_lengths is not None:
+    fig.subplots_adjust(wspace=0.45)  # room for the right-hand chain names
   fig.suptitle(title, fontsize=8)
   fig.colorbar(image, ax=axes[0].tolist(), label='expected position error (Å)', shrink=0.8)
   outputs.write_with(path, lambda tmp: fig.savefig(tmp, format='png', bbox_inches='tight'))

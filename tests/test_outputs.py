@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from af_jax import outputs, plots
-from af_jax.common import protein
+from af_jax.common import confidence, protein
+from af_jax.errors import InputError
 
 
 def test_confidence_json_bands_and_rounding():
@@ -121,3 +122,155 @@ def test_plots_are_png(tmp_path):
 def test_broken_ranking_file_is_incomplete(tmp_path, bad):
   (tmp_path / 'ranking_debug.json').write_bytes(bad)
   assert not outputs.is_complete(tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# Complexes: chains from asym_id, per-chain and interface confidence, ranking by
+# ranking_confidence, plots with chain boundaries.
+
+def _fake_multimer(lengths, seed=0):
+  """A random multimer prediction and its features (asym_id from 1, float as AlphaFold's)."""
+  rng = np.random.default_rng(seed)
+  n = sum(lengths)
+  out = _fake_prediction(n, rng=rng)
+  head = out['predicted_aligned_error_head']
+  head['breaks'] = np.linspace(0.0, 31.0, 63).astype(np.float32)
+  head['logits'] = (rng.normal(size=(n, n, 64))
+                    - np.linspace(0, 40, 64) * rng.uniform(0, 1, (n, n, 1))).astype(np.float32)
+  out['structure_module']['final_atom_mask'] = (
+      rng.uniform(size=(n, 37)) < 0.6).astype(np.float32)
+  out['structure_module']['final_atom_mask'][:, 1] = 1  # every residue has its CA
+  out['iptm'], out['ptm'] = np.float32(rng.uniform()), np.float32(rng.uniform())
+  out['ranking_confidence'] = 0.8 * out['iptm'] + 0.2 * out['ptm']
+  feats = {'asym_id': np.repeat(np.arange(1, len(lengths) + 1), lengths).astype(np.float32),
+           'residue_index': np.concatenate([np.arange(k) for k in lengths]),
+           'aatype': rng.integers(0, 21, n)}
+  return out, feats
+
+
+def test_prediction_protein_of_a_complex():
+  out, feats = _fake_multimer((6, 9, 4))
+  prot = outputs.prediction_protein(out, feats['aatype'], feats['residue_index'],
+                                    asym_id=feats['asym_id'])
+  assert prot.chain_ids == ('A', 'B', 'C')
+  np.testing.assert_array_equal(prot.chain_index, np.repeat([0, 1, 2], [6, 9, 4]))
+  np.testing.assert_array_equal(prot.residue_index, feats['residue_index'] + 1)
+  np.testing.assert_array_equal(prot.b_factors[:, 1], out['plddt'])
+  text = protein.to_pdb(prot)
+  assert sorted({line[21] for line in text.splitlines() if line.startswith('ATOM')}) == [
+      'A', 'B', 'C']
+  back = protein.from_pdb_string(text, 'B')
+  np.testing.assert_array_equal(back.residue_index, np.arange(1, 10))
+  np.testing.assert_allclose(back.atom_positions,
+                             prot.atom_positions[6:15] * prot.atom_mask[6:15, :, None], atol=1e-3)
+  # asym_id order names the chains, whatever the values; chain_ids= renames them.
+  named = outputs.prediction_protein(out, feats['aatype'], feats['residue_index'],
+                                     asym_id=feats['asym_id'] * 10, chain_ids=['H', 'L', 'X'])
+  assert named.chain_ids == ('H', 'L', 'X')
+  np.testing.assert_array_equal(named.chain_index, prot.chain_index)
+  with pytest.raises(InputError, match='padding'):
+    outputs.chain_index_from_asym_id(np.append(feats['asym_id'], [0, 0]))
+  # Without asym_id: one chain, as before.
+  mono = outputs.prediction_protein(out, feats['aatype'], np.arange(19), chain_id='B')
+  assert mono.chain_ids == ('B',) and not mono.chain_index.any()
+
+
+def test_complex_confidence_json(tmp_path):
+  lengths = (20, 30, 25)
+  out, feats = _fake_multimer(lengths, seed=1)
+  prot = outputs.prediction_protein(out, feats['aatype'], feats['residue_index'],
+                                    asym_id=feats['asym_id'])
+  outputs.write_prediction(tmp_path, 'model_1_multimer_v3_pred_0', out, prot)
+  data = json.loads((tmp_path / 'confidence_model_1_multimer_v3_pred_0.json').read_text())
+  # AlphaFold DB's per-residue lists, over the whole complex.
+  mono = json.loads(outputs.confidence_json(out['plddt']))
+  assert {k: data[k] for k in mono} == mono
+  assert data['chainId'] == ['A'] * 20 + ['B'] * 30 + ['C'] * 25
+  assert data['chainResidueNumber'] == [i + 1 for k in lengths for i in range(k)]
+  assert data['chain_ids'] == ['A', 'B', 'C']
+  bounds = np.cumsum((0,) + lengths)
+  np.testing.assert_allclose(data['chain_mean_plddt'],
+                             [out['plddt'][a:b].mean() for a, b in zip(bounds, bounds[1:])],
+                             atol=0.005)
+  head = out['predicted_aligned_error_head']
+  chain_index = np.repeat([0, 1, 2], lengths)
+  pair = np.asarray(confidence.chain_pair_tm_scores(head['logits'], head['breaks'],
+                                                    chain_index, 3))
+  np.testing.assert_allclose(data['chain_pair_iptm'], pair, atol=5e-5)
+  np.testing.assert_allclose(data['chain_ptm'], np.diag(pair), atol=5e-5)
+  for i in range(3):
+    np.testing.assert_allclose(
+        data['chain_ptm'][i], confidence.predicted_tm_score(
+            head['logits'], head['breaks'], (chain_index == i).astype(np.float32)), atol=5e-5)
+  assert pair.min() > 0.1 and not np.allclose(pair, pair.T, atol=0.01)  # not degenerate
+  for key in ('iptm', 'ptm', 'ranking_confidence'):
+    assert data[key] == pytest.approx(float(out[key]), abs=5e-5)
+  # The structure files name the chains as the JSON does.
+  cif = (tmp_path / 'unrelaxed_model_1_multimer_v3_pred_0.cif').read_text()
+  for c in 'ABC':
+    assert protein.from_mmcif_string(cif, c).aatype.shape == (lengths['ABC'.index(c)],)
+  with pytest.raises(InputError, match='unpad'):
+    outputs.complex_confidence(outputs.unpad_prediction(out, 70), prot)
+
+
+def test_complex_confidence_of_two_chains_has_the_models_iptm():
+  out, feats = _fake_multimer((22, 31), seed=2)
+  head = out['predicted_aligned_error_head']
+  out['iptm'] = np.asarray(confidence.predicted_tm_score(head['logits'], head['breaks'],
+                                                         asym_id=feats['asym_id']))
+  prot = outputs.prediction_protein(out, feats['aatype'], feats['residue_index'],
+                                    asym_id=feats['asym_id'])
+  data = outputs.complex_confidence(out, prot)
+  pair = np.array(data['chain_pair_iptm'])
+  assert max(pair[0, 1], pair[1, 0]) == pytest.approx(data['iptm'], abs=1e-4)
+
+
+def test_monomer_confidence_file_is_unchanged(tmp_path):
+  out = _fake_prediction(5)
+  outputs.write_prediction(tmp_path, 'm', out, _protein(5, 70.0))
+  assert (tmp_path / 'confidence_m.json').read_text() == outputs.confidence_json(out['plddt'])
+
+
+def test_multimer_ranking_by_ranking_confidence(tmp_path):
+  names = [f'model_{i}_multimer_v3_pred_0' for i in (1, 2, 3)]
+  prots, scores = {}, {}
+  for seed, name in enumerate(names):
+    out, feats = _fake_multimer((5, 8), seed=seed)
+    prots[name] = outputs.prediction_protein(out, feats['aatype'], feats['residue_index'],
+                                             asym_id=feats['asym_id'])
+    scores[name] = float(out['ranking_confidence'])
+    outputs.write_prediction(tmp_path, name, out, prots[name])
+  assert not outputs.is_complete(tmp_path)
+  order = outputs.write_ranking(tmp_path, scores, prots,
+                                score_label=outputs.MULTIMER_SCORE_LABEL)
+  assert order == sorted(scores, key=scores.get, reverse=True)
+  ranking = json.loads((tmp_path / 'ranking_debug.json').read_text())
+  assert ranking == {'iptm+ptm': scores, 'order': order}  # AlphaFold-Multimer's file
+  best = (tmp_path / 'ranked_0.pdb').read_text()
+  assert best == protein.to_pdb(prots[order[0]])
+  assert [line[21] for line in best.splitlines() if line.startswith('TER')] == ['A', 'B']
+  assert outputs.is_complete(tmp_path)
+  (tmp_path / f'result_{order[2]}.pkl').unlink()
+  assert not outputs.is_complete(tmp_path)
+
+
+def test_plots_with_chain_boundaries(tmp_path):
+  rng = np.random.default_rng(0)
+  lengths = [12, 20, 8]
+  plots.plot_plddt(tmp_path / 'plddt.png', {'a': rng.uniform(0, 100, 40),
+                                            'b': rng.uniform(0, 100, 40)}, 't',
+                   chain_lengths=lengths)
+  plots.plot_pae(tmp_path / 'pae.png', {'a': rng.uniform(0, 30, (40, 40)),
+                                        'b': rng.uniform(0, 30, (40, 40))}, 't',
+                 chain_lengths=lengths, chain_ids=['H', 'L', 'X'])
+  plots.plot_pae(tmp_path / 'plain.png', {'a': rng.uniform(0, 30, (40, 40))}, 't')
+  for name in ('plddt.png', 'pae.png', 'plain.png'):
+    data = (tmp_path / name).read_bytes()
+    assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 1000
+  assert (tmp_path / 'pae.png').read_bytes() != (tmp_path / 'plain.png').read_bytes()
+  with pytest.raises(ValueError, match='adding up'):
+    plots.plot_pae(tmp_path / 'x.png', {'a': np.zeros((40, 40))}, 't', chain_lengths=[10, 20])
+  with pytest.raises(ValueError, match='names 2 chains'):
+    plots.plot_plddt(tmp_path / 'x.png', {'a': np.zeros(40)}, 't', chain_lengths=lengths,
+                     chain_ids=['A', 'B'])
+  assert not (tmp_path / 'x.png').exists()

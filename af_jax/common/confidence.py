@@ -66,6 +66,51 @@ def predicted_tm_score(logits: jax.Array, breaks: jax.Array,
   return jnp.max(per_frame * residue_weights)
 
 
+def chain_pair_tm_scores(logits: jax.Array, breaks: jax.Array, chain_index: jax.Array,
+                         num_chains: int,
+                         residue_weights: jax.Array | None = None) -> jax.Array:
+  """pTM of each chain (diagonal) and ipTM of each pair of chains (off-diagonal).
+
+  predicted_tm_score's formula on sub-complexes. Entry (i, i) is the pTM of chain
+  i alone: predicted_tm_score with residue_weights restricted to chain i. Entry
+  (i, j) is the ipTM of chains i and j alone, aligned on the frames of chain i: the
+  best over residues r of chain i of the expected TM-score of chain j's residues
+  in r's frame, with d0 of the |i| + |j| residues. The matrix is not symmetric;
+  max(M[i, j], M[j, i]) is predicted_tm_score(logits, breaks, weights of chains i
+  and j, asym_id), the ipTM of the two chains over both chains' frames, and for a
+  complex of two chains it is the model's ipTM. (AlphaFold 3's chain_pair_iptm
+  takes that max over both chains' frames.)
+
+  Args:
+    logits: [N_res, N_res, N_bins] aligned-error logits.
+    breaks: [N_bins - 1] bin edges.
+    chain_index: [N_res] 0-based chain of each residue; residues outside
+      [0, num_chains) (padding) count in no chain.
+    num_chains: N_chains.
+    residue_weights: [N_res] 0/1 sequence mask; all ones if None.
+
+  Returns:
+    [N_chains, N_chains]; 0 for a chain without residues.
+  """
+  n_res = logits.shape[0]
+  if residue_weights is None:
+    residue_weights = jnp.ones((n_res,), logits.dtype)
+  members = jax.nn.one_hot(chain_index, num_chains, dtype=logits.dtype)
+  members = members * residue_weights[:, None]  # [N_res, N_chains]
+  n_chain = jnp.sum(members, axis=0)
+  # Residues scored for a pair: both chains; for the diagonal, the chain once.
+  n_pair = n_chain[:, None] + n_chain[None, :] - jnp.diag(n_chain)
+  centers = _error_bin_centers(breaks)
+  n_eff = jnp.maximum(n_pair, 19)
+  d0 = 1.24 * (n_eff - 15) ** (1.0 / 3) - 1.8
+  tm_per_bin = 1.0 / (1 + jnp.square(centers) / jnp.square(d0)[..., None])  # [C, C, B]
+  probs = jax.nn.softmax(logits, axis=-1)
+  # Bin probabilities in frame r averaged over the residues s of chain j.
+  scored = jnp.einsum('rsb,sj->rjb', probs, members) / (1e-8 + n_chain)[None, :, None]
+  per_frame = jnp.einsum('rjb,ijb->rij', scored, tm_per_bin)
+  return jnp.max(per_frame * members[:, :, None], axis=0)
+
+
 def ca_distance_change(prev_pos: jax.Array, pos: jax.Array, mask: jax.Array) -> jax.Array:
   """RMS change of CA-CA distances between two structures (Å), over masked pairs.
 

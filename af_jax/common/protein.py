@@ -1,7 +1,9 @@
 """Protein structures as atom37 arrays, read from and written to PDB and mmCIF.
 
 Readers go through biopython, as AlphaFold's do, so that altloc choice and atom
-naming agree with it; writers emit the text themselves. One Protein is one chain.
+naming agree with it; writers emit the text themselves. A Protein holds one chain
+or several (a complex), each residue tagged with its chain as in AlphaFold's
+protein.Protein; the readers return one chain, join_chains puts chains together.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+from collections.abc import Sequence
 
 import numpy as np
 from Bio.PDB import MMCIFParser, PDBParser
@@ -16,18 +19,38 @@ from Bio.PDB import MMCIFParser, PDBParser
 from af_jax.common import residue_constants as rc
 from af_jax.errors import InputError
 
+# AlphaFold's PDB chain-id alphabet (protein.PDB_CHAIN_IDS): one character per chain.
+PDB_CHAIN_IDS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+PDB_MAX_CHAINS = len(PDB_CHAIN_IDS)  # 62
+
+
+def pdb_chain_ids(num_chains: int) -> tuple[str, ...]:
+  """'A', 'B', ... for `num_chains` chains, in AlphaFold's PDB alphabet (at most 62)."""
+  if num_chains > PDB_MAX_CHAINS:
+    raise InputError(f'{num_chains} chains: the PDB format names at most {PDB_MAX_CHAINS} '
+                     f'({PDB_CHAIN_IDS}); fold at most {PDB_MAX_CHAINS} chains, or pass '
+                     'chain_ids= and write mmCIF only')
+  return tuple(PDB_CHAIN_IDS[:num_chains])
+
 
 @dataclasses.dataclass(frozen=True)
 class Protein:
-  """One chain in atom37 form.
+  """Chains in atom37 form; one chain unless `chain_index` says otherwise.
 
   Attributes:
     atom_positions: [N_res, 37, 3] in Å.
     atom_mask: [N_res, 37], 1 where the atom exists (and was predicted/observed).
     aatype: [N_res] residue type indices (restypes order, 20 = X).
-    residue_index: [N_res] residue numbers as written to the file.
+    residue_index: [N_res] residue numbers as written to the file (per chain).
     b_factors: [N_res, 37] (pLDDT for predictions).
-    chain_id: one-letter chain name.
+    chain_id: the chain's name for one chain; for several, the first chain's name
+      (always chain_ids[0] after construction).
+    chain_index: [N_res] 0-based index into chain_ids of each residue's chain, as
+      AlphaFold's Protein.chain_index; None (the default) puts every residue in
+      chain 0. Each chain's residues are one contiguous run; files list the chains
+      in the order they appear.
+    chain_ids: the chains' names, indexed by chain_index; None (the default) is
+      (chain_id,) for one chain and 'A', 'B', ... (PDB_CHAIN_IDS) for several.
   """
 
   atom_positions: np.ndarray
@@ -35,30 +58,110 @@ class Protein:
   aatype: np.ndarray
   residue_index: np.ndarray
   b_factors: np.ndarray
-  chain_id: str = 'A'
+  chain_id: str | None = None
+  chain_index: np.ndarray | None = None
+  chain_ids: tuple[str, ...] | None = None
+
+  def __post_init__(self):
+    num_res = len(self.aatype)
+    if self.chain_index is None:
+      index = np.zeros(num_res, np.int32)
+    else:
+      index = np.asarray(self.chain_index).astype(np.int32)
+    if index.shape != (num_res,):
+      raise InputError(f'chain_index has shape {index.shape}; pass one index per residue '
+                       f'({num_res})')
+    num_chains = int(index.max()) + 1 if num_res else 1
+    if self.chain_ids is None:
+      if num_chains > 1 and self.chain_id is not None:
+        raise InputError(f'chain_id={self.chain_id!r} names one chain of {num_chains}; pass '
+                         'chain_ids= (one name per chain) instead')
+      ids = (self.chain_id or 'A',) if num_chains == 1 else pdb_chain_ids(num_chains)
+    else:
+      ids = tuple(self.chain_ids)
+    if not ids or len(set(ids)) != len(ids) or not all(ids):
+      raise InputError(f'chain_ids={ids} must be distinct, non-empty names')
+    if self.chain_id is not None and self.chain_id != ids[0]:
+      raise InputError(f'chain_id={self.chain_id!r} differs from chain_ids[0]={ids[0]!r}; '
+                       'pass one of them')
+    if num_res and (index.min() < 0 or index.max() >= len(ids)):
+      raise InputError(f'chain_index runs over {sorted(set(index.tolist()))}; each must index '
+                       f'chain_ids={ids}')
+    starts = index[np.r_[0, np.flatnonzero(np.diff(index)) + 1]] if num_res else index
+    if len(set(starts.tolist())) != len(starts):
+      raise InputError(f'chain_index visits a chain twice ({starts.tolist()} by run); put '
+                       'each chain\'s residues together')
+    object.__setattr__(self, 'chain_index', index)
+    object.__setattr__(self, 'chain_ids', ids)
+    object.__setattr__(self, 'chain_id', ids[0])
+
+
+def chain_runs(prot: Protein) -> list[tuple[int, int, int]]:
+  """(chain index, start, end) of each chain's residues [start, end), in file order."""
+  index = np.asarray(prot.chain_index)
+  bounds = [0, *(np.flatnonzero(np.diff(index)) + 1).tolist(), len(index)]
+  return [(int(index[a]), a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def split_chains(prot: Protein) -> list[Protein]:
+  """One single-chain Protein per chain, in file order (e.g. for relax.relax)."""
+  return [Protein(atom_positions=prot.atom_positions[a:b], atom_mask=prot.atom_mask[a:b],
+                  aatype=prot.aatype[a:b], residue_index=prot.residue_index[a:b],
+                  b_factors=prot.b_factors[a:b], chain_id=prot.chain_ids[c])
+          for c, a, b in chain_runs(prot)]
+
+
+def join_chains(chains: Sequence[Protein]) -> Protein:
+  """The chains as one Protein, in the given order, keeping their names."""
+  if not chains:
+    raise InputError('join_chains needs at least one chain')
+  index, ids = [], []
+  for chain in chains:
+    index.append(np.asarray(chain.chain_index) + len(ids))
+    ids += chain.chain_ids
+  cat = lambda name: np.concatenate([np.asarray(getattr(c, name)) for c in chains])
+  return Protein(atom_positions=cat('atom_positions'), atom_mask=cat('atom_mask'),
+                 aatype=cat('aatype'), residue_index=cat('residue_index'),
+                 b_factors=cat('b_factors'), chain_index=np.concatenate(index),
+                 chain_ids=tuple(ids))
 
 
 def to_pdb(prot: Protein) -> str:
-  """PDB-format text (ATOM records, TER, END), pLDDT/B-factor in its column."""
+  """PDB-format text (ATOM records, TER after each chain, END), pLDDT/B-factor in its
+  column. Chains are named by chain_ids, which must be single characters.
+
+  Raises:
+    InputError: more than PDB_MAX_CHAINS chains, or a chain name longer than one
+      character (mmCIF has neither limit).
+  """
+  runs = chain_runs(prot)
+  if len(runs) > PDB_MAX_CHAINS or any(len(prot.chain_ids[c]) != 1 for c, _, _ in runs):
+    raise InputError(f'{len(runs)} chains named {list(prot.chain_ids)}: PDB files hold at '
+                     f'most {PDB_MAX_CHAINS} chains with one-character names; write mmCIF '
+                     'instead')
   lines = []
   serial = 1
-  res_name = 'UNK'
-  last_res = 0
-  for i, restype in enumerate(np.asarray(prot.aatype)):
-    res_name = rc.resnames[int(restype)] if int(restype) < len(rc.resnames) else 'UNK'
-    last_res = int(prot.residue_index[i])
-    for j, atom in enumerate(rc.atom_types):
-      if prot.atom_mask[i, j] < 0.5:
-        continue
-      x, y, z = (float(v) for v in prot.atom_positions[i, j])
-      # Atom names of 1-3 characters start in column 14, as PDB files do.
-      name = atom if len(atom) == 4 else f' {atom}'
-      lines.append(
-          f'ATOM  {serial:>5} {name:<4} {res_name:>3} {prot.chain_id:>1}{last_res:>4}    '
-          f'{x:>8.3f}{y:>8.3f}{z:>8.3f}{1.00:>6.2f}{float(prot.b_factors[i, j]):>6.2f}'
-          f'          {atom[0]:>2}  ')
-      serial += 1
-  lines.append(f'TER   {serial:>5}      {res_name:>3} {prot.chain_id:>1}{last_res:>4}')
+  for c, start, end in runs or [(0, 0, 0)]:
+    chain_id = prot.chain_ids[c]
+    res_name = 'UNK'
+    last_res = 0
+    for i in range(start, end):
+      restype = int(prot.aatype[i])
+      res_name = rc.resnames[restype] if restype < len(rc.resnames) else 'UNK'
+      last_res = int(prot.residue_index[i])
+      for j, atom in enumerate(rc.atom_types):
+        if prot.atom_mask[i, j] < 0.5:
+          continue
+        x, y, z = (float(v) for v in prot.atom_positions[i, j])
+        # Atom names of 1-3 characters start in column 14, as PDB files do.
+        name = atom if len(atom) == 4 else f' {atom}'
+        lines.append(
+            f'ATOM  {serial:>5} {name:<4} {res_name:>3} {chain_id:>1}{last_res:>4}    '
+            f'{x:>8.3f}{y:>8.3f}{z:>8.3f}{1.00:>6.2f}{float(prot.b_factors[i, j]):>6.2f}'
+            f'          {atom[0]:>2}  ')
+        serial += 1
+    lines.append(f'TER   {serial:>5}      {res_name:>3} {chain_id:>1}{last_res:>4}')
+    serial += 1  # TER takes a serial number, as in AlphaFold's files.
   lines.append('END')
   return '\n'.join(line.ljust(80) if line.startswith('ATOM') else line for line in lines) + '\n'
 
@@ -159,44 +262,65 @@ _ATOM_SITE_COLUMNS = (
 
 
 def to_mmcif(prot: Protein, *, model_name: str = 'af_jax') -> str:
-  """mmCIF text of one chain: entity, sequence and atom records, pLDDT/B-factor in
+  """mmCIF text of the chains: entities, sequences and atom records, pLDDT/B-factor in
   B_iso_or_equiv.
 
-  SEQRES (`_entity_poly_seq`) lists the chain's residues in order, numbered from
-  1 (`label_seq_id`); `residue_index` becomes the author numbering (`auth_seq_id`).
+  Chains with the same sequence share one entity (a homomer's copies), as in PDB
+  entries; entities are numbered from 1 in order of first appearance. SEQRES
+  (`_entity_poly_seq`) lists each entity's residues in order, numbered from 1
+  (`label_seq_id`); `residue_index` becomes the author numbering (`auth_seq_id`).
+  Chain names are both `label_asym_id` and `auth_asym_id`.
 
   Args:
-    prot: the chain.
+    prot: the chains.
     model_name: data block and entry name (whitespace becomes '_').
 
   Returns:
     The file's text.
   """
   name = re.sub(r'\s+', '_', model_name.strip()) or 'af_jax'
-  chain = prot.chain_id or 'A'
   res_names = [rc.resnames[int(a)] if 0 <= int(a) < len(rc.resnames) else rc.unk_restype
                for a in np.asarray(prot.aatype)]
-  lines = [f'data_{name}', '#', f'_entry.id {name}', '#',
-           '_entity.id 1', '_entity.type polymer', '#',
-           '_entity_poly.entity_id 1', '_entity_poly.type polypeptide(L)',
-           f'_entity_poly.pdbx_strand_id {chain}', '#',
-           'loop_', '_entity_poly_seq.entity_id', '_entity_poly_seq.num',
-           '_entity_poly_seq.mon_id', '_entity_poly_seq.hetero']
-  lines += [f'1 {i + 1} {r} n' for i, r in enumerate(res_names)]
+  runs = chain_runs(prot) or [(0, 0, 0)]
+  entities: dict[tuple[str, ...], int] = {}  # sequence -> entity id
+  chain_entity = []  # (chain name, entity id, start, end) in file order
+  for c, start, end in runs:
+    entity = entities.setdefault(tuple(res_names[start:end]), len(entities) + 1)
+    chain_entity.append((prot.chain_ids[c], entity, start, end))
+  strands = {e: ','.join(ch for ch, ce, _, _ in chain_entity if ce == e)
+             for e in entities.values()}
+  lines = [f'data_{name}', '#', f'_entry.id {name}', '#']
+  lines += _items('_entity', ('id', 'type'), [(e, 'polymer') for e in entities.values()])
+  lines += _items('_entity_poly', ('entity_id', 'type', 'pdbx_strand_id'),
+                  [(e, 'polypeptide(L)', strands[e]) for e in entities.values()])
+  lines += ['loop_', '_entity_poly_seq.entity_id', '_entity_poly_seq.num',
+            '_entity_poly_seq.mon_id', '_entity_poly_seq.hetero']
+  lines += [f'{e} {i + 1} {r} n' for seq, e in entities.items() for i, r in enumerate(seq)]
   lines += ['#', 'loop_', '_chem_comp.id', '_chem_comp.type']
   lines += [f"{r} 'L-peptide linking'" for r in sorted(set(res_names))]
-  lines += ['#', 'loop_', '_struct_asym.id', '_struct_asym.entity_id', f'{chain} 1', '#',
-            'loop_'] + [f'_atom_site.{c}' for c in _ATOM_SITE_COLUMNS]
+  lines += ['#', 'loop_', '_struct_asym.id', '_struct_asym.entity_id']
+  lines += [f'{chain} {entity}' for chain, entity, _, _ in chain_entity]
+  lines += ['#', 'loop_'] + [f'_atom_site.{c}' for c in _ATOM_SITE_COLUMNS]
   serial = 1
-  for i, res_name in enumerate(res_names):
-    number = int(prot.residue_index[i])
-    for j, atom in enumerate(rc.atom_types):
-      if prot.atom_mask[i, j] < 0.5:
-        continue
-      x, y, z = (float(v) for v in prot.atom_positions[i, j])
-      lines.append(f'ATOM {serial} {atom[0]} {atom} . {res_name} {chain} 1 {i + 1} ? '
-                   f'{x:.3f} {y:.3f} {z:.3f} 1.00 {float(prot.b_factors[i, j]):.2f} '
-                   f'{number} {res_name} {chain} {atom} 1')
-      serial += 1
+  for chain, entity, start, end in chain_entity:
+    for i in range(start, end):
+      res_name = res_names[i]
+      number = int(prot.residue_index[i])
+      for j, atom in enumerate(rc.atom_types):
+        if prot.atom_mask[i, j] < 0.5:
+          continue
+        x, y, z = (float(v) for v in prot.atom_positions[i, j])
+        lines.append(f'ATOM {serial} {atom[0]} {atom} . {res_name} {chain} {entity} '
+                     f'{i - start + 1} ? {x:.3f} {y:.3f} {z:.3f} 1.00 '
+                     f'{float(prot.b_factors[i, j]):.2f} {number} {res_name} {chain} {atom} 1')
+        serial += 1
   lines.append('#')
   return '\n'.join(lines) + '\n'
+
+
+def _items(category: str, columns: Sequence[str], rows: Sequence[tuple]) -> list[str]:
+  """An mmCIF category: `key value` pairs for one row, a loop for several."""
+  if len(rows) == 1:
+    return [f'{category}.{c} {v}' for c, v in zip(columns, rows[0])] + ['#']
+  return (['loop_'] + [f'{category}.{c}' for c in columns]
+          + [' '.join(str(v) for v in row) for row in rows] + ['#'])

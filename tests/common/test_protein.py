@@ -154,3 +154,175 @@ def test_writers_read_back_by_biopython_and_gemmi(predicted, writer):
     seq = gemmi.make_structure_from_block(gemmi.cif.read_string(text).sole_block())
     assert [e.full_sequence for e in seq.entities][0] == [rc.resnames[a] for a in
                                                            predicted.aatype]
+
+
+# ---------------------------------------------------------------------------
+# Several chains: chain letters, TER per chain, per-chain numbering, entities.
+
+def _complex(lengths=(5, 7, 5), same=(0, 2), first_numbers=(1, 1, 4), seed=2):
+  """Random chains (standard atoms of random residues); chains `same` share a sequence."""
+  rng = np.random.default_rng(seed)
+  aatypes = [rng.integers(0, 20, n) for n in lengths]
+  aatypes[same[1]] = aatypes[same[0]].copy()
+  aatype = np.concatenate(aatypes)
+  mask = rc.STANDARD_ATOM_MASK[aatype].astype(np.float32)
+  n = len(aatype)
+  plddt = rng.uniform(10, 99, n)
+  return protein.Protein(
+      atom_positions=(rng.normal(size=(n, 37, 3)) * 15 * mask[..., None]).astype(np.float32),
+      atom_mask=mask,
+      aatype=aatype,
+      residue_index=np.concatenate([np.arange(f, f + k) for f, k in zip(first_numbers, lengths)]),
+      b_factors=plddt[:, None] * mask,
+      chain_index=np.repeat(np.arange(len(lengths)), lengths))
+
+
+def test_protein_chain_defaults_and_checks():
+  one = _protein_of(3)
+  assert one.chain_id == 'A' and one.chain_ids == ('A',)
+  np.testing.assert_array_equal(one.chain_index, [0, 0, 0])
+  named = _protein_of(3, chain_id='B')
+  assert named.chain_ids == ('B',) and named.chain_id == 'B'
+  cplx = _complex()
+  assert cplx.chain_ids == ('A', 'B', 'C') and cplx.chain_id == 'A'
+  assert protein.pdb_chain_ids(62)[-1] == '9'
+  with pytest.raises(InputError, match='at most 62'):
+    protein.pdb_chain_ids(63)
+  with pytest.raises(InputError, match='at most 62'):
+    _protein_of(63, chain_index=np.arange(63))
+  with pytest.raises(InputError, match='visits a chain twice'):
+    _protein_of(3, chain_index=[0, 1, 0])
+  with pytest.raises(InputError, match='chain_ids'):
+    _protein_of(3, chain_index=[0, 1, 1], chain_id='B')
+  with pytest.raises(InputError, match='index'):
+    _protein_of(3, chain_index=[0, 1, 2], chain_ids=('A', 'B'))
+  with pytest.raises(InputError, match='distinct'):
+    _protein_of(2, chain_index=[0, 1], chain_ids=('A', 'A'))
+
+
+def _protein_of(n, **chains):
+  rng = np.random.default_rng(n)
+  aatype = rng.integers(0, 20, n)
+  mask = rc.STANDARD_ATOM_MASK[aatype].astype(np.float32)
+  return protein.Protein(atom_positions=rng.normal(size=(n, 37, 3)).astype(np.float32),
+                         atom_mask=mask, aatype=aatype, residue_index=np.arange(1, n + 1),
+                         b_factors=rng.uniform(0, 100, (n, 37)) * mask, **chains)
+
+
+def test_one_chain_pdb_text_is_unchanged():
+  # The exact monomer format, pinned: ATOM columns, then TER with the next serial, END.
+  mask = np.zeros((1, 37), np.float32)
+  mask[0, :2] = 1  # N, CA
+  prot = protein.Protein(atom_positions=np.arange(111, dtype=np.float32).reshape(1, 37, 3),
+                         atom_mask=mask, aatype=np.array([7]), residue_index=np.array([12]),
+                         b_factors=np.full((1, 37), 87.125), chain_id='B')
+  assert protein.to_pdb(prot) == (
+      'ATOM      1  N   GLY B  12       0.000   1.000   2.000  1.00 87.12           N  \n'
+      'ATOM      2  CA  GLY B  12       3.000   4.000   5.000  1.00 87.12           C  \n'
+      'TER       3      GLY B  12\n'
+      'END\n')
+  joined = protein.join_chains([prot])
+  assert protein.to_pdb(joined) == protein.to_pdb(prot)
+  assert protein.to_mmcif(joined, model_name='x') == protein.to_mmcif(prot, model_name='x')
+
+
+def test_complex_pdb_has_chains_ter_and_per_chain_numbers():
+  cplx = _complex()
+  text = protein.to_pdb(cplx)
+  records = text.splitlines()
+  ter = [line for line in records if line.startswith('TER')]
+  resname = lambda i: rc.resnames[cplx.aatype[i]]  # noqa: E731
+  assert ter == [f'TER   {s:>5}      {resname(e)} {c}{n:>4}' for s, e, c, n in
+                 ((int(cplx.atom_mask[:5].sum()) + 1, 4, 'A', 5),
+                  (int(cplx.atom_mask[:12].sum()) + 2, 11, 'B', 7),
+                  (int(cplx.atom_mask.sum()) + 3, 16, 'C', 8))]
+  # Serial numbers run on through the TER records, as in AlphaFold's files.
+  serials = [int(line[6:11]) for line in records if line[:4] in ('ATOM', 'TER ')]
+  assert serials == list(range(1, len(serials) + 1))
+  assert [line[21] for line in records if line.startswith('ATOM')] == [
+      'ABC'[c] for c, m in zip(cplx.chain_index, cplx.atom_mask.sum(1)) for _ in range(int(m))]
+  structure = PDBParser(QUIET=True).get_structure('x', io.StringIO(text))
+  assert [ch.id for ch in structure[0]] == ['A', 'B', 'C']
+  assert [[r.id[1] for r in ch] for ch in structure[0]] == [
+      list(range(1, 6)), list(range(1, 8)), list(range(4, 9))]
+  for chain, expected in zip(structure[0], protein.split_chains(cplx)):
+    assert [r.get_resname() for r in chain] == [rc.resnames[a] for a in expected.aatype]
+  assert _atoms_biopython(structure).keys() == _expected_complex_atoms(cplx).keys()
+
+
+def _expected_complex_atoms(cplx):
+  atoms = {}
+  for chain in protein.split_chains(cplx):
+    atoms.update(_expected_atoms(chain))
+  return atoms
+
+
+@pytest.mark.parametrize('writer', ['pdb', 'mmcif'])
+def test_complex_round_trips_per_chain(writer):
+  cplx = _complex()
+  if writer == 'pdb':
+    text, read = protein.to_pdb(cplx), protein.from_pdb_string
+    bio = PDBParser(QUIET=True).get_structure('x', io.StringIO(text))
+  else:
+    text, read = protein.to_mmcif(cplx, model_name='cplx'), protein.from_mmcif_string
+    bio = MMCIFParser(QUIET=True).get_structure('x', io.StringIO(text))
+  expected = _expected_complex_atoms(cplx)
+  atoms = _atoms_biopython(bio)
+  assert atoms.keys() == expected.keys()
+  for key, (xyz, b) in expected.items():
+    np.testing.assert_allclose(atoms[key][0], xyz, atol=1.1e-3, err_msg=str(key))
+    assert abs(atoms[key][1] - b) <= 0.011, key
+  chains = [read(text, c) for c in ('A', 'B', 'C')]
+  for back, chain in zip(chains, protein.split_chains(cplx)):
+    assert back.chain_id == chain.chain_id
+    np.testing.assert_array_equal(back.aatype, chain.aatype)
+    np.testing.assert_array_equal(back.residue_index, chain.residue_index)
+    np.testing.assert_array_equal(back.atom_mask, chain.atom_mask)
+    np.testing.assert_allclose(back.atom_positions, chain.atom_positions, atol=5e-4)
+    np.testing.assert_allclose(back.b_factors, chain.b_factors, atol=5e-3)
+  joined = protein.join_chains(chains)
+  assert joined.chain_ids == cplx.chain_ids
+  np.testing.assert_array_equal(joined.chain_index, cplx.chain_index)
+  # Written again, the read-back complex gives the same text.
+  assert (protein.to_pdb(joined) if writer == 'pdb'
+          else protein.to_mmcif(joined, model_name='cplx')) == text
+  with pytest.raises(InputError, match=r"chains \['A', 'B', 'C'\]"):
+    read(text)
+
+
+def test_complex_mmcif_entities_and_asym_ids():
+  cplx = _complex()  # chains A and C share a sequence
+  text = protein.to_mmcif(cplx, model_name='cplx')
+  block = gemmi.cif.read_string(text).sole_block()
+  assert list(block.find_loop('_struct_asym.id')) == ['A', 'B', 'C']
+  assert list(block.find_loop('_struct_asym.entity_id')) == ['1', '2', '1']
+  assert list(block.find_loop('_entity_poly.pdbx_strand_id')) == ['A,C', 'B']
+  table = block.find('_atom_site.', ['label_asym_id', 'auth_asym_id', 'label_entity_id',
+                                     'label_seq_id', 'auth_seq_id'])
+  rows = {(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in table}
+  assert {(r[0], r[2], r[3]) for r in rows} == {
+      (c, e, i) for c, e, n in (('A', '1', 5), ('B', '2', 7), ('C', '1', 5))
+      for i in range(1, n + 1)}
+  assert all(r[0] == r[1] for r in rows)
+  assert {r[4] for r in rows if r[0] == 'C'} == set(range(4, 9))
+  structure = gemmi.make_structure_from_block(block)
+  entities = {e.name: e for e in structure.entities}
+  assert list(entities['1'].subchains) == ['A', 'C']
+  assert entities['1'].full_sequence == [rc.resnames[a] for a in cplx.aatype[:5]]
+  assert entities['2'].full_sequence == [rc.resnames[a] for a in cplx.aatype[5:12]]
+  assert [ch.name for ch in structure[0]] == ['A', 'B', 'C']
+
+
+def test_chain_names_beyond_pdb():
+  lengths = [2] * 63
+  cplx = _protein_of(126, chain_index=np.repeat(np.arange(63), 2),
+                     chain_ids=tuple(f'C{i}' for i in range(63)))
+  with pytest.raises(InputError, match='write mmCIF'):
+    protein.to_pdb(cplx)
+  text = protein.to_mmcif(cplx)
+  structure = MMCIFParser(QUIET=True).get_structure('x', io.StringIO(text))
+  assert [len(ch) for ch in structure[0]] == lengths
+  assert structure[0].child_list[-1].id == 'C62'
+  most = _protein_of(62, chain_index=np.arange(62))
+  pdb = PDBParser(QUIET=True).get_structure('x', io.StringIO(protein.to_pdb(most)))
+  assert ''.join(ch.id for ch in pdb[0]) == protein.PDB_CHAIN_IDS
