@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
+import time
 
 
 def machine_info() -> dict:
@@ -121,3 +123,134 @@ def run_child(script: str, args: list[str]) -> dict:
     sys.stderr.write(proc.stderr[-4000:])
     return {'error': f'exit {proc.returncode}: ' + proc.stderr.strip().splitlines()[-1]}
   return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def load_average() -> list[float] | None:
+  """The 1, 5 and 15 minute load averages (None where /proc is missing)."""
+  try:
+    return [float(x) for x in open('/proc/loadavg').read().split()[:3]]
+  except OSError:
+    return None
+
+
+# ----------------------------------------------------------------------------
+# FLOP counting on a jaxpr (scan bodies times their length).
+
+
+def _sub_jaxprs(params):
+  from jax.extend import core as jex_core
+  for v in params.values():
+    vs = v if isinstance(v, (tuple, list)) else (v,)
+    for x in vs:
+      if isinstance(x, jex_core.ClosedJaxpr):
+        yield x.jaxpr
+      elif isinstance(x, jex_core.Jaxpr):
+        yield x
+
+
+# Primitives counted as one FLOP per output element ("other" FLOPs).
+_ELEMENTWISE = frozenset("""
+add sub mul div neg max min exp exp2 log log1p logistic tanh rsqrt sqrt pow integer_pow
+square abs sign erf sin cos atan2 select_n clamp
+""".split())
+_REDUCTIONS = frozenset('reduce_sum reduce_max reduce_min argmax argmin'.split())
+
+
+def count_flops(jaxpr, while_trips: int = 1) -> dict:
+  """{'matmul': dot_general FLOPs, 'other': element/reduction op count, 'while_loops': n}.
+
+  Scan bodies count `length` times, while-loop bodies `while_trips` times,
+  `cond` its most expensive branch.
+  """
+  total = {'matmul': 0.0, 'other': 0.0, 'while_loops': 0}
+
+  def add(d, mult):
+    total['matmul'] += mult * d['matmul']
+    total['other'] += mult * d['other']
+    total['while_loops'] += d['while_loops']
+
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == 'dot_general':
+      (lc, _), _ = eqn.params['dimension_numbers']
+      lhs = eqn.invars[0].aval.shape
+      out = eqn.outvars[0].aval.shape
+      total['matmul'] += 2.0 * math.prod(out) * math.prod(lhs[d] for d in lc)
+    elif name == 'scan':
+      add(count_flops(eqn.params['jaxpr'].jaxpr, while_trips), eqn.params['length'])
+    elif name == 'while':
+      total['while_loops'] += 1
+      add(count_flops(eqn.params['body_jaxpr'].jaxpr, while_trips), while_trips)
+      add(count_flops(eqn.params['cond_jaxpr'].jaxpr, while_trips), while_trips)
+    elif name == 'cond':
+      branches = [count_flops(b.jaxpr, while_trips) for b in eqn.params['branches']]
+      add(max(branches, key=lambda d: d['matmul'] + d['other']), 1)
+    elif name in _ELEMENTWISE:
+      total['other'] += math.prod(eqn.outvars[0].aval.shape)
+    elif name in _REDUCTIONS:
+      total['other'] += math.prod(eqn.invars[0].aval.shape)
+    else:
+      for sub in _sub_jaxprs(eqn.params):
+        add(count_flops(sub, while_trips), 1)
+  return total
+
+
+# ----------------------------------------------------------------------------
+# Measuring one side.
+
+
+def memory_bytes(compiled) -> dict:
+  """XLA's buffer assignment of a compiled executable, in bytes; `peak` = arguments +
+  outputs + temporaries - aliased."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  d = {k: int(getattr(m, f'{k}_size_in_bytes', 0) or 0)
+       for k in ('argument', 'output', 'temp', 'alias', 'generated_code')}
+  d['peak'] = d['argument'] + d['output'] + d['temp'] - d['alias']
+  return d
+
+
+def xla_flops(compiled) -> float | None:
+  """XLA's `cost_analysis()` FLOPs (each while/scan body counted once)."""
+  c = compiled.cost_analysis()
+  if isinstance(c, (list, tuple)):
+    c = c[0] if c else None
+  return float(c['flops']) if c and 'flops' in c else None
+
+
+class Side:
+  """One implementation: a jitted function, its device-resident args, the compiled executable."""
+
+  def __init__(self, name: str, jitted, args: tuple, lower=None):
+    self.name = name
+    self.jitted = jitted
+    self.args = args
+    self._lower = lower or (lambda: jitted.lower(*args))
+    self.times: list[float] = []
+    self.compiled = None
+    self.compile_s = None
+    self.out = None
+
+  def compile(self):
+    t = time.perf_counter()
+    self.compiled = self._lower().compile()
+    self.compile_s = time.perf_counter() - t
+
+  def call(self):
+    import jax
+    t = time.perf_counter()
+    out = jax.block_until_ready(self.compiled(*self.args))
+    return out, time.perf_counter() - t
+
+
+def time_interleaved(sides, reps: int) -> None:
+  """Call each Side `reps` times, alternating the order (ABBA...) so that drifts in
+  machine load hit both sides alike; the times go to each side's `times`."""
+  import sys
+  for rep in range(reps):
+    for s in (sides if rep % 2 == 0 else sides[::-1]):
+      _, dt = s.call()
+      s.times.append(dt)
+    print(f'rep {rep}: ' + ', '.join(f'{s.name} {s.times[-1]:.2f}s' for s in sides),
+          file=sys.stderr, flush=True)

@@ -36,7 +36,6 @@ Usage:
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import sys
@@ -50,6 +49,8 @@ if sys.path and os.path.abspath(sys.path[0] or '.') == os.path.dirname(os.path.a
   sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from bench import common  # noqa: E402
+from bench.common import (  # noqa: E402
+    Side, count_flops, load_average, memory_bytes, xla_flops)
 
 flags.DEFINE_list('lengths', ['64', '128', '256'], 'Sequence lengths L to run.')
 flags.DEFINE_integer('num_seq', 128, 'MSA clusters N_seq (msa_feat rows; model_1_ptm '
@@ -110,75 +111,6 @@ def matmul_rate(n: int, reps: int = 10) -> dict:
   flops = 2.0 * n ** 3
   return {'n': n, 'reps': reps, 'best_s': min(times), 'median_s': statistics.median(times),
           'flops_per_s': flops / min(times), 'median_flops_per_s': flops / statistics.median(times)}
-
-
-def load_average() -> list[float] | None:
-  try:
-    return [float(x) for x in open('/proc/loadavg').read().split()[:3]]
-  except OSError:
-    return None
-
-
-# ----------------------------------------------------------------------------
-# FLOP counting on a jaxpr (scan bodies times their length).
-
-
-def _sub_jaxprs(params):
-  from jax.extend import core as jex_core
-  for v in params.values():
-    vs = v if isinstance(v, (tuple, list)) else (v,)
-    for x in vs:
-      if isinstance(x, jex_core.ClosedJaxpr):
-        yield x.jaxpr
-      elif isinstance(x, jex_core.Jaxpr):
-        yield x
-
-
-# Primitives counted as one FLOP per output element ("other" FLOPs).
-_ELEMENTWISE = frozenset("""
-add sub mul div neg max min exp exp2 log log1p logistic tanh rsqrt sqrt pow integer_pow
-square abs sign erf sin cos atan2 select_n clamp
-""".split())
-_REDUCTIONS = frozenset('reduce_sum reduce_max reduce_min argmax argmin'.split())
-
-
-def count_flops(jaxpr, while_trips: int = 1) -> dict:
-  """{'matmul': dot_general FLOPs, 'other': element/reduction op count, 'while_loops': n}.
-
-  Scan bodies count `length` times, while-loop bodies `while_trips` times,
-  `cond` its most expensive branch.
-  """
-  total = {'matmul': 0.0, 'other': 0.0, 'while_loops': 0}
-
-  def add(d, mult):
-    total['matmul'] += mult * d['matmul']
-    total['other'] += mult * d['other']
-    total['while_loops'] += d['while_loops']
-
-  for eqn in jaxpr.eqns:
-    name = eqn.primitive.name
-    if name == 'dot_general':
-      (lc, _), _ = eqn.params['dimension_numbers']
-      lhs = eqn.invars[0].aval.shape
-      out = eqn.outvars[0].aval.shape
-      total['matmul'] += 2.0 * math.prod(out) * math.prod(lhs[d] for d in lc)
-    elif name == 'scan':
-      add(count_flops(eqn.params['jaxpr'].jaxpr, while_trips), eqn.params['length'])
-    elif name == 'while':
-      total['while_loops'] += 1
-      add(count_flops(eqn.params['body_jaxpr'].jaxpr, while_trips), while_trips)
-      add(count_flops(eqn.params['cond_jaxpr'].jaxpr, while_trips), while_trips)
-    elif name == 'cond':
-      branches = [count_flops(b.jaxpr, while_trips) for b in eqn.params['branches']]
-      add(max(branches, key=lambda d: d['matmul'] + d['other']), 1)
-    elif name in _ELEMENTWISE:
-      total['other'] += math.prod(eqn.outvars[0].aval.shape)
-    elif name in _REDUCTIONS:
-      total['other'] += math.prod(eqn.invars[0].aval.shape)
-    else:
-      for sub in _sub_jaxprs(eqn.params):
-        add(count_flops(sub, while_trips), 1)
-  return total
 
 
 # ----------------------------------------------------------------------------
@@ -290,48 +222,6 @@ def make_params(runner, seed: int):
 # Measuring one side.
 
 
-def memory_bytes(compiled) -> dict:
-  m = compiled.memory_analysis()
-  if m is None:
-    return {}
-  d = {k: int(getattr(m, f'{k}_size_in_bytes', 0) or 0)
-       for k in ('argument', 'output', 'temp', 'alias', 'generated_code')}
-  d['peak'] = d['argument'] + d['output'] + d['temp'] - d['alias']
-  return d
-
-
-def xla_flops(compiled) -> float | None:
-  c = compiled.cost_analysis()
-  if isinstance(c, (list, tuple)):
-    c = c[0] if c else None
-  return float(c['flops']) if c and 'flops' in c else None
-
-
-class Side:
-  """One implementation: a jitted function, its device-resident args, the compiled executable."""
-
-  def __init__(self, name: str, jitted, args: tuple, lower=None):
-    self.name = name
-    self.jitted = jitted
-    self.args = args
-    self._lower = lower or (lambda: jitted.lower(*args))
-    self.times: list[float] = []
-    self.compiled = None
-    self.compile_s = None
-    self.out = None
-
-  def compile(self):
-    t = time.perf_counter()
-    self.compiled = self._lower().compile()
-    self.compile_s = time.perf_counter() - t
-
-  def call(self):
-    import jax
-    t = time.perf_counter()
-    out = jax.block_until_ready(self.compiled(*self.args))
-    return out, time.perf_counter() - t
-
-
 def run_length(n_res: int, ref_runner, ref_params, predictor) -> dict:
   import jax
   import numpy as np
@@ -367,12 +257,7 @@ def run_length(n_res: int, ref_runner, ref_params, predictor) -> dict:
     print(f'{s.name}: compile {s.compile_s:.1f}s, first call {first_s:.2f}s', file=sys.stderr,
           flush=True)
   # Interleaved (ABBA...) so that drifts in machine load hit both sides alike.
-  for rep in range(FLAGS.reps):
-    for s in (sides if rep % 2 == 0 else sides[::-1]):
-      _, dt = s.call()
-      s.times.append(dt)
-    print(f'rep {rep}: ' + ', '.join(f'{s.name} {s.times[-1]:.2f}s' for s in sides),
-          file=sys.stderr, flush=True)
+  common.time_interleaved(sides, FLAGS.reps)
   result['load_average_after'] = load_average()
   for s in sides:
     r = result['sides'][s.name]
