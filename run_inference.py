@@ -4,7 +4,11 @@
       --params_dir=/data/alphafold --model_preset=monomer_ptm \
       --msa_mode=precomputed --msa_paths=examples/2q2k_A_msas
 
-Each FASTA record is one target; its outputs go to <output_dir>/<record name>/
+  python run_inference.py --fasta_paths=complex.fasta --model_preset=multimer ...
+
+With a monomer preset each FASTA record is one target; with --model_preset=multimer each
+FASTA file is one complex (every record a chain, ColabFold's A:B splits a record into
+chains), named after the file. Outputs go to <output_dir>/<target name>/
 (features.pkl, msas/, unrelaxed_*.pdb/.cif, relaxed_*.pdb/.cif with --models_to_relax,
 ranked_*.pdb/.cif, result_*.pkl, relax_metrics.json,
 confidence_*.json, pae_*.json, plddt.png, pae.png, timings.json, ranking_debug.json).
@@ -22,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from af_jax import cli, fold  # noqa: E402
 from af_jax.chunking import autochunk  # noqa: E402
-from af_jax.data import msa_search, pipeline  # noqa: E402
+from af_jax.data import msa_search, pipeline, pipeline_multimer  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from af_jax.parallel import distributed  # noqa: E402
 from configs import buckets  # noqa: E402
@@ -37,7 +41,8 @@ flags.DEFINE_string('params_dir', None, 'Directory with params_model_*.npz, or A
 flags.DEFINE_bool('random_params', False, 'Random weights, for a smoke test without the '
                   'AlphaFold parameters: every output then says RANDOM and means nothing.')
 flags.DEFINE_enum('model_preset', 'monomer_ptm', list(fold.MODEL_PRESETS),
-                  'monomer: model_1..5; monomer_ptm: model_1_ptm..5_ptm (adds PAE and pTM). '
+                  'monomer: model_1..5; monomer_ptm: model_1_ptm..5_ptm (adds PAE and pTM); '
+                  'multimer: model_1..5_multimer_v3 (complexes; ranks by 0.8 ipTM + 0.2 pTM). '
                   'Ignored when --model_names is given.')
 flags.DEFINE_list('model_names', [], 'Models to run, e.g. model_1_ptm,model_3_ptm (overrides '
                   '--model_preset).')
@@ -45,8 +50,10 @@ flags.DEFINE_integer('num_recycle', None, 'Recycling iterations (default: the pr
                      'Sets model.num_recycle and data.common.num_recycle together.')
 flags.DEFINE_integer('random_seed', 0, 'Seed for MSA sampling and masking; prediction k of '
                      'model m uses random_seed + k * num_models + m.')
-flags.DEFINE_integer('num_seeds', 1, 'Predictions per model, each with its own seed '
+flags.DEFINE_integer('num_seeds', 1, 'Predictions per monomer model, each with its own seed '
                      '(<model>_pred_<k>).')
+flags.DEFINE_integer('num_multimer_predictions_per_model', 5, 'Predictions per multimer model, '
+                     'each with its own MSA-sampling seed (AlphaFold\'s flag and default).')
 flags.DEFINE_enum('msa_mode', 'single_sequence', list(msa_search.MODES),
                   'single_sequence: the query alone; precomputed: --msa_paths or files already '
                   'in <output_dir>/<target>/msas; jackhmmer: uniref90 + mgnify (+ small_bfd); '
@@ -55,6 +62,8 @@ flags.DEFINE_enum('msa_mode', 'single_sequence', list(msa_search.MODES),
 flags.DEFINE_list('msa_paths', [], 'With --msa_mode=precomputed: a3m/sto files (and a pdb70 '
                   '.hhr for templates), or a directory of them, for a single target.')
 flags.DEFINE_string('uniref90_database_path', None, 'jackhmmer FASTA database (UniRef90).')
+flags.DEFINE_string('uniprot_database_path', None, 'jackhmmer FASTA database (UniProt) searched '
+                    'for each chain of a heteromer, to pair MSA rows by species (multimer).')
 flags.DEFINE_string('mgnify_database_path', None, 'jackhmmer FASTA database (MGnify).')
 flags.DEFINE_string('small_bfd_database_path', None, 'jackhmmer FASTA database (small BFD).')
 flags.DEFINE_string('bfd_database_path', None, 'hhblits database prefix (BFD).')
@@ -143,12 +152,17 @@ def options_from_flags() -> fold.FoldOptions:
   if chunk not in ('auto', 'none') and not (chunk.isdigit() and int(chunk) > 0):
     raise ConfigError(f'--chunk={FLAGS.chunk!r}: write auto, none or a positive chunk size')
   budget = autochunk.parse_memory(FLAGS.memory_budget) if FLAGS.memory_budget else None
+  model_names = tuple(FLAGS.model_names) or fold.MODEL_PRESETS[FLAGS.model_preset]
+  options = fold.FoldOptions(output_dir=pathlib.Path(FLAGS.output_dir), model_names=model_names)
+  num_seeds = FLAGS.num_multimer_predictions_per_model if options.multimer else FLAGS.num_seeds
+  if num_seeds < 1:
+    raise ConfigError(f'{num_seeds} predictions per model: pass at least 1')
   return fold.FoldOptions(
       chunk=chunk, memory_budget=budget,
       output_dir=pathlib.Path(FLAGS.output_dir),
-      model_names=tuple(FLAGS.model_names) or fold.MODEL_PRESETS[FLAGS.model_preset],
+      model_names=model_names, uniprot_database=FLAGS.uniprot_database_path,
       params_dir=FLAGS.params_dir, random_params=FLAGS.random_params,
-      num_recycle=FLAGS.num_recycle, random_seed=FLAGS.random_seed, num_seeds=FLAGS.num_seeds,
+      num_recycle=FLAGS.num_recycle, random_seed=FLAGS.random_seed, num_seeds=num_seeds,
       length_buckets=buckets.parse_buckets(','.join(FLAGS.buckets)),
       precision=FLAGS.precision, config_overrides=dict(OVERRIDES), pipeline=pipe,
       models_to_relax=FLAGS.models_to_relax, relax_use_gpu=FLAGS.relax_use_gpu, dap=FLAGS.dap)
@@ -182,8 +196,11 @@ def main(argv) -> None:
       raise ConfigError(f'--warmup_msa_depths={",".join(FLAGS.warmup_msa_depths)}: write '
                         'clusters:extra pairs, e.g. 512:5120,64:256') from None
     if depths is None and FLAGS.msa_mode == 'single_sequence':
-      depths = [(1, 1)]  # the query alone: one cluster, one (empty) extra row
-    targets = fold.read_targets(FLAGS.fasta_paths) if FLAGS.fasta_paths else ()
+      # The query alone: one cluster and one (empty) extra row; a complex's MSA is
+      # padded to the multimer pipeline's minimum depth.
+      depths = [(pipeline_multimer.MIN_NUM_SEQ, 0)] if options.multimer else [(1, 1)]
+    targets = (fold.read_targets(FLAGS.fasta_paths, multimer=options.multimer)
+               if FLAGS.fasta_paths else ())
     fold.warmup(options, targets, depths)
     return
   dirs = fold.fold(FLAGS.fasta_paths, options, FLAGS.features_paths)

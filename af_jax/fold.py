@@ -22,13 +22,16 @@ from af_jax import params as af_params
 from af_jax import relax
 from af_jax.chunking import ChunkPlan, autochunk
 from af_jax.common import protein
-from af_jax.data import features, parsers, pipeline, transforms
+from af_jax.data import features, parsers, pipeline, pipeline_multimer, transforms
+from af_jax.data import transforms_multimer
 from af_jax.errors import ConfigError, InputError, ParamsError
 from configs import buckets as bucket_lists
+from configs.model_multimer import MULTIMER_PRESETS
 
 MODEL_PRESETS = {
     'monomer': tuple(f'model_{i}' for i in range(1, 6)),
     'monomer_ptm': tuple(f'model_{i}_ptm' for i in range(1, 6)),
+    'multimer': MULTIMER_PRESETS,
 }
 PARAMS_HELP = ('get them with AlphaFold\'s scripts/download_alphafold_params.sh '
                '(https://storage.googleapis.com/alphafold/alphafold_params_2022-12-06.tar)')
@@ -40,6 +43,7 @@ class Target:
 
   record: parsers.FastaRecord
   features_path: str | None = None  # a features.pkl to use instead of the data pipeline
+  chains: tuple[parsers.FastaRecord, ...] = ()  # a complex's chains (multimer presets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +67,16 @@ class FoldOptions:
   models_to_relax: str = 'none'  # 'best', 'all' or 'none': which predictions Amber relaxes
   relax_use_gpu: bool = False  # relax on OpenMM's CUDA platform
   dap: int = 1  # devices (of all processes) that share each prediction (Dynamic Axial Parallelism)
+  uniprot_database: str | None = None  # jackhmmer FASTA for a heteromer's pairing MSAs
+
+  @property
+  def multimer(self) -> bool:
+    """Whether the run's models are AlphaFold-Multimer presets (all of them, or none)."""
+    kinds = {name in MULTIMER_PRESETS for name in self.model_names}
+    if len(kinds) > 1:
+      raise ConfigError(f'--model_names={",".join(self.model_names)} mixes monomer and '
+                        'multimer presets; fold monomers and complexes in separate runs')
+    return kinds == {True}
 
 
 def params_path(params_dir: str, model_name: str) -> pathlib.Path:
@@ -77,15 +91,16 @@ def params_path(params_dir: str, model_name: str) -> pathlib.Path:
 
 def model_config(model_name: str, options: FoldOptions):
   """The preset's config with the run's recycles, precision and --config overrides."""
-  if model_name not in af_jax.PRESETS:
+  if model_name not in af_jax.PRESETS + MULTIMER_PRESETS:
     raise ConfigError(f'unknown model name {model_name!r}; choose from '
-                      f'{", ".join(af_jax.PRESETS)}')
+                      f'{", ".join(af_jax.PRESETS + MULTIMER_PRESETS)}')
   cfg = af_jax.model_config(model_name)
   if options.num_recycle is not None:
     if options.num_recycle < 0:
       raise ConfigError(f'--num_recycle={options.num_recycle} must be >= 0')
     cfg.model.num_recycle = options.num_recycle
-    cfg.data.common.num_recycle = options.num_recycle
+    if 'num_recycle' in cfg.data.get('common', {}):
+      cfg.data.common.num_recycle = options.num_recycle
   if options.precision not in ('float32', 'bfloat16'):
     raise ConfigError(f'--precision={options.precision!r}: choose float32 or bfloat16')
   cfg.model.global_config.bfloat16 = options.precision == 'bfloat16'
@@ -109,10 +124,25 @@ def load_model_params(model_name: str, cfg, options: FoldOptions) -> dict[str, n
   return af_jax.load_params(params_path(options.params_dir, model_name))
 
 
-def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = ()) -> list[Target]:
-  """All records of all FASTA files (and features.pkl files), sorted by length; names unique."""
+def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (), *,
+                 multimer: bool = False) -> list[Target]:
+  """The targets, sorted by length; names unique.
+
+  Monomer presets: every record of every FASTA file (and every features.pkl) is a
+  target. Multimer presets: every FASTA file is one complex (its records, and
+  `A:B` chains within a record), named after the file.
+  """
   targets = []
-  for path in fasta_paths:
+  if multimer:
+    if features_paths:
+      raise InputError('--features_paths holds monomer features; with a multimer preset pass '
+                       'each complex as one FASTA file in --fasta_paths')
+    for path in fasta_paths:
+      cplx = pipeline_multimer.read_complex(path)
+      joined = ''.join(r.sequence for r in cplx.chains)
+      targets.append(Target(parsers.FastaRecord(cplx.name, cplx.name, joined),
+                            chains=cplx.chains))
+  for path in fasta_paths if not multimer else ():
     targets += [Target(r) for r in parsers.read_fasta(path)]
   for path in features_paths:
     feats = features.load_features_pkl(path)
@@ -222,6 +252,9 @@ class Folder:
     """Features, every model x seed, outputs and ranking for one target."""
     opts = self.options
     target_dir.mkdir(parents=True, exist_ok=True)
+    if target.chains:
+      self.fold_complex(target, target_dir)
+      return
     timings: dict[str, float] = {}
     start = time.time()
     if target.features_path:
@@ -281,6 +314,76 @@ class Folder:
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
                           relaxed=relaxed)
 
+  def fold_complex(self, target: Target, target_dir: pathlib.Path) -> None:
+    """A complex: its features, every multimer model x seed, outputs, ranking by
+    0.8 ipTM + 0.2 pTM (AlphaFold-Multimer's ranking_confidence)."""
+    opts = self.options
+    timings: dict[str, float] = {}
+    start = time.time()
+    cplx = pipeline_multimer.Complex(target.record.name, target.chains)
+    raw = pipeline_multimer.make_complex_features(cplx, target_dir, opts.pipeline,
+                                                  uniprot_database=opts.uniprot_database)
+    features.write_features_pkl(target_dir / 'features.pkl', raw)
+    timings['features'] = time.time() - start
+    num_res = transforms_multimer.natural_sizes(raw)[0]
+    logging.info('%s: %d chains, %d residues, %d MSA rows; features in %.1f s',
+                 target.record.name, len(target.chains), num_res, int(raw['num_alignments']),
+                 timings['features'])
+    scores, proteins, plddts, paes, chunk_plans = {}, {}, {}, {}, {}
+    for m, model_name in enumerate(opts.model_names):
+      cfg = self._configs[model_name]
+      batch = transforms_multimer.make_batch(
+          raw, **complex_bucket_sizes(raw, cfg, opts.length_buckets))
+      plan, plan_info = self.chunk_plan(model_name, batch)
+      predictor = self.predictor(model_name, plan)
+      for s in range(opts.num_seeds):
+        pred_name = f'{model_name}_pred_{s}'
+        seed = opts.random_seed + s * len(opts.model_names) + m
+        chunk_plans[pred_name] = plan_info
+        t0 = time.time()
+        compiled = predictor.compile(batch)
+        timings[f'compile_{pred_name}'] = compiled.seconds
+        logging.info('%s %s: executable %s %s in %.1f s', target.record.name, pred_name,
+                     compiled.label, _COMPILE_STATUS[compiled.status], compiled.seconds)
+        out = outputs.unpad_prediction(predictor.predict_processed(batch, random_seed=seed),
+                                       num_res)
+        timings[f'predict_and_compile_{pred_name}'] = time.time() - t0
+        prot = outputs.prediction_protein(out, raw['aatype'], raw['residue_index'],
+                                          asym_id=raw['asym_id'])
+        scores[pred_name] = float(out['ranking_confidence'])
+        plddts[pred_name] = np.asarray(out['plddt'])
+        paes[pred_name] = out['predicted_aligned_error']
+        proteins[pred_name] = prot
+        outputs.write_prediction(target_dir, pred_name, out, prot)
+        logging.info('%s %s: ipTM %.3f, pTM %.3f, mean pLDDT %.2f, %d recycles (tolerance '
+                     '%.2f A), %.1f s (padded to %d residues)', target.record.name, pred_name,
+                     float(out['iptm']), float(out['ptm']), float(plddts[pred_name].mean()),
+                     int(out['num_recycles']), float(out['tol']),
+                     timings[f'predict_and_compile_{pred_name}'], batch['aatype'].shape[0])
+    order = sorted(scores, key=scores.get, reverse=True)
+    relaxed = relax_models(target_dir, outputs.relax_targets(order, opts.models_to_relax),
+                           proteins, use_gpu=opts.relax_use_gpu, timings=timings)
+    first = proteins[order[0]]
+    lengths = [end - begin for _, begin, end in protein.chain_runs(first)]
+    title = f'{target.record.name} ({len(lengths)} chains, {num_res} residues)'
+    if opts.random_params:
+      title += ' - RANDOM WEIGHTS, smoke test only'
+    chains = dict(chain_lengths=lengths, chain_ids=first.chain_ids)
+    plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title, **chains)
+    plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order}, title, **chains)
+    outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
+    outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
+                          relaxed=relaxed, score_label=outputs.MULTIMER_SCORE_LABEL)
+
+
+def complex_bucket_sizes(raw: Mapping, cfg, length_buckets: Sequence[int]) -> dict[str, int]:
+  """Padded sizes of a complex: residues and MSA rows rounded up to buckets, the preset's
+  template slots. Every MSA row is kept (the model samples from all of them)."""
+  num_res, num_seq, _ = transforms_multimer.natural_sizes(raw)
+  return {'num_res': bucket_lists.bucket_size(num_res, length_buckets),
+          'num_seq': bucket_lists.bucket_size(num_seq, bucket_lists.MSA_BUCKETS),
+          'num_templates': int(cfg.model.embeddings_and_evoformer.template.max_templates)}
+
 
 def inference_mesh(dap: int):
   """The mesh of a --dap run (one DAP group over the first `dap` devices), None for dap=1."""
@@ -323,7 +426,8 @@ def relax_models(target_dir: pathlib.Path, names: Sequence[str],
   for name in names:
     t0 = time.time()
     try:
-      result = relax.relax_protein(proteins[name], use_gpu=use_gpu)
+      # A complex relaxes as one system that keeps its chains.
+      result = relax.relax_protein(protein.split_chains(proteins[name]), use_gpu=use_gpu)
     except relax.RelaxError as e:
       logging.warning('%s: Amber relaxation failed, keeping the unrelaxed model: %s', name, e)
       metrics[name] = {'error': str(e)}
@@ -331,8 +435,9 @@ def relax_models(target_dir: pathlib.Path, names: Sequence[str],
     finally:
       if timings is not None:
         timings[f'relax_{name}'] = time.time() - t0
-    outputs.write_relaxed(target_dir, name, result.pdb_string, result.protein)
-    relaxed[name] = (result.pdb_string, result.protein)
+    relaxed_protein = protein.join_chains(result.chains)
+    outputs.write_relaxed(target_dir, name, result.pdb_string, relaxed_protein)
+    relaxed[name] = (result.pdb_string, relaxed_protein)
     metrics[name] = result.metrics()
     logging.info('%s: relaxed in %.1f s, energy %.1f -> %.1f kcal/mol, RMSD %.2f A to the '
                  'unrelaxed model, %d residues still in violation', name, result.seconds,
@@ -400,7 +505,7 @@ def fold(fasta_paths: Sequence[str], options: FoldOptions,
          features_paths: Sequence[str] = ()) -> list[pathlib.Path]:
   """Read the targets, check the outputs and weights, fold them all."""
   check_relax_options(options)
-  targets = read_targets(fasta_paths, features_paths)
+  targets = read_targets(fasta_paths, features_paths, multimer=options.multimer)
   check_output_dir(options.output_dir)
   logging.info('%d targets, models %s, %d seed(s) each', len(targets),
                ', '.join(options.model_names), options.num_seeds)

@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from af_jax import params as af_params
 from af_jax.chunking import ChunkPlan
 from af_jax.errors import InputError
+from af_jax.data.transforms_multimer import MULTIMER_INPUTS
 from af_jax.model.alphafold import AlphaFold
 from af_jax.model.evoformer import TEMPLATE_FEATURES
 from af_jax.parallel.mesh import dap_size
@@ -31,18 +32,43 @@ MODEL_FEATURES = {
 }
 
 
+# A multimer batch carries its MSA-sampling key (raw uint32 key data) as an input,
+# so one executable serves every seed.
+SAMPLING_KEY = 'random_key'
+
+
+def is_multimer(model_config) -> bool:
+  """Whether a `model` config is AlphaFold-Multimer's."""
+  return bool(model_config.global_config.get('multimer_mode', False))
+
+
 def build_model(model_config, flat_params: Mapping[str, np.ndarray] | None = None,
                 *, preset: str | None = None, seed: int = 0) -> AlphaFold:
-  """An AlphaFold module, with `flat_params` (AlphaFold keys) loaded if given."""
+  """An AlphaFold (or AlphaFoldMultimer) module, with `flat_params` (AlphaFold keys) loaded."""
+  if is_multimer(model_config):
+    from af_jax.model.alphafold_multimer import AlphaFoldMultimer
+    cls = AlphaFoldMultimer
+  else:
+    cls = AlphaFold
   if flat_params is None:
-    return AlphaFold(model_config, rngs=nnx.Rngs(seed))
-  model = nnx.eval_shape(lambda: AlphaFold(model_config, rngs=nnx.Rngs(seed)))
+    return cls(model_config, rngs=nnx.Rngs(seed))
+  model = nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(seed)))
   af_params.assign_flat(model, flat_params, preset=preset)
   return model
 
 
 def _model_inputs(batch: Mapping, use_templates: bool) -> dict[str, type]:
-  """The feature names (and dtypes) the model reads; InputError if `batch` lacks any."""
+  """The feature names (and dtypes) the model reads; InputError if `batch` lacks any.
+
+  A batch with `asym_id` is a complex's (transforms_multimer.make_batch plus
+  SAMPLING_KEY); any other is a monomer's processed batch.
+  """
+  if 'asym_id' in batch:
+    missing = [k for k in MULTIMER_INPUTS if k not in batch]
+    if missing:
+      raise InputError(f'multimer batch lacks {missing}; build it with '
+                       'af_jax.data.transforms_multimer.make_batch')
+    return {**MULTIMER_INPUTS, SAMPLING_KEY: np.uint32}
   wanted = dict(MODEL_FEATURES)
   if use_templates:
     wanted.update(TEMPLATE_FEATURES)
@@ -56,7 +82,15 @@ def _model_inputs(batch: Mapping, use_templates: bool) -> dict[str, type]:
 def select_features(batch: Mapping, use_templates: bool) -> dict[str, np.ndarray]:
   """The model's inputs from a processed batch, with checked names and dtypes."""
   wanted = _model_inputs(batch, use_templates)
+  if SAMPLING_KEY in wanted and SAMPLING_KEY not in batch:
+    raise InputError('multimer batch lacks its sampling key; predict it with '
+                     'Predictor.predict_processed(batch, random_seed=...)')
   out = {k: np.asarray(batch[k]).astype(dt) for k, dt in wanted.items()}
+  if 'asym_id' in out:
+    if out['aatype'].ndim != 1:
+      raise InputError(f"multimer batch['aatype'] has shape {out['aatype'].shape}; expected "
+                       '[N_res] (the multimer samples its MSA per recycle in the model)')
+    return out
   if out['aatype'].ndim != 2:
     raise InputError(f"batch['aatype'] has shape {out['aatype'].shape}; expected "
                      '[num_recycle + 1, N_res] (one slice per recycle)')
@@ -65,12 +99,18 @@ def select_features(batch: Mapping, use_templates: bool) -> dict[str, np.ndarray
 
 def feature_shapes(batch: Mapping, use_templates: bool) -> dict[str, jax.ShapeDtypeStruct]:
   """The model inputs' shapes and dtypes from a batch of arrays or of shape structs."""
-  return {k: jax.ShapeDtypeStruct(tuple(np.shape(batch[k])), dt)
+  def shape(k):  # the sampling key is added at prediction time
+    return (2,) if k == SAMPLING_KEY else tuple(np.shape(batch[k]))
+  return {k: jax.ShapeDtypeStruct(shape(k), dt)
           for k, dt in _model_inputs(batch, use_templates).items()}
 
 
 def bucket_label(model_name: str, shapes: Mapping[str, jax.ShapeDtypeStruct]) -> str:
-  """`model_1_ptm/L128/msa512x1024/t4/r4`: what a compiled executable is for."""
+  """`model_1_ptm/L128/msa512x1024/t4/r4` (multimer: `.../L128/msa2048/t4`): what a
+  compiled executable is for."""
+  if 'asym_id' in shapes:
+    return (f'{model_name}/L{shapes["aatype"].shape[0]}/msa{shapes["msa"].shape[0]}'
+            f'/t{shapes["template_aatype"].shape[0]}')
   n_slices, n_res = shapes['aatype'].shape
   label = (f'{model_name}/L{n_res}/msa{shapes["msa_feat"].shape[1]}'
            f'x{shapes["extra_msa"].shape[1]}')
@@ -122,7 +162,14 @@ class Predictor:
 
   def _apply(self, state, batch):
     model = nnx.merge(self._graphdef, state)
+    if self.multimer:
+      batch = dict(batch)
+      return model(batch, batch.pop(SAMPLING_KEY), self.plan, mesh=self.mesh)
     return model(batch, self.plan, mesh=self.mesh)
+
+  @property
+  def multimer(self) -> bool:
+    return is_multimer(self.config.model)
 
   @property
   def dap(self) -> int:
@@ -131,6 +178,8 @@ class Predictor:
   def label(self, shapes: Mapping[str, jax.ShapeDtypeStruct]) -> str:
     """The executable's name in the cache; `/dap4` when split over 4 devices."""
     label = bucket_label(self.name, shapes)
+    if 'asym_id' in shapes:  # the recycle count is the loop's bound, not an input shape
+      label += f'/r{int(self.config.model.num_recycle) + 1}'
     return label if self.mesh is None else f'{label}/dap{self.dap}'
 
   def with_plan(self, plan: ChunkPlan) -> Predictor:
@@ -184,9 +233,19 @@ class Predictor:
   def predict_processed(self, batch: Mapping, *, random_seed: int = 0) -> dict:
     """Predict from AlphaFold's processed features (leading axis: one slice per recycle).
 
-    `random_seed` is accepted for API compatibility; inference is deterministic.
+    For a multimer batch (transforms_multimer.make_batch) `random_seed` seeds
+    the in-model MSA sampling; a monomer's inference is deterministic given its
+    processed features and ignores it.
     """
-    del random_seed
+    if self.multimer:
+      if 'asym_id' not in batch:
+        raise InputError(f'{self.name} is a multimer preset: pass complex features '
+                         '(af_jax.data.pipeline_multimer), not a monomer batch')
+      batch = {**batch, SAMPLING_KEY: np.asarray(jax.random.key_data(
+          jax.random.PRNGKey(random_seed)), np.uint32)}
+    elif 'asym_id' in batch:
+      raise InputError(f'{self.name} is a monomer preset; fold complexes with a multimer '
+                       'preset (--model_preset=multimer)')
     feats = select_features(batch, self.use_templates)
     executable = self.compile(feats).compiled
     if self.mesh is not None:

@@ -12,16 +12,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import jax
+import numpy as np
 
 import af_jax
 from af_jax import cli
-from af_jax.data import features, parsers, transforms
-from af_jax.inference import Predictor, feature_shapes
+from af_jax.data import features, parsers, transforms, transforms_multimer
+from af_jax.inference import Predictor, feature_shapes, is_multimer
+from configs import buckets as bucket_lists
 
 
 def bucket_shapes(cfg, num_res: int, msa_clusters: int,
                   extra_msa: int) -> dict[str, jax.ShapeDtypeStruct]:
-  """The model inputs' shapes for one bucket, as data.transforms pads them."""
+  """The model inputs' shapes for one bucket, as data.transforms pads them.
+
+  A multimer bucket has one MSA depth, `msa_clusters` (all rows; the model
+  samples them itself); `extra_msa` is then ignored.
+  """
+  if is_multimer(cfg.model):
+    return feature_shapes(_multimer_dummy(cfg, num_res, msa_clusters), True)
   msa = parsers.Msa(sequences=['A'], deletion_matrix=[[0]], descriptions=['warmup'])
   raw = {**features.make_sequence_features('A', 'warmup', 1), **features.make_msa_features([msa]),
          **features.empty_template_features(1)}
@@ -30,8 +38,28 @@ def bucket_shapes(cfg, num_res: int, msa_clusters: int,
   return feature_shapes(batch, bool(cfg.model.embeddings_and_evoformer.template.enabled))
 
 
+def _multimer_dummy(cfg, num_res: int, num_seq: int) -> dict:
+  """A one-residue complex padded to a bucket, as transforms_multimer pads real ones."""
+  n_templ = int(cfg.model.embeddings_and_evoformer.template.max_templates)
+  ranks = {'msa': (1, 1), 'msa_mask': (1, 1), 'deletion_matrix': (1, 1), 'bert_mask': (1, 1),
+           'cluster_bias_mask': (1,), 'template_aatype': (n_templ, 1),
+           'template_all_atom_positions': (n_templ, 1, 37, 3),
+           'template_all_atom_mask': (n_templ, 1, 37)}
+  raw = {k: np.zeros(ranks.get(k, (1,)), dt)
+         for k, dt in transforms_multimer.MULTIMER_INPUTS.items()}
+  return transforms_multimer.make_batch(raw, num_res=num_res, num_seq=num_seq,
+                                        num_templates=n_templ)
+
+
 def preset_depths(cfg) -> tuple[int, int]:
-  """The preset's own MSA depths (cluster centres, extra rows): what a deep MSA fills."""
+  """The preset's own MSA depths (cluster centres, extra rows): what a deep MSA fills.
+
+  Multimer: (the rows it can read, sampled + extra, rounded up to an MSA bucket; 0).
+  """
+  if is_multimer(cfg.model):
+    e = cfg.model.embeddings_and_evoformer
+    return bucket_lists.bucket_size(int(e.num_msa) + int(e.num_extra_msa),
+                                    bucket_lists.MSA_BUCKETS), 0
   return transforms.max_msa_clusters(cfg), max(int(cfg.data.common.max_extra_msa), 1)
 
 
@@ -83,7 +111,8 @@ def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle
     cfg = af_jax.model_config(name)
     if num_recycle is not None:
       cfg.model.num_recycle = int(num_recycle)
-      cfg.data.common.num_recycle = int(num_recycle)
+      if 'num_recycle' in cfg.data.get('common', {}):
+        cfg.data.common.num_recycle = int(num_recycle)
     cli.apply_overrides(cfg, dict(overrides or {}))
     result += model_specs(cfg, [int(n) for n in _as_list(lengths)], depths, mesh=mesh)
   return result

@@ -181,11 +181,19 @@ class ActivationModel:
     e = mc.embeddings_and_evoformer
     act = 2 if mc.global_config.get('bfloat16') else _F32
     n_res = int(np.shape(shapes['aatype'])[-1])
-    n_seq = int(np.shape(shapes['msa_feat'])[-3])
-    n_extra = int(np.shape(shapes['extra_msa'])[-2]) if e.extra_msa_stack_num_block else 0
     use_t = bool(e.template.enabled) and 'template_aatype' in shapes
-    n_templ = int(np.shape(shapes['template_aatype'])[-2]) if use_t else 0
-    if use_t and e.template.embed_torsion_angles:
+    multimer = 'asym_id' in shapes
+    if multimer:
+      # AlphaFold-Multimer samples num_msa rows in the model; the rest are extra rows.
+      rows = int(np.shape(shapes['msa'])[0])
+      n_seq = min(rows, int(e.num_msa))
+      n_extra = min(rows - n_seq, int(e.num_extra_msa)) if e.extra_msa_stack_num_block else 0
+      n_templ = int(np.shape(shapes['template_aatype'])[0]) if use_t else 0
+    else:
+      n_seq = int(np.shape(shapes['msa_feat'])[-3])
+      n_extra = int(np.shape(shapes['extra_msa'])[-2]) if e.extra_msa_stack_num_block else 0
+      n_templ = int(np.shape(shapes['template_aatype'])[-2]) if use_t else 0
+    if use_t and (multimer or e.template.embed_torsion_angles):
       n_seq += n_templ  # the torsion-angle rows join the MSA
     c_m, c_z, c_e = int(e.msa_channel), int(e.pair_channel), int(e.extra_msa_channel)
     L, L2 = n_res, n_res * n_res
@@ -250,18 +258,23 @@ class ActivationModel:
       floor = max(floor, 3 * (extra + pair) + msa_main)
     if use_t:
       t = e.template
-      c_t = int(t.template_pair_stack.triangle_attention_ending_node.value_dim)
+      c_t = int(t.num_channels if multimer
+                else t.template_pair_stack.triangle_attention_ending_node.value_dim)
       per_template = n_templ * L2 * c_t * act  # the stacked pair stack outputs
       if t.template_pair_stack.num_block:
         stack_sites('template_pair_stack', t.template_pair_stack, 0, 0,
                     3 * L2 * c_t * act + per_template + 2 * pair, False, pair_only=True,
                     c_pair=c_t)
-      # Alg. 17: each pair position attends over its T templates.
-      h, d, dv = _head_dims(t.attention, c_z, c_t)
-      sites.append(Site('template_pointwise_attention', 'template_embedding', L2,
-                        _attention_slice(1, n_templ, h, max(d, dv), act) + c_z * act,
-                        per_template, 2 * pair + per_template))
-      floor = max(floor, 2 * pair + 2 * per_template)
+      if multimer:
+        # Templates are summed one at a time into one [L, L, c_t] accumulator.
+        floor = max(floor, 2 * pair + 3 * L2 * c_t * act)
+      else:
+        # Alg. 17: each pair position attends over its T templates.
+        h, d, dv = _head_dims(t.attention, c_z, c_t)
+        sites.append(Site('template_pointwise_attention', 'template_embedding', L2,
+                          _attention_slice(1, n_templ, h, max(d, dv), act) + c_z * act,
+                          per_template, 2 * pair + per_template))
+        floor = max(floor, 2 * pair + 2 * per_template)
     dap = max(int(dap), 1)
     if dap > 1:
       # DAP splits every MSA and pair activation over `dap` devices.

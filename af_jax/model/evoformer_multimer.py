@@ -114,8 +114,7 @@ class EmbeddingsAndEvoformerMultimer(nnx.Module):
       mesh: a mesh with a `dap` axis, or None.
 
     Returns:
-      `single`, `pair`, `msa` (the sampled rows), `msa_first_row` (float32),
-      plus `bert_mask` and `true_msa` of the sample (for the masked-MSA loss).
+      `single`, `pair`, `msa` (the sampled rows), `msa_first_row` (float32).
     """
     c, gc = self.config, self.global_config
     dt = primitives.compute_dtype(gc)
@@ -169,7 +168,4 @@ class EmbeddingsAndEvoformerMultimer(nnx.Module):
                                         msa, pair, msa_mask, mask_2d)
     single = self.single_activations(msa[0])
     out = {'single': single, 'pair': pair, 'msa': msa[:n_msa], 'msa_first_row': msa[0]}
-    out = {k: v.astype(jnp.float32) for k, v in out.items()}
-    out['bert_mask'] = sampled['bert_mask']
-    out['true_msa'] = sampled['true_msa']
-    return out
+    return {k: v.astype(jnp.float32) for k, v in out.items()}

@@ -107,7 +107,9 @@ class TemplateEmbeddingMultimer(nnx.Module):
         return total + emb, None
 
       c_t = self.single_template_embedding.config.num_channels
-      zero = jnp.zeros(pair_rows.shape[:2] + (c_t,), pair_rows.dtype)
+      # zeros_like, not zeros: under DAP the carry must vary over `dap` like the rows it
+      # sums (scan in shard_map rejects a replicated initial carry).
+      zero = jnp.zeros_like(pair_rows, shape=pair_rows.shape[:2] + (c_t,))
       total, _ = jax.lax.scan(add, zero, (per_residue, keys))
       return self.output_linear(jax.nn.relu(total / n_templ))
 

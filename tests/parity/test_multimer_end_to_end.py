@@ -79,7 +79,8 @@ def test_multimer_end_to_end(tmp_path):
   ref_params = ref_utils.unflatten(af_params.read_npz(path))
   with ref_utils.self_unit_vectors_zeroed():
     for r in range(2):
-      out = apply(ref_params, jax.random.PRNGKey(0), {**ref_batch, 'prev': prev}, recycle_key(msa_key, r))
+      out = apply(ref_params, jax.random.PRNGKey(0), {**ref_batch, 'prev': prev},
+                  recycle_key(msa_key, r))
       prev = {k: np.asarray(v, np.float32) for k, v in out['prev'].items()}
   ref_pos = np.asarray(out['structure_module']['final_atom_positions'])
 
