@@ -3,6 +3,7 @@
 import numpy as np
 
 import af_jax
+from af_jax.data import transforms_multimer
 
 TINY = {
     'model.embeddings_and_evoformer.evoformer_num_block': 2,
@@ -167,25 +168,4 @@ def random_multimer_batch(seed: int = 0, chain_lengths: tuple[int, ...] = (9, 9,
       'template_all_atom_positions': pos * tmask[..., None],
       'template_all_atom_mask': tmask,
   }
-  return pad_multimer_batch(real, n_real + n_pad, n_seq + n_seq_pad)
-
-
-# Which axes of each raw multimer feature are residues and MSA rows.
-_RESIDUE_AXIS = {'msa': 1, 'msa_mask': 1, 'deletion_matrix': 1, 'bert_mask': 1,
-                 'template_aatype': 1, 'template_all_atom_positions': 1,
-                 'template_all_atom_mask': 1}
-_ROW_FEATURES = ('msa', 'msa_mask', 'deletion_matrix', 'bert_mask', 'cluster_bias_mask')
-
-
-def pad_multimer_batch(batch: dict, n_res: int, n_seq: int) -> dict:
-  """Zero-pad residues to `n_res` and MSA rows to `n_seq`, as the bucket padding does."""
-  out = {}
-  for k, v in batch.items():
-    pad = [(0, 0)] * v.ndim
-    if k != 'cluster_bias_mask':
-      axis = _RESIDUE_AXIS.get(k, 0)
-      pad[axis] = (0, n_res - v.shape[axis])
-    if k in _ROW_FEATURES:
-      pad[0] = (0, n_seq - v.shape[0])
-    out[k] = np.pad(v, pad)
-  return out
+  return transforms_multimer.make_batch(real, num_res=n_real + n_pad, num_seq=n_seq + n_seq_pad)
