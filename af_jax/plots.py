@@ -100,7 +100,8 @@ def plot_pae(path: pathlib.Path, paes: Mapping[str, np.ndarray], title: str,
   for ax, name in zip(axes[0], names):
     pae = np.asarray(paes[name])
     image = ax.imshow(pae, cmap='Greens_r', vmin=0, vmax=max_pae)
-    ax.set_title(name, fontsize=8)
+    # Above the chain names of the top axis, when there are any.
+    ax.set_title(name, fontsize=8, pad=14 if chain_lengths is not None else 6)
     ax.set(xlabel='scored residue', ylabel='aligned residue')
     if chain_lengths is not None:
       bounds, middles, chain_names = _chains(chain_lengths, chain_ids, pae.shape[0])
@@ -112,7 +113,7 @@ def plot_pae(path: pathlib.Path, paes: Mapping[str, np.ndarray], title: str,
       right.set_yticks(middles - 0.5, chain_names, fontsize=7)
   if chain_lengths is not None:
     fig.subplots_adjust(wspace=0.45)  # room for the right-hand chain names
-  fig.suptitle(title, fontsize=8)
+  fig.suptitle(title, fontsize=8, y=1.04 if chain_lengths is not None else 0.98)
   fig.colorbar(image, ax=axes[0].tolist(), label='expected position error (Å)', shrink=0.8)
   outputs.write_with(path, lambda tmp: fig.savefig(tmp, format='png', bbox_inches='tight'))
   plt.close(fig)
