@@ -128,15 +128,31 @@ class AlphaFold(nnx.Module):
       k = jax.random.fold_in(key, r) if key is not None else None
       return self.iteration(take(r), prev, plan, k, mesh)
 
+    done, reps, sm, tol = self.recycle(run, n_res, seq_mask)
+    out = self.apply_heads(reps, sm, seq_mask)
+    out['num_recycles'] = done - 1
+    out['tol'] = tol
+    return out
+
+  def recycle(self, run, n_res: int, seq_mask: jax.Array):
+    """`run(r, prev) -> (reps, sm)` for r = 0, 1, ... in a `lax.while_loop`.
+
+    Up to `num_recycle + 1` iterations; after the second, it stops once the CA
+    distances move less than `recycle_early_stop_tolerance` (Å).
+
+    Returns:
+      (iterations run, the last iteration's reps and sm, its CA distance change).
+    """
+    c = self.config
+    num_iters = int(c.num_recycle) + 1
+    tolerance = float(c.get('recycle_early_stop_tolerance', 0.0))
     prev0 = self._initial_prev(n_res)
     shapes = jax.eval_shape(run, 0, prev0)
     outputs0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    tolerance = float(c.get('recycle_early_stop_tolerance', 0.0))
 
     def cond(carry):
       done, _, _, tol = carry
-      stop_early = (done > 1) & (tol < tolerance)
-      return (done < num_iters) & ~stop_early
+      return (done < num_iters) & ~((done > 1) & (tol < tolerance))
 
     def body(carry):
       done, prev, _, _ = carry
@@ -147,10 +163,7 @@ class AlphaFold(nnx.Module):
 
     carry = (jnp.int32(0), prev0, outputs0, jnp.float32(jnp.inf))
     done, _, (reps, sm), tol = jax.lax.while_loop(cond, body, carry)
-    out = self.apply_heads(reps, sm, seq_mask)
-    out['num_recycles'] = done - 1
-    out['tol'] = tol
-    return out
+    return done, reps, sm, tol
 
   def _initial_prev(self, n_res: int) -> dict:
     e = self.config.embeddings_and_evoformer

@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 
 from af_jax.chunking import ChunkPlan
 from af_jax.common import confidence
-from af_jax.model.alphafold import AlphaFold, recycled_state
+from af_jax.model.alphafold import AlphaFold
 from af_jax.model.evoformer_multimer import EmbeddingsAndEvoformerMultimer
 from af_jax.model.structure_module_multimer import StructureModuleMultimer
 
@@ -70,33 +70,14 @@ class AlphaFoldMultimer(AlphaFold):
     Returns:
       AlphaFold's outputs plus `iptm`, `num_recycles` and `tol` (Å).
     """
-    c = self.config
-    num_iters = int(c.num_recycle) + 1
     n_res = batch['aatype'].shape[0]
     seq_mask = batch['seq_mask'].astype(jnp.float32)
-    tolerance = float(c.get('recycle_early_stop_tolerance', 0.0))
 
     def run(r, prev):
       k = jax.random.fold_in(key, r) if key is not None else None
       return self.iteration(batch, prev, recycle_key(msa_key, r), plan, k, mesh)
 
-    prev0 = self._initial_prev(n_res)
-    shapes = jax.eval_shape(run, 0, prev0)
-    outputs0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-    def cond(carry):
-      done, _, _, tol = carry
-      return (done < num_iters) & ~((done > 1) & (tol < tolerance))
-
-    def body(carry):
-      done, prev, _, _ = carry
-      reps, sm = run(done, prev)
-      new_prev = recycled_state(reps, sm)
-      tol = confidence.ca_distance_change(prev['prev_pos'], new_prev['prev_pos'], seq_mask)
-      return done + 1, new_prev, (reps, sm), tol
-
-    carry = (jnp.int32(0), prev0, outputs0, jnp.float32(jnp.inf))
-    done, _, (reps, sm), tol = jax.lax.while_loop(cond, body, carry)
+    done, reps, sm, tol = self.recycle(run, n_res, seq_mask)
     out = self.apply_heads(reps, sm, seq_mask, batch['asym_id'])
     out['num_recycles'] = done - 1
     out['tol'] = tol

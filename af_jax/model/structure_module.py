@@ -152,6 +152,31 @@ class FoldIteration(nnx.Module):
     return act, affine.stop_rotation_gradient(), outputs  # Alg. 20 line 20
 
 
+def run_layers(layer: nnx.Module, num_layer: int, act: jax.Array, frames, kw: dict,
+               keys: jax.Array | None, unroll: bool = False):
+  """`num_layer` iterations of one shared fold iteration `layer(act, frames, **kw, key=)`.
+
+  Returns the last (act, frames) and each iteration's outputs stacked on a
+  leading layer axis. `unroll` runs a Python loop (same numbers; for tests).
+  """
+  if unroll:
+    per_layer = []
+    for i in range(num_layer):
+      act, frames, out = layer(act, frames, **kw, key=None if keys is None else keys[i])
+      per_layer.append(out)
+    return act, frames, jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *per_layer)
+  # PERF: one compiled layer, its weights closed over (shared, not stacked).
+  graphdef, state = nnx.split(layer)
+
+  def step(carry, k):
+    act, frames = carry
+    act, frames, out = nnx.merge(graphdef, state)(act, frames, **kw, key=k)
+    return (act, frames), out
+
+  (act, frames), outputs = jax.lax.scan(step, (act, frames), keys, length=num_layer)
+  return act, frames, outputs
+
+
 class StructureModule(nnx.Module):
   """Structure module head. Jumper et al. (2021) Suppl. Alg. 20.
 
@@ -208,23 +233,8 @@ class StructureModule(nnx.Module):
     kw = dict(initial_act=initial_act, pair=pair, seq_mask=seq_mask, aatype=aatype)
     keys = jax.random.split(key, self.num_layer) if key is not None else None
 
-    if unroll:
-      per_layer = []
-      for i in range(self.num_layer):
-        act, affine, out = self.fold_iteration(act, affine, **kw,
-                                               key=None if keys is None else keys[i])
-        per_layer.append(out)
-      outputs = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *per_layer)
-    else:
-      # PERF: one compiled layer, its weights closed over (shared, not stacked).
-      graphdef, state = nnx.split(self.fold_iteration)
-
-      def step(carry, k):
-        act, affine = carry
-        act, affine, out = nnx.merge(graphdef, state)(act, affine, **kw, key=k)
-        return (act, affine), out
-
-      (act, _), outputs = jax.lax.scan(step, (act, affine), keys, length=self.num_layer)
+    act, _, outputs = run_layers(self.fold_iteration, self.num_layer, act, affine, kw, keys,
+                                 unroll)
 
     # Translations in Å: the reference's `traj` (quaternion unchanged).
     scale = jnp.asarray([1.0] * 4 + [self.position_scale] * 3, act.dtype)

@@ -27,7 +27,7 @@ from flax import nnx
 
 from af_jax.common.geometry import Rigid
 from af_jax.model import all_atom, dropout, primitives
-from af_jax.model.structure_module import MultiRigidSidechain
+from af_jax.model.structure_module import MultiRigidSidechain, run_layers
 
 
 def _suffix(i: int) -> str:
@@ -338,23 +338,8 @@ class StructureModuleMultimer(nnx.Module):
     kw = dict(initial_act=initial_act, pair=pair, seq_mask=seq_mask, aatype=aatype)
     keys = jax.random.split(key, self.num_layer) if key is not None else None
 
-    if unroll:
-      per_layer = []
-      for i in range(self.num_layer):
-        act, rigid, out = self.fold_iteration(act, rigid, **kw,
-                                              key=None if keys is None else keys[i])
-        per_layer.append(out)
-      outputs = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *per_layer)
-    else:
-      # PERF: one compiled layer, its weights closed over (shared, not stacked).
-      graphdef, state = nnx.split(self.fold_iteration)
-
-      def step(carry, k):
-        act, rigid = carry
-        act, rigid, out = nnx.merge(graphdef, state)(act, rigid, **kw, key=k)
-        return (act, rigid), out
-
-      (act, _), outputs = jax.lax.scan(step, (act, rigid), keys, length=self.num_layer)
+    act, _, outputs = run_layers(self.fold_iteration, self.num_layer, act, rigid, kw, keys,
+                                 unroll)
 
     traj = rigid_to_array(outputs['rigid'].scale_translation(self.position_scale))
     sc = dict(outputs['sc'])
