@@ -427,7 +427,7 @@ def relax_models(target_dir: pathlib.Path, names: Sequence[str],
     t0 = time.time()
     try:
       # A complex relaxes as one system that keeps its chains.
-      result = relax.relax_protein(protein.split_chains(proteins[name]), use_gpu=use_gpu)
+      result = relax.relax_protein(proteins[name], use_gpu=use_gpu)
     except relax.RelaxError as e:
       logging.warning('%s: Amber relaxation failed, keeping the unrelaxed model: %s', name, e)
       metrics[name] = {'error': str(e)}

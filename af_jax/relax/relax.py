@@ -116,6 +116,8 @@ def relax_protein(prot: protein.Protein | Sequence[protein.Protein], *,
                   exclude_residues: Collection[int] = (), max_attempts: int = 3) -> RelaxResult:
   """Relax one chain, or several chains together (a complex keeps its chains).
 
+  A Protein with several chains (`chain_index`) is relaxed as those chains.
+
   The defaults are AlphaFold 2.3's (run_alphafold.py).
 
   Args:
@@ -140,7 +142,9 @@ def relax_protein(prot: protein.Protein | Sequence[protein.Protein], *,
   start = time.time()
   require_openmm(use_gpu)
   from af_jax.relax import amber, cleanup
-  chains = (prot,) if isinstance(prot, protein.Protein) else tuple(prot)
+  # A multi-chain Protein (a predicted complex) relaxes as its chains together.
+  chains = (tuple(protein.split_chains(prot)) if isinstance(prot, protein.Protein)
+            else tuple(prot))
   cleanup.check_chains(chains)
   if min(max_outer_iterations, max_attempts) < 1:
     raise RelaxError(f'{max_outer_iterations=} and {max_attempts=} must be at least 1')

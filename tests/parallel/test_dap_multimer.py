@@ -99,14 +99,13 @@ def test_template_embedding_matches_one_device():
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5, err_msg=f'dap={dap}')
 
 
-@pytest.mark.slow  # three compiles of the tiny multimer: about a minute on 2 CPU cores
+@pytest.mark.slow  # two compiles of the tiny multimer
 def test_whole_model_matches_one_device():
-  """Trunk, templates, extra-MSA stack and Evoformer on dap = 2 and 4; 3 iterations."""
+  """Trunk, templates, extra-MSA stack and Evoformer on dap = 2; 3 iterations (dap=4 below)."""
   want = _run(1)
   assert int(want['num_recycles']) == 2
   assert np.abs(want['pos']).max() > 1.0
-  for dap in (2, 4):
-    _assert_close(_run(dap), want, f'dap={dap}')
+  _assert_close(_run(2), want, 'dap=2')
 
 
 @pytest.mark.slow  # two compiles of the tiny multimer, one chunked over 4 devices
