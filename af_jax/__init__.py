@@ -6,8 +6,11 @@ import os
 
 import numpy as np
 
+from af_jax import xla_flags
 from af_jax.errors import ConfigError, InputError, ParamsError
 from configs import PRESETS, model_config
+
+xla_flags.apply_defaults()
 
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -60,6 +60,12 @@ flags.DEFINE_string('json_out', os.path.join(os.path.dirname(os.path.abspath(__f
 flags.DEFINE_string('results_md', os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                'RESULTS.md'),
                     'Markdown file to write the section into ("" to skip).')
+flags.DEFINE_list('full_lengths', [],
+                  'Full model (all Evoformer blocks, 1 recycle, the preset\'s MSA depths): the '
+                  'compiled peak of its smallest AutoChunk plan at these L, float32 and '
+                  'bfloat16 (compiled only, nothing runs).')
+flags.DEFINE_float('machine_gb', 24.0, 'Memory of the machine the full-model figures are '
+                   'judged against (GB).')
 # Internal: run one side in this process and print its JSON.
 flags.DEFINE_string('child', None, 'Internal: JSON {"L", "plan"} of one side to run.')
 
@@ -253,6 +259,58 @@ def run_length(n_res: int) -> dict:
 
 
 
+def full_model(n_res: int, bf16: bool) -> dict:
+  """Compiled memory of the whole model at its smallest AutoChunk plan (not run)."""
+  import af_jax
+  from af_jax.chunking import autochunk
+  from af_jax.inference import Predictor
+  from af_jax.warmup import bucket_shapes
+  cfg = af_jax.model_config(FLAGS.preset)
+  cfg.model.num_recycle = 1
+  cfg.model.global_config.bfloat16 = bf16
+  shapes = bucket_shapes(cfg, n_res, int(cfg.data.eval.max_msa_clusters),
+                         int(cfg.data.common.max_extra_msa))
+  plan = autochunk.ActivationModel.from_config(cfg, shapes).ladder()[-1]
+  t = time.perf_counter()
+  compiled = Predictor(cfg, None, plan=plan).lower(shapes).compile()
+  seconds = time.perf_counter() - t
+  mem = autochunk.compiled_memory(compiled)
+  print(f'full model L={n_res} bf16={bf16}: compiled peak {mem["peak"] / 1e9:.2f} GB',
+        file=sys.stderr, flush=True)
+  return {'L': n_res, 'dtype': 'bfloat16' if bf16 else 'float32',
+          'plan': autochunk.plan_summary(plan), 'compiled_memory': mem, 'compile_s': seconds,
+          'msa_clusters': int(cfg.data.eval.max_msa_clusters),
+          'extra_msa': int(cfg.data.common.max_extra_msa),
+          'evoformer_blocks': int(cfg.model.embeddings_and_evoformer.evoformer_num_block)}
+
+
+def full_model_markdown(report: dict) -> list[str]:
+  rows = report.get('full_model') or []
+  if not rows:
+    return []
+  limit = report['settings']['machine_gb'] * 1e9
+  rss = report.get('process_rss_bytes', 0)
+  lines = ['', f"Full model ({report['settings']['preset']}, {rows[0]['evoformer_blocks']} "
+           f"Evoformer blocks, 1 recycle, {rows[0]['msa_clusters']} MSA clusters, "
+           f"{rows[0]['extra_msa']} extra MSA rows, templates on), smallest AutoChunk plan, "
+           'compiled figures only (XLA\'s buffer assignment; nothing runs). "Fits" means '
+           f"compiled peak + {common.mb(rss)} MB (this benchmark process's RSS after the "
+           "compiles: Python, JAX, compiler caches) is within "
+           f"{report['settings']['machine_gb']:.0f} GB.",
+           '', '| L | dtype | compiled peak (MB) | temporaries (MB) | fits | compile (s) |',
+           '|---:|---|---:|---:|---|---:|']
+  for r in rows:
+    m = r['compiled_memory']
+    fits = 'yes' if m['peak'] + rss <= limit else 'no'
+    lines.append(f"| {r['L']} | {r['dtype']} | {common.mb(m['peak'])} | {common.mb(m['temp'])} "
+                 f"| {fits} | {r['compile_s']:.0f} |")
+  for dtype in ('float32', 'bfloat16'):
+    ok = [r['L'] for r in rows if r['dtype'] == dtype
+          and r['compiled_memory']['peak'] + rss <= limit]
+    lines.append(f"\nLongest L that fits, {dtype}: {max(ok) if ok else 'none of those tried'}.")
+  return lines
+
+
 def markdown(report: dict) -> str:
   mb = common.mb
   m, s = report['machine'], report['settings']
@@ -309,6 +367,7 @@ def markdown(report: dict) -> str:
                  f"({srch['seconds']:.0f}) | {q['activation_reduction']:.0%} | "
                  f"{q['compiled_peak_reduction']:.0%} | {q['peak_rss_reduction']:.0%} | "
                  f"{q['rss_growth_reduction']:.0%} | {q['slowdown_best']:+.0%} |")
+  lines += full_model_markdown(report)
   lines += ['', f"JSON: `{report['json_path']}`.", _END]
   return '\n'.join(lines) + '\n'
 
@@ -332,10 +391,15 @@ def main(argv):
       'machine': common.machine_info(),
       'settings': {'preset': FLAGS.preset, 'c_m': c_m, 'c_z': c_z, 'num_seq': FLAGS.num_seq,
                    'activation_fraction': FLAGS.activation_fraction, 'reps': FLAGS.reps,
-                   'max_compiles': FLAGS.max_compiles, 'dtype': 'float32'},
+                   'max_compiles': FLAGS.max_compiles, 'dtype': 'float32',
+                   'machine_gb': FLAGS.machine_gb},
       'results': [run_length(int(n)) for n in FLAGS.lengths],
+      'full_model': [full_model(int(n), bf16) for n in FLAGS.full_lengths
+                     for bf16 in (False, True)],
       'json_path': os.path.relpath(FLAGS.json_out, os.getcwd()) if FLAGS.json_out else None,
   }
+  # What the process itself holds (Python, JAX, compiler caches): added to the compiled peaks.
+  report['process_rss_bytes'] = common.current_rss()
   text = json.dumps(report, indent=1)
   print(text)
   if FLAGS.json_out:

@@ -41,8 +41,11 @@ from af_jax.errors import ConfigError, InputError
 
 FIELDS = tuple(f.name for f in dataclasses.fields(ChunkPlan))
 # Bump when the analytic model or the search changes: old cached decisions are then ignored.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _F32 = 4
+# Chunking an op further is not worth it when it saves less than this fraction of its
+# live bytes.
+_NOT_WORTH = 0.03
 
 
 # ----------------------------------------------------------------------------
@@ -200,28 +203,35 @@ class ActivationModel:
     pair = L2 * c_z * act
     sites: list[Site] = []
 
-    def stack_sites(where, ev, rows, c_msa, resident, column_global, pair_only=False,
+    def stack_sites(where, ev, rows, c_msa, outside, column_global, pair_only=False,
                     c_pair=c_z):
-      """The sites of one Evoformer-like block over an MSA [rows, L, c_msa] and pair."""
+      """The sites of one Evoformer-like block over an MSA [rows, L, c_msa] and pair;
+      `outside`: bytes the rest of the model holds meanwhile."""
       p = L2 * c_pair * act
-      # Triangle multiplication: the projections [L, L, 2c] and their gates, the
-      # normalised input and the gating live whole; each row i adds its [L, c]
-      # product, layer norm (float32) and [L, c_z] outputs.
+      msa = rows * L * c_msa * act
+      # Residents: the stream being updated and the updated copy (compiled figures of one
+      # block: 4 pair-sized buffers live during the triangle multiplication, 2 of them its
+      # own).
+      pair_resident = outside + 2 * p
+      resident = outside + 2 * msa
+      # Triangle multiplication: the right projection [L, L, c] and the output
+      # buffer live whole; each row i adds its left projection, [L, c] product,
+      # layer norm (float32) and [L, c_z] outputs.
       c_mid = int(ev.triangle_multiplication_outgoing.num_intermediate_channel)
       sites.append(Site('triangle_multiplication', where, L,
-                        L * (c_mid * (act + _F32) + 2 * c_pair * act),
-                        L2 * (4 * c_mid + 3 * c_pair) * act, resident))
+                        L * (c_mid * (2 * act + _F32) + 2 * c_pair * act),
+                        L2 * (c_mid + c_pair) * act, pair_resident))
       # Triangle attention: the bias [H, L, L] (float32) and the normalised pair live
       # whole; each row is one attention of L queries over L keys.
       h, d, dv = _head_dims(ev.triangle_attention_starting_node, c_pair)
       sites.append(Site('triangle_attention', where, L,
                         _attention_slice(L, L, h, max(d, dv), act),
-                        h * L2 * _F32 + p, resident))
+                        h * L2 * _F32 + p, pair_resident))
       f = float(ev.pair_transition.num_intermediate_factor)
-      sites.append(Site('pair_transition', where, L, L * c_pair * (f + 1) * act, p, resident))
+      sites.append(Site('pair_transition', where, L, L * c_pair * (f + 1) * act, p,
+                        pair_resident))
       if pair_only:
         return
-      msa = rows * L * c_msa * act
       h, d, dv = _head_dims(ev.msa_row_attention_with_pair_bias, c_msa)
       sites.append(Site('msa_row_attention', where, rows,
                         _attention_slice(L, L, h, max(d, dv), act),
@@ -247,15 +257,13 @@ class ActivationModel:
                         L * (2 * c_o * c_o * act + c_pair * _F32),
                         2 * rows * L * c_o * act, resident))
 
-    # Residents: the block's inputs, its residual stream and the update being added.
     msa_main = n_seq * L * c_m * act
-    stack_sites('evoformer', e.evoformer, n_seq, c_m, 3 * (msa_main + pair), False)
-    floor = 3 * (msa_main + pair)
+    stack_sites('evoformer', e.evoformer, n_seq, c_m, 0, False)
+    floor = 2 * (msa_main + pair)
     if n_extra:
       extra = n_extra * L * c_e * act
-      stack_sites('extra_msa_stack', e.evoformer, n_extra, c_e, 3 * (extra + pair) + msa_main,
-                  True)
-      floor = max(floor, 3 * (extra + pair) + msa_main)
+      stack_sites('extra_msa_stack', e.evoformer, n_extra, c_e, msa_main, True)
+      floor = max(floor, 2 * (extra + pair) + msa_main)
     if use_t:
       t = e.template
       c_t = int(t.num_channels if multimer
@@ -263,8 +271,7 @@ class ActivationModel:
       per_template = n_templ * L2 * c_t * act  # the stacked pair stack outputs
       if t.template_pair_stack.num_block:
         stack_sites('template_pair_stack', t.template_pair_stack, 0, 0,
-                    3 * L2 * c_t * act + per_template + 2 * pair, False, pair_only=True,
-                    c_pair=c_t)
+                    per_template + 2 * pair, False, pair_only=True, c_pair=c_t)
       if multimer:
         # Templates are summed one at a time into one [L, L, c_t] accumulator.
         floor = max(floor, 2 * pair + 3 * L2 * c_t * act)
@@ -298,11 +305,15 @@ class ActivationModel:
 
   def candidates(self, field: str) -> list[int | None]:
     """Chunk sizes worth trying for `field`, largest first: None, then powers of two
-    below the axis size down to 1."""
+    below the axis size, down to the largest whose live bytes are within
+    `_NOT_WORTH` of chunk 1's (smaller chunks would save next to nothing and cost
+    speed: the triangle multiplication at chunk 1 reads the whole right projection
+    once per row, 2.3x the unchunked block's time at L=256)."""
     n = max((s.n_slices for s in self.sites if s.field == field), default=1)
+    least = self.op_bytes(field, 1)
     out: list[int | None] = [None]
     c = 1 << max(n - 1, 1).bit_length() - 1
-    while c >= 1:
+    while c >= 1 and self.op_bytes(field, out[-1]) > least * (1 + _NOT_WORTH):
       if c < n:
         out.append(c)
       c //= 2
