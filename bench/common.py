@@ -121,6 +121,8 @@ def run_child(script: str, args: list[str]) -> dict:
                         text=True, env=env)
   if proc.returncode != 0:
     sys.stderr.write(proc.stderr[-4000:])
+    if proc.returncode == -9:  # SIGKILL: on this machine the kernel's out-of-memory killer
+      return {'error': 'killed (SIGKILL: out of memory)'}
     return {'error': f'exit {proc.returncode}: ' + proc.stderr.strip().splitlines()[-1]}
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
