@@ -18,6 +18,8 @@ from typing import Any
 import jax
 from jax import lax
 
+from af_jax.common import tracing
+
 
 @dataclasses.dataclass(frozen=True)
 class ChunkPlan:
@@ -77,10 +79,10 @@ def axial_map(fn: Callable[..., Any], args: Sequence[jax.Array], *,
   # L=512, chunk 1, one Evoformer block's temporaries were 0.67 GB that way and 0.54 GB in
   # place (XLA:CPU, memory-minimising scheduler).
   n_full, rest = divmod(size, chunk)
-  traced, shapes = jax.make_jaxpr(lambda: run(0, chunk), return_shape=True)()
-  out = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes),
-                                     [_zeros(a, size, out_axis) for a in traced.out_avals])
-  out = lax.fori_loop(0, n_full, lambda i, o: write(o, i * chunk, run(i * chunk, chunk)), out)
+  # One trace of a full chunk gives the output buffer's shapes and serves as the loop body.
+  run_chunk, chunk_out = tracing.trace_once(lambda start: run(start, chunk), jax.numpy.int32(0))
+  out = jax.tree_util.tree_map(lambda a: _zeros(a, size, out_axis), chunk_out)
+  out = lax.fori_loop(0, n_full, lambda i, o: write(o, i * chunk, run_chunk(i * chunk)), out)
   if rest:
     out = write(out, n_full * chunk, run(n_full * chunk, rest))
   return out

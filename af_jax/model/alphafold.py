@@ -10,13 +10,12 @@ The heads run once, on the last iteration's representations.
 from __future__ import annotations
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
 from af_jax.chunking import ChunkPlan
-from af_jax.common import confidence
+from af_jax.common import confidence, tracing
 from af_jax.errors import InputError
 from af_jax.model import heads, primitives
 from af_jax.model.evoformer import EmbeddingsAndEvoformer
@@ -151,8 +150,7 @@ class AlphaFold(nnx.Module):
     # PERF: Python traces one iteration once. Its jaxpr gives the loop carry's shapes and
     # is replayed as the loop body; tracing `run` again (the module code) would double the
     # tracing time of a cold process (about 0.5 s of 1 s for model_1_ptm).
-    iteration, shapes = jax.make_jaxpr(run, return_shape=True)(jnp.int32(0), prev0)
-    run_traced = _replay(iteration, shapes)
+    run_traced, shapes = tracing.trace_once(run, jnp.int32(0), prev0)
     outputs0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def cond(carry):
@@ -217,17 +215,6 @@ class AlphaFold(nnx.Module):
     out = self.apply_heads(reps, sm, batch['seq_mask'][0])
     out['num_recycles'] = num_recycles
     return out
-
-
-def _replay(closed_jaxpr, out_shapes):
-  """A function evaluating `closed_jaxpr` (from `jax.make_jaxpr(f, return_shape=True)`)
-  with `f`'s pytree arguments and results; no Python of `f` runs again."""
-  evaluate = jax.extend.core.jaxpr_as_fun(closed_jaxpr)
-  out_tree = jax.tree_util.tree_structure(out_shapes)
-
-  def replayed(*args):
-    return jax.tree_util.tree_unflatten(out_tree, evaluate(*jax.tree_util.tree_leaves(args)))
-  return replayed
 
 
 def recycled_state(reps: dict, sm: dict) -> dict:
