@@ -98,6 +98,24 @@ def block_shapes(n_res: int, n_seq: int, c_m: int, c_z: int) -> tuple:
           jax.ShapeDtypeStruct((n_seq, n_res), f32), jax.ShapeDtypeStruct((n_res, n_res), f32))
 
 
+def random_batch(shapes: dict, rng) -> dict:
+  """Random model inputs of a bucket's shapes: masks set, indices in range."""
+  import numpy as np
+  out = {}
+  for name, struct in shapes.items():
+    shape, dtype = struct.shape, np.dtype(struct.dtype)
+    if name == 'residue_index':
+      value = np.broadcast_to(np.arange(shape[-1]), shape)
+    elif 'mask' in name:
+      value = np.ones(shape)
+    elif np.issubdtype(dtype, np.integer):
+      value = rng.integers(0, 21, size=shape)
+    else:
+      value = rng.random(shape)
+    out[name] = np.asarray(value, dtype)
+  return out
+
+
 def mb(x: float) -> str:
   """Bytes as whole megabytes with thousands separators, for the markdown tables."""
   return f'{x / 1e6:,.0f}'

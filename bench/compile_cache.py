@@ -79,24 +79,6 @@ TRACE_LOWER_TARGET_S = 2.0
 # One process (cold or warm).
 
 
-def random_batch(shapes: dict, rng) -> dict:
-  """Random model inputs of a bucket's shapes: masks set, indices in range."""
-  import numpy as np
-  out = {}
-  for name, struct in shapes.items():
-    shape, dtype = struct.shape, np.dtype(struct.dtype)
-    if name == 'residue_index':
-      value = np.broadcast_to(np.arange(shape[-1]), shape)
-    elif 'mask' in name:
-      value = np.ones(shape)
-    elif np.issubdtype(dtype, np.integer):
-      value = rng.integers(0, 21, size=shape)
-    else:
-      value = rng.random(shape)
-    out[name] = np.asarray(value, dtype)
-  return out
-
-
 def child(length: int, cache_dir: str) -> dict:
   """Times one process from the first import to the first result."""
   import compile_cache
@@ -122,7 +104,7 @@ def child(length: int, cache_dir: str) -> dict:
   predictor._state = jax.tree_util.tree_map(
       lambda s: jax.device_put((0.02 * rng.standard_normal(s.shape)).astype(s.dtype)), structs)
   shapes = warmup.bucket_shapes(cfg, length, FLAGS.msa_clusters, FLAGS.extra_msa)
-  batch = random_batch(shapes, rng)
+  batch = common.random_batch(shapes, rng)
   label = bucket_label(predictor.name, shapes)
   setup_done = time.monotonic()
 
@@ -221,7 +203,7 @@ def markdown(report: dict) -> str:
       '',
       f"- Date: {m['date']}; machine: {m['nproc']} CPU(s) ({m['cpu']}), {m['device']}, "
       f"{'GPU' if m['gpu'] else 'no GPU'}; jax {m['jax']}, jaxlib {m['jaxlib']}, "
-      f"Python {m['python']}; load average at start {m['load_average_at_start']}.",
+      f"Python {m['python']}; load average (1/5/15 min) at start {m['load_average']}.",
       f"- Command (from the repository root): `{report['command']}`",
       f"- Model: {s['preset']} dimensions, {s['evoformer_blocks']} Evoformer blocks, random "
       f"weights ({s['param_bytes'] / 1e6:.0f} MB), num_recycle={s['num_recycle']}; batch "
@@ -276,7 +258,7 @@ def main(argv):
     return
   work = FLAGS.work_dir or tempfile.mkdtemp(prefix='bench_compile_cache_')
   rows = []
-  machine = None
+  machine = common.machine_info()  # before the children: its load average is the machine's own
   try:
     for length in [int(n) for n in FLAGS.lengths]:
       cache_dir = os.path.join(work, f'L{length}')
@@ -286,8 +268,6 @@ def main(argv):
       row = {'length': length, 'cold': cold, 'warm': warm, 'summary': summarize(cold, warm)}
       print(json.dumps(row), file=sys.stderr, flush=True)
       rows.append(row)
-      if machine is None:
-        machine = common.machine_info()
   finally:
     if not FLAGS.work_dir:
       shutil.rmtree(work, ignore_errors=True)
