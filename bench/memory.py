@@ -73,6 +73,14 @@ flags.DEFINE_float('machine_gb', 24.0, 'Memory of the machine the full-model fig
 flags.DEFINE_float('process_margin_gb', 2.0, 'Memory a full-model process needs beyond its '
                    "compiled peak (Python, JAX's runtime, host copies of the features), GB.")
 # Internal: run one side in this process and print its JSON.
+flags.DEFINE_string('confirm', None,
+                    'L:dtype (e.g. 2048:float32): instead of the tables above, run the whole '
+                    'model once at that length with --confirm_blocks Evoformer blocks and one '
+                    'extra-MSA block, and add its measured peak RSS beside its compiled peak to '
+                    'the JSON and markdown already written (the check that the full-model '
+                    'compiled figures hold for a real run).')
+flags.DEFINE_integer('confirm_blocks', 2, 'Evoformer blocks of the --confirm run.')
+flags.DEFINE_string('confirm_child', None, 'Internal: JSON {"L", "dtype", "blocks"} to run.')
 flags.DEFINE_string('child', None, 'Internal: JSON {"L", "plan"} of one side to run.')
 
 FLAGS = flags.FLAGS
@@ -219,7 +227,9 @@ def run_length(n_res: int) -> dict:
   # What no plan can go below (the parts of the block that are not chunked: the
   # triangle multiplication's whole [L, L, c] projections, the residual stream):
   # when the target is under it, AutoChunk gets 10% above it instead.
-  budget = max(target, int(1.1 * smallest_mem['peak']))
+  # Never above what AutoChunk would use by default on this machine (a plan chosen against
+  # more than that is killed for memory when it runs).
+  budget = max(min(target, autochunk.default_budget()), int(1.1 * smallest_mem['peak']))
   t = time.perf_counter()
   try:
     chosen = autochunk.choose_plan(
@@ -290,6 +300,111 @@ def full_model(n_res: int, bf16: bool) -> dict:
           'evoformer_blocks': int(cfg.model.embeddings_and_evoformer.evoformer_num_block)}
 
 
+def confirm_config(n_res: int, dtype: str, blocks: int):
+  """The full-model config at its real dimensions with fewer Evoformer and extra-MSA blocks."""
+  import af_jax
+  cfg = af_jax.model_config(FLAGS.preset)
+  cfg.model.num_recycle = 0
+  cfg.data.common.num_recycle = 0
+  cfg.model.global_config.bfloat16 = dtype == 'bfloat16'
+  cfg.model.embeddings_and_evoformer.evoformer_num_block = blocks
+  cfg.model.embeddings_and_evoformer.extra_msa_stack_num_block = 1
+  return cfg
+
+
+def run_confirm_child(spec: dict) -> dict:
+  """One real forward pass of the few-block model; its compiled figures and peak RSS."""
+  import jax
+  import numpy as np
+
+  from af_jax.chunking import autochunk
+  from af_jax.inference import Predictor
+  from af_jax.warmup import bucket_shapes
+  cfg = confirm_config(spec['L'], spec['dtype'], spec['blocks'])
+  shapes = bucket_shapes(cfg, spec['L'], int(cfg.data.eval.max_msa_clusters),
+                         int(cfg.data.common.max_extra_msa))
+  plan = autochunk.ActivationModel.from_config(cfg, shapes).ladder()[-1]
+  predictor = Predictor(cfg, None, plan=plan)
+  rng = np.random.default_rng(FLAGS.seed)
+  state = jax.tree_util.tree_map(
+      lambda s: jax.device_put((0.02 * rng.standard_normal(s.shape)).astype(s.dtype)),
+      predictor._state)
+  batch = jax.device_put(common.random_batch(shapes, rng))
+  jax.block_until_ready((state, batch))
+  rss_before = common.current_rss()
+  t = time.perf_counter()
+  compiled = predictor.lower(shapes).compile()
+  compile_s = time.perf_counter() - t
+  maxrss_after_compile = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  t = time.perf_counter()
+  out = jax.block_until_ready(compiled(state, batch))
+  run_s = time.perf_counter() - t
+  plddt = np.asarray(out['plddt'])
+  return {'L': spec['L'], 'dtype': spec['dtype'], 'evoformer_blocks': spec['blocks'],
+          'extra_msa_blocks': 1, 'num_recycle': 0, 'plan': autochunk.plan_summary(plan),
+          'compiled_memory': autochunk.compiled_memory(compiled),
+          'rss_before_compile_bytes': rss_before,
+          'peak_rss_after_compile_bytes': maxrss_after_compile,
+          'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+          'compile_s': compile_s, 'run_s': run_s,
+          'plddt_finite': bool(np.isfinite(plddt).all()), 'plddt_mean': float(plddt.mean())}
+
+
+def confirm(spec_text: str) -> None:
+  """Runs the few-block model in a child and adds the row to the report already written."""
+  n_res, dtype = spec_text.split(':')
+  if dtype not in ('float32', 'bfloat16'):
+    raise app.UsageError(f'--confirm={spec_text}: the dtype must be float32 or bfloat16')
+  spec = {'L': int(n_res), 'dtype': dtype, 'blocks': FLAGS.confirm_blocks}
+  with open(FLAGS.json_out) as f:
+    report = json.load(f)
+  result = common.run_child(__file__, [
+      f'--confirm_child={json.dumps(spec)}', f'--preset={FLAGS.preset}', f'--seed={FLAGS.seed}'])
+  result.update({k: v for k, v in spec.items() if k not in result})
+  result['command'] = 'PYTHONPATH=. python bench/memory.py ' + ' '.join(sys.argv[1:])
+  result['machine'] = common.machine_info()
+  print(json.dumps(result), file=sys.stderr, flush=True)
+  report['confirm_runs'] = [r for r in report.get('confirm_runs', [])
+                            if (r['L'], r['dtype']) != (spec['L'], dtype)] + [result]
+  with open(FLAGS.json_out, 'w') as f:
+    f.write(json.dumps(report, indent=1) + '\n')
+  if FLAGS.results_md:
+    common.write_section(FLAGS.results_md, markdown(report), _BEGIN, _END)
+
+
+def confirm_markdown(report: dict) -> list[str]:
+  rows = report.get('confirm_runs') or []
+  if not rows:
+    return []
+  mb = common.mb
+  full = {(r['L'], r['dtype']): r['compiled_memory']['peak']
+          for r in report.get('full_model') or []}
+  lines = ['', 'Confirming run: the whole model at real dimensions (templates on, the full '
+           'MSA and extra-MSA depths, smallest plan) with fewer blocks, run once in its own '
+           'process; its compiled peak against the measured peak RSS (`ru_maxrss`). The '
+           'activations of one block are what the 48-block model holds too (blocks run one '
+           'after another); the difference is the stacked parameters.', '',
+           '| L | dtype | blocks (Evoformer, extra MSA) | compiled peak (MB) | RSS before '
+           'compile (MB) | peak RSS (MB) | peak RSS - compiled peak (MB) | 48-block compiled '
+           'peak (MB) | run (s) | date, machine |',
+           '|---:|---|---|---:|---:|---:|---:|---:|---:|---|']
+  for r in rows:
+    ref = full.get((r['L'], r['dtype']))
+    when = f"{r['machine']['date']}, {r['machine']['cpu']}"
+    if 'error' in r:
+      lines.append(f"| {r['L']} | {r['dtype']} | {r['blocks']}, 1 | | | did not run: "
+                   f"{r['error']} | | {mb(ref) if ref else ''} | | {when} |")
+      continue
+    peak = r['compiled_memory']['peak']
+    lines.append(
+        f"| {r['L']} | {r['dtype']} | {r['evoformer_blocks']}, {r['extra_msa_blocks']} | "
+        f"{mb(peak)} | {mb(r['rss_before_compile_bytes'])} | {mb(r['peak_rss_bytes'])} | "
+        f"{mb(r['peak_rss_bytes'] - peak)} | {mb(ref) if ref else ''} | {r['run_s']:.0f} | "
+        f"{when} |")
+  lines.append(f"\nCommand: `{rows[-1]['command']}`")
+  return lines
+
+
 def full_model_markdown(report: dict) -> list[str]:
   rows = report.get('full_model') or []
   if not rows:
@@ -302,9 +417,12 @@ def full_model_markdown(report: dict) -> list[str]:
            'compiled figures only (XLA\'s buffer assignment; nothing runs). "Fits" means '
            f"compiled peak + a {common.mb(rss)} MB margin for the process (Python, JAX's runtime, "
            f"host copies of the features) is within {report['settings']['machine_gb']:.0f} GB. "
-           'Not confirmed by a run: the one-block runs above show how far measured peak RSS '
-           'lies above the compiled peak.',
-           '', '| L | dtype | compiled peak (MB) | temporaries (MB) | fits | compile (s) |',
+           + ('The confirming run below checks that figure against a real run.'
+              if report.get('confirm_runs') else
+              'Not confirmed by a run: the one-block runs above show how far measured peak '
+              'RSS lies above the compiled peak.'),
+           '', '| L | dtype | compiled peak (MB) | temporaries (MB) | compiled peak fits | '
+           'compile (s) |',
            '|---:|---|---:|---:|---|---:|']
   for r in rows:
     m = r['compiled_memory']
@@ -314,7 +432,9 @@ def full_model_markdown(report: dict) -> list[str]:
   for dtype in ('float32', 'bfloat16'):
     ok = [r['L'] for r in rows if r['dtype'] == dtype
           and r['compiled_memory']['peak'] + rss <= limit]
-    lines.append(f"\nLongest L that fits, {dtype}: {max(ok) if ok else 'none of those tried'}.")
+    lines.append(f"\nLongest L whose compiled peak fits, {dtype}: "
+                 f"{max(ok) if ok else 'none of those tried'} (an upper bound on CPU: a run also "
+                 "needs XLA:CPU's run-time scratch, which the compiled figures leave out).")
   return lines
 
 
@@ -332,7 +452,10 @@ def markdown(report: dict) -> str:
       f"- One Evoformer block of {s['preset']} (c_m={s['c_m']}, c_z={s['c_z']}), "
       f"N_seq={s['num_seq']}, float32, random parameters and inputs. AutoChunk budget: "
       f"arguments + outputs + {s['activation_fraction']:.0%} of the unchunked block's "
-      "temporaries, or 1.1x the smallest plan's compiled peak where that target is below "
+      "temporaries"
+      + (" (at most AutoChunk's default budget on this machine)"
+         if s.get('budget_capped_at_default') else '')
+      + ", or 1.1x the smallest plan's compiled peak where that target is below "
       'what any plan reaches; the plan is found from compiled figures only (nothing runs '
       'during the search). Each side runs in its own process: peak RSS is `ru_maxrss`, and '
       '"RSS added" is peak RSS minus the RSS before compiling (parameters and inputs '
@@ -392,6 +515,7 @@ def markdown(report: dict) -> str:
                  f"{q['compiled_peak_reduction']:.0%} | {q['peak_rss_reduction']:.0%} | "
                  f"{q['rss_growth_reduction']:.0%} | {q['slowdown_best']:+.0%} |")
   lines += full_model_markdown(report)
+  lines += confirm_markdown(report)
   lines += ['', f"JSON: `{report['json_path']}`.", _END]
   return '\n'.join(lines) + '\n'
 
@@ -405,6 +529,12 @@ def main(argv):
   if FLAGS.child:
     print(json.dumps(run_child(json.loads(FLAGS.child))))
     return
+  if FLAGS.confirm_child:
+    print(json.dumps(run_confirm_child(json.loads(FLAGS.confirm_child))))
+    return
+  if FLAGS.confirm:
+    confirm(FLAGS.confirm)
+    return
   from absl import logging
   logging.set_verbosity(logging.INFO)
   cfg = block_config()
@@ -417,7 +547,8 @@ def main(argv):
                    'activation_fraction': FLAGS.activation_fraction, 'reps': FLAGS.reps,
                    'max_compiles': FLAGS.max_compiles, 'dtype': 'float32',
                    'machine_gb': FLAGS.machine_gb,
-                   'process_margin_gb': FLAGS.process_margin_gb},
+                   'process_margin_gb': FLAGS.process_margin_gb,
+                   'budget_capped_at_default': True},
       'results': [run_length(int(n)) for n in FLAGS.lengths],
       'full_model': [full_model(int(n), bf16) for n in FLAGS.full_lengths
                      for bf16 in (False, True)],

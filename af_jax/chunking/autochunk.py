@@ -93,6 +93,9 @@ def available_host_memory() -> int | None:
   return None
 
 
+_CPU_FRACTION = 0.45  # of MemAvailable; see default_budget
+
+
 def default_budget(device: jax.Device | None = None, fraction: float | None = None) -> int:
   """A memory budget from the device's own limit, times a safety fraction.
 
@@ -100,8 +103,12 @@ def default_budget(device: jax.Device | None = None, fraction: float | None = No
   already the preallocated share of the device) times 0.9: fragmentation and
   buffers outside the compiled program (inputs in flight, the next recycle's
   features) need the rest. On CPU, the RAM available now (MemAvailable) times
-  0.8: the process also holds Python, the data pipeline and the parameters on
-  the host.
+  0.45: besides Python, the data pipeline and the host parameters, XLA:CPU
+  (jaxlib 0.10.2) runs dots through YNNPACK fusions whose packing buffers are
+  allocated at run time, outside the buffer assignment the budget is checked
+  against: one Evoformer block grew the process by 1.9-2.0x its compiled
+  temporaries, plus its outputs (bench/memory.py, L=512 and 1024), so a plan
+  whose compiled peak filled 80% of RAM was killed for memory.
   """
   device = device or jax.devices()[0]
   stats = None
@@ -115,7 +122,7 @@ def default_budget(device: jax.Device | None = None, fraction: float | None = No
   if avail is None:
     raise ConfigError(f'cannot tell how much memory {device} has; pass --memory_budget '
                       '(e.g. 16GB)')
-  return int(avail * (0.8 if fraction is None else fraction))
+  return int(avail * (_CPU_FRACTION if fraction is None else fraction))
 
 
 # ----------------------------------------------------------------------------
