@@ -94,11 +94,8 @@ class Attention(_GatedAttentionParams):
     # matmul dtype; only the normalised weights are rounded for weights @ v.
     logits = primitives.einsum('hqc,hkc->hqk', q, k, dtype=dt, out_dtype=f32) + bias
     weights = jax.nn.softmax(logits, axis=-1)
-    # PERF: per head [H, Q, d] first, then [Q, H, d]: asked for 'hqk,hkc->qhc' directly,
-    # XLA:CPU emits an Eigen dot with a transposed output instead of a YNNPACK fusion
-    # (that einsum alone 1.35x slower; see the notes in bench/RESULTS.md).
-    weighted_avg = primitives.einsum('hqk,hkc->hqc', weights, v, dtype=dt)
-    return self._gate_and_project(q_data, jnp.swapaxes(weighted_avg, 0, 1))
+    weighted_avg = primitives.einsum('hqk,hkc->qhc', weights, v, dtype=dt)
+    return self._gate_and_project(q_data, weighted_avg)
 
 
 class GlobalAttention(_GatedAttentionParams):
