@@ -116,6 +116,14 @@ def random_batch(shapes: dict, rng) -> dict:
   return out
 
 
+def random_state(structs, rng):
+  """Random weights (N(0, 0.02)) of a state's shapes, drawn in numpy and placed with
+  `jax.device_put` (`jnp.asarray` would compile a small executable per distinct shape)."""
+  import jax
+  return jax.tree_util.tree_map(
+      lambda s: jax.device_put((0.02 * rng.standard_normal(s.shape)).astype(s.dtype)), structs)
+
+
 def mb(x: float) -> str:
   """Bytes as whole megabytes with thousands separators, for the markdown tables."""
   return f'{x / 1e6:,.0f}'

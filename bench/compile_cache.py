@@ -100,9 +100,7 @@ def child(length: int, cache_dir: str) -> dict:
   rng = np.random.default_rng(FLAGS.seed)
   predictor = Predictor(cfg, None)  # abstract; random weights below, drawn in numpy
   structs = predictor._state
-  # device_put, not jnp.asarray: the latter compiles an identity per distinct shape.
-  predictor._state = jax.tree_util.tree_map(
-      lambda s: jax.device_put((0.02 * rng.standard_normal(s.shape)).astype(s.dtype)), structs)
+  predictor._state = common.random_state(structs, rng)
   shapes = warmup.bucket_shapes(cfg, length, FLAGS.msa_clusters, FLAGS.extra_msa)
   batch = common.random_batch(shapes, rng)
   label = bucket_label(predictor.name, shapes)

@@ -275,20 +275,33 @@ def run_length(n_res: int) -> dict:
 
 
 
-def full_model(n_res: int, bf16: bool) -> dict:
-  """Compiled memory of the whole model at its smallest AutoChunk plan (not run)."""
+def full_config(bf16: bool):
+  """The preset at its real dimensions (48 blocks, full MSA depths) in the given dtype."""
   import af_jax
+  cfg = af_jax.model_config(FLAGS.preset)
+  cfg.model.global_config.bfloat16 = bf16
+  return cfg
+
+
+def smallest_plan_predictor(cfg, n_res: int):
+  """(abstract Predictor at the smallest AutoChunk plan, the bucket's shapes, the plan)."""
   from af_jax.chunking import autochunk
   from af_jax.inference import Predictor
   from af_jax.warmup import bucket_shapes
-  cfg = af_jax.model_config(FLAGS.preset)
-  cfg.model.num_recycle = 1
-  cfg.model.global_config.bfloat16 = bf16
   shapes = bucket_shapes(cfg, n_res, int(cfg.data.eval.max_msa_clusters),
                          int(cfg.data.common.max_extra_msa))
   plan = autochunk.ActivationModel.from_config(cfg, shapes).ladder()[-1]
+  return Predictor(cfg, None, plan=plan), shapes, plan
+
+
+def full_model(n_res: int, bf16: bool) -> dict:
+  """Compiled memory of the whole model at its smallest AutoChunk plan (not run)."""
+  from af_jax.chunking import autochunk
+  cfg = full_config(bf16)
+  cfg.model.num_recycle = 1
+  predictor, shapes, plan = smallest_plan_predictor(cfg, n_res)
   t = time.perf_counter()
-  compiled = Predictor(cfg, None, plan=plan).lower(shapes).compile()
+  compiled = predictor.lower(shapes).compile()
   seconds = time.perf_counter() - t
   mem = autochunk.compiled_memory(compiled)
   print(f'full model L={n_res} bf16={bf16}: compiled peak {mem["peak"] / 1e9:.2f} GB',
@@ -300,35 +313,21 @@ def full_model(n_res: int, bf16: bool) -> dict:
           'evoformer_blocks': int(cfg.model.embeddings_and_evoformer.evoformer_num_block)}
 
 
-def confirm_config(n_res: int, dtype: str, blocks: int):
-  """The full-model config at its real dimensions with fewer Evoformer and extra-MSA blocks."""
-  import af_jax
-  cfg = af_jax.model_config(FLAGS.preset)
-  cfg.model.num_recycle = 0
-  cfg.data.common.num_recycle = 0
-  cfg.model.global_config.bfloat16 = dtype == 'bfloat16'
-  cfg.model.embeddings_and_evoformer.evoformer_num_block = blocks
-  cfg.model.embeddings_and_evoformer.extra_msa_stack_num_block = 1
-  return cfg
-
-
 def run_confirm_child(spec: dict) -> dict:
-  """One real forward pass of the few-block model; its compiled figures and peak RSS."""
+  """One real forward pass of the model with fewer Evoformer and extra-MSA blocks (real
+  dimensions otherwise, no recycling); its compiled figures and peak RSS."""
   import jax
   import numpy as np
 
   from af_jax.chunking import autochunk
-  from af_jax.inference import Predictor
-  from af_jax.warmup import bucket_shapes
-  cfg = confirm_config(spec['L'], spec['dtype'], spec['blocks'])
-  shapes = bucket_shapes(cfg, spec['L'], int(cfg.data.eval.max_msa_clusters),
-                         int(cfg.data.common.max_extra_msa))
-  plan = autochunk.ActivationModel.from_config(cfg, shapes).ladder()[-1]
-  predictor = Predictor(cfg, None, plan=plan)
+  cfg = full_config(spec['dtype'] == 'bfloat16')
+  cfg.model.num_recycle = 0
+  cfg.data.common.num_recycle = 0
+  cfg.model.embeddings_and_evoformer.evoformer_num_block = spec['blocks']
+  cfg.model.embeddings_and_evoformer.extra_msa_stack_num_block = 1
+  predictor, shapes, plan = smallest_plan_predictor(cfg, spec['L'])
   rng = np.random.default_rng(FLAGS.seed)
-  state = jax.tree_util.tree_map(
-      lambda s: jax.device_put((0.02 * rng.standard_normal(s.shape)).astype(s.dtype)),
-      predictor._state)
+  state = common.random_state(predictor._state, rng)
   batch = jax.device_put(common.random_batch(shapes, rng))
   jax.block_until_ready((state, batch))
   rss_before = common.current_rss()
