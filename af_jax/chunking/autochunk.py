@@ -15,6 +15,12 @@ is chosen without running the model, in two steps:
    figure that must fit. If it does not, the model's error on that rung
    corrects the next guess, and so on: a handful of compiles at most.
 
+On a CPU two things change (`cpu=` of `choose_plan`): the fastest plan is the
+cache-sized one, not the unchunked one (a slice working set that stays in the
+caches runs at the matmul rate), so every rung is capped at it; and XLA:CPU's
+library fusions allocate the chunk's intermediates at run time, outside the
+buffer assignment, so the model's `scratch_bytes` is added to the compiled peak.
+
 Decisions are cached on disk beside the compilation cache, so a bucket pays the
 search once. When even the smallest chunks do not fit, `choose_plan` raises
 InputError before anything runs (the pre-flight check).
@@ -41,7 +47,7 @@ from af_jax.errors import ConfigError, InputError
 
 FIELDS = tuple(f.name for f in dataclasses.fields(ChunkPlan))
 # Bump when the analytic model or the search changes: old cached decisions are then ignored.
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 _F32 = 4
 # Chunking an op further is not worth it when it saves less than this fraction of its
 # live bytes.
@@ -94,6 +100,9 @@ def available_host_memory() -> int | None:
 
 
 _CPU_FRACTION = 0.45  # of MemAvailable; see default_budget
+# XLA:CPU: the chunk-dependent working set of one op above which chunking it further is
+# faster, not slower (see ActivationModel.cpu_chunk_cap).
+_CPU_CHUNK_BYTES = 24 * 2**20
 
 
 def default_budget(device: jax.Device | None = None, fraction: float | None = None) -> int:
@@ -145,8 +154,12 @@ class Site:
   resident_bytes: float
 
   def live_bytes(self, chunk: int | None) -> float:
+    return self.resident_bytes + self.fixed_bytes + self.chunk_bytes(chunk)
+
+  def chunk_bytes(self, chunk: int | None) -> float:
+    """The part that grows with the chunk: `chunk` slices' intermediates."""
     n = self.n_slices if chunk is None else min(chunk, self.n_slices)
-    return self.resident_bytes + self.fixed_bytes + n * self.slice_bytes
+    return n * self.slice_bytes
 
 
 def _attention_slice(q: int, k: int, h: int, d: int, act: int) -> float:
@@ -310,6 +323,46 @@ class ActivationModel:
     """Predicted peak activation bytes of `plan` (arguments and outputs excluded)."""
     return max([self.floor_bytes] + [self.op_bytes(f, getattr(plan, f)) for f in self.fields()])
 
+  def scratch_bytes(self, plan: ChunkPlan) -> float:
+    """Run-time buffers XLA:CPU's buffer assignment does not show: the largest op's
+    chunk-dependent intermediates at `plan`.
+
+    XLA:CPU (jaxlib 0.10.2) runs each op's dots with their softmax, bias, gate and
+    reductions as one YNNPACK fusion that allocates its intermediates (the attention
+    logits, the transition's hidden layer) when it runs. One triangle attention at
+    L=512 unchunked: 0.68 GB compiled temporaries, the process grew 3.66 GB; this
+    figure (2.56 GB) brings the sum within 12% of it. One op runs at a time, so the
+    largest counts.
+    """
+    return max((s.chunk_bytes(getattr(plan, s.field)) for s in self.sites), default=0.0)
+
+  def cpu_chunk_cap(self, field: str, cap_bytes: float = _CPU_CHUNK_BYTES) -> int | None:
+    """The largest power-of-two chunk of `field` whose chunk-dependent bytes fit
+    `cap_bytes` (None: the whole axis fits).
+
+    On a CPU the unchunked ops are not the fastest: a chunk whose working set stays
+    in the caches runs at the matmul rate, a whole axis at the memory bandwidth. One
+    Evoformer block's ops at L=256 (2-core Xeon, 4 MB L2, bench/RESULTS.md): best at
+    8-64 slices, 1.0-1.7x faster than unchunked, within 8% of their best at this cap.
+    """
+    n = max((s.n_slices for s in self.sites if s.field == field), default=1)
+    per = max((s.slice_bytes for s in self.sites if s.field == field), default=0.0)
+    if per * n <= cap_bytes:
+      return None
+    c = 1
+    while 2 * c * per <= cap_bytes:
+      c *= 2
+    return c
+
+  def capped(self, plan: ChunkPlan, cap_bytes: float = _CPU_CHUNK_BYTES) -> ChunkPlan:
+    """`plan` with no op chunked more coarsely than `cpu_chunk_cap`."""
+    sizes = {}
+    for f in FIELDS:
+      chunk, cap = getattr(plan, f), (self.cpu_chunk_cap(f, cap_bytes)
+                                      if f in self.fields() else None)
+      sizes[f] = cap if chunk is None else (chunk if cap is None else min(chunk, cap))
+    return ChunkPlan(**sizes)
+
   def candidates(self, field: str) -> list[int | None]:
     """Chunk sizes worth trying for `field`, largest first: None, then powers of two
     below the axis size, down to the largest whose live bytes are within
@@ -334,11 +387,19 @@ class ActivationModel:
       sizes[f] = next((c for c in cands if self.op_bytes(f, c) <= threshold), cands[-1])
     return ChunkPlan(**sizes)
 
-  def ladder(self) -> list[ChunkPlan]:
-    """Plans from unchunked to all-at-1, each rung chunking the largest ops further.
+  def ladder(self, cap_bytes: float | None = None) -> list[ChunkPlan]:
+    """Plans from unchunked to all-at-1, each rung chunking the largest ops further;
+    with `cap_bytes` (XLA:CPU), every rung `capped` and the first the cache-sized plan.
 
     Predicted activation bytes fall (never rise) along the ladder.
     """
+    if cap_bytes is not None:
+      rungs = []
+      for plan in self.ladder():
+        plan = self.capped(plan, cap_bytes)
+        if not rungs or plan != rungs[-1]:
+          rungs.append(plan)
+      return rungs
     thresholds = sorted({self.op_bytes(f, c) for f in self.fields()
                          for c in self.candidates(f)}, reverse=True)
     rungs: list[ChunkPlan] = []
@@ -396,7 +457,7 @@ class AutoChunkResult:
   """The chosen plan and the figures behind it.
 
   `predicted_peak_bytes` is the compiler's figure for the plan (its buffer
-  assignment, nothing ran); `source` is 'compiled' (searched now), 'cache'
+  assignment, nothing ran), on a CPU plus the model's `scratch_bytes`; `source` is 'compiled' (searched now), 'cache'
   (a decision from the disk cache) or 'analytic' (the model's guess,
   `max_compiles=0`).
   """
@@ -505,7 +566,8 @@ def choose_plan(predictor_or_config, shapes: Mapping[str, Any], budget_bytes: in
                 cache_dir: str | os.PathLike | None = None, device_kind: str | None = None,
                 mesh=None, lower_fn: Callable[[ChunkPlan], jax.stages.Lowered] | None = None,
                 model: ActivationModel | None = None, max_compiles: int = 4,
-                use_cache: bool = True, program_key: str | None = None) -> AutoChunkResult:
+                use_cache: bool = True, program_key: str | None = None,
+                cpu: bool | None = None) -> AutoChunkResult:
   """The fastest ChunkPlan whose compiled peak memory fits `budget_bytes`.
 
   Nothing runs: plans are ranked by the analytic model and confirmed by
@@ -532,6 +594,10 @@ def choose_plan(predictor_or_config, shapes: Mapping[str, Any], budget_bytes: in
     use_cache: read and write the decision cache.
     program_key: distinguishes programs that share config and shapes (e.g. one
       block benchmarked alone) in the cache key.
+    cpu: XLA:CPU's rules (default: whether the first device is a CPU): the
+      fastest plan is the cache-sized one (`ActivationModel.capped`), not the
+      unchunked one, and each plan's peak adds the run-time scratch its buffer
+      assignment does not show (`ActivationModel.scratch_bytes`).
 
   Returns:
     The AutoChunkResult.
@@ -550,9 +616,11 @@ def choose_plan(predictor_or_config, shapes: Mapping[str, Any], budget_bytes: in
   dap = int(dict(mesh.shape).get('dap', 1)) if mesh is not None else 1
   model = model or ActivationModel.from_config(config, shapes, dap=dap)
   device_kind = device_kind or jax.devices()[0].device_kind
+  cpu = jax.devices()[0].platform == 'cpu' if cpu is None else bool(cpu)
   cache_path = None
   if use_cache:
     key = _cache_key(config, shapes, budget, device_kind, mesh, program_key)
+    key['cpu_rules'] = cpu
     cache_path = _cache_path(pathlib.Path(cache_dir) if cache_dir else default_cache_dir(), key)
     entry = _read_cache(cache_path, key)
     if entry is not None:
@@ -563,7 +631,7 @@ def choose_plan(predictor_or_config, shapes: Mapping[str, Any], budget_bytes: in
       logging.info('%s, L=%d', result.summary(), model.n_res)
       return result
 
-  result, needed = _search(model, lower_fn, budget, max_compiles)
+  result, needed = _search(model, lower_fn, budget, max_compiles, cpu)
   if cache_path is not None:
     entry = {'key': key, 'fits': result is not None, 'needed_bytes': needed}
     if result is not None:
@@ -577,11 +645,12 @@ def choose_plan(predictor_or_config, shapes: Mapping[str, Any], budget_bytes: in
   return result
 
 
-def _search(model: ActivationModel, lower_fn, budget: int,
-            max_compiles: int) -> tuple[AutoChunkResult | None, int]:
+def _search(model: ActivationModel, lower_fn, budget: int, max_compiles: int,
+            cpu: bool = False) -> tuple[AutoChunkResult | None, int]:
   """Walk the ladder with compiles; (result or None, peak of the smallest plan compiled)."""
-  ladder = model.ladder()
-  act = [model.activation_bytes(p) for p in ladder]
+  ladder = model.ladder(_CPU_CHUNK_BYTES if cpu else None)
+  scratch = [int(model.scratch_bytes(p)) if cpu else 0 for p in ladder]
+  act = [model.activation_bytes(p) + x for p, x in zip(ladder, scratch)]
   first = lower_fn(ladder[0])
   static = io_bytes(first)  # parameters, features and outputs: the same for every plan
   predicted = [int(static + a) for a in act]
@@ -596,12 +665,13 @@ def _search(model: ActivationModel, lower_fn, budget: int,
     compiled = compile_cache.compile_with_cache(f'autochunk/{plan_summary(ladder[i])}',
                                                 lo).compiled
     measured[i] = compiled_memory(compiled)
-    peak = measured[i]['peak']
+    peak = measured[i]['peak'] = measured[i]['peak'] + scratch[i]
     if peak <= budget and (not executables or i < min(executables)):
       executables.clear()  # keep only the executable of the best fitting plan
       executables[i] = compiled
-    logging.info('AutoChunk: rung %d/%d %s: compiled peak %s (analytic %s), budget %s', i,
+    logging.info('AutoChunk: rung %d/%d %s: compiled peak %s%s (analytic %s), budget %s', i,
                  len(ladder) - 1, plan_summary(ladder[i]), format_bytes(peak),
+                 f' incl. {format_bytes(scratch[i])} run-time scratch' if cpu else '',
                  format_bytes(predicted[i]), format_bytes(budget))
     return peak
 

@@ -94,8 +94,12 @@ class Attention(_GatedAttentionParams):
     # matmul dtype; only the normalised weights are rounded for weights @ v.
     logits = primitives.einsum('hqc,hkc->hqk', q, k, dtype=dt, out_dtype=f32) + bias
     weights = jax.nn.softmax(logits, axis=-1)
-    weighted_avg = primitives.einsum('hqk,hkc->qhc', weights, v, dtype=dt)
-    return self._gate_and_project(q_data, weighted_avg)
+    weighted_avg = primitives.einsum('hqk,hkc->hqc', weights, v, dtype=dt)
+    if self.gating_w is not None:
+      gate = primitives.einsum('qa,ahc->hqc', q_data, self.gating_w[...], dtype=dt)
+      weighted_avg = primitives.gate(weighted_avg, gate + self.gating_b[...].astype(dt)[:, None])
+    out = primitives.einsum('hqc,hco->qo', weighted_avg, self.output_w[...], dtype=dt)
+    return out + self.output_b[...].astype(dt)
 
 
 class GlobalAttention(_GatedAttentionParams):

@@ -43,12 +43,16 @@ class TriangleMultiplication(nnx.Module):
 
   def _project(self, pair: jax.Array, mask: jax.Array, proj: primitives.Linear,
                gate: primitives.Linear) -> jax.Array:
-    """One side's gated, masked projection of (a slice of) the pair, in the compute dtype."""
+    """One side's gated, masked projection of one pair row/column [N_res, c_z], in the
+    compute dtype, channels first: [c, N_res]."""
     dt = self.dtype
     x = self.layer_norm_input(pair)
-    p = mask[..., None].astype(dt) * (primitives.matmul(x, proj.weights[...], dtype=dt)
-                                      + proj.bias[...].astype(dt))
-    return primitives.gate(p, gate(x))
+
+    def linear(lin):  # x @ W + b, written out channels first: W^T x^T + b.
+      return (primitives.einsum('kd,dc->ck', x, lin.weights[...], dtype=dt)
+              + lin.bias[...].astype(dt)[:, None])
+
+    return primitives.gate(mask.astype(dt) * linear(proj), linear(gate))
 
   def __call__(self, pair: jax.Array, pair_mask: jax.Array, chunk: int | None = None,
                dap: Dap = NO_DAP) -> jax.Array:
@@ -56,28 +60,36 @@ class TriangleMultiplication(nnx.Module):
 
     The op maps over the rows i (outgoing) or the columns j (incoming) of the
     output; each slice computes its own left projection, so only the right
-    projection is ever whole ([N_res, N_res, c], built `chunk` slices at a time).
+    projection is ever whole ([c, N_res, N_res], built `chunk` slices at a time).
     Under DAP, pair and pair_mask are this device's rows (outgoing) or columns
     (incoming), and the right projection is all-gathered along that axis.
+
+    PERF: the projections are built channels first, so the triangle product is a
+    plain matmul per channel (`ck,cjk->cj`, batch dimension leading) and the only
+    transpose is of its result, back to [.., c] for the centre layer norm. The
+    AlphaFold layout (`ikc,jkc->ijc`) made XLA:CPU transpose both projections to
+    [c, ., .] in strided loop fusions: a 256-residue outgoing update took 1.7x as
+    long.
     """
     chex.assert_rank([pair, pair_mask], [3, 2])
     dt = self.dtype
     outgoing = self.equation == 'ikc,jkc->ijc'
     axis = 0 if outgoing else 1
-    # PERF: the whole right projection, built in chunks (no whole normalised pair).
+    # Outgoing: right[c, j, k] from pair row j; incoming: right[c, k, i] from column i.
+    right_axis = 1 if outgoing else 2
     right = axial_map(lambda p, m: self._project(p, m, self.right_projection, self.right_gate),
-                      (pair, pair_mask), axis=axis, chunk=chunk, out_axis=axis)
-    right = dap.gather(right, axis=axis)
+                      (pair, pair_mask), axis=axis, chunk=chunk, out_axis=right_axis)
+    right = dap.gather(right, axis=right_axis)
 
     def slice_fn(pair_s, mask_s):
       # pair_s: row i (outgoing) or column j (incoming) of the pair, [N_res, c_z].
       left = self._project(pair_s, mask_s, self.left_projection, self.left_gate)
       if outgoing:
         # Alg. 11 line 4: out[i, j] = sum_k left[i, k] * right[j, k], for every j.
-        out = primitives.einsum('kc,jkc->jc', left, right, dtype=dt)
+        out = primitives.einsum('ck,cjk->jc', left, right, dtype=dt)
       else:
         # Alg. 12 line 4: out[i, j] = sum_k left[k, j] * right[k, i], for every i.
-        out = primitives.einsum('kc,kic->ic', left, right, dtype=dt)
+        out = primitives.einsum('ck,cki->ic', left, right, dtype=dt)
       # NUMERICS: center_layer_norm takes its statistics in float32.
       out = self.output_projection(self.center_layer_norm(out))
       return primitives.gate(out, self.gating_linear(self.layer_norm_input(pair_s)))

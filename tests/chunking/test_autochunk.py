@@ -4,7 +4,9 @@ Most tests search plans for the tiny config's trunk (embeddings, templates,
 extra-MSA stack, Evoformer: every chunked op, and a few seconds to compile) at
 L=128, where chunking moves its compiled peak from about 51 MB to 31 MB; one
 test goes through a whole abstract Predictor. Nothing here runs a model:
-`Compiled.__call__` is patched to fail.
+`Compiled.__call__` is patched to fail. The tests run on a CPU, so the search
+follows XLA:CPU's rules (cache-sized chunks first, run-time scratch added to the
+compiled peak) unless a test asks for `cpu=False` (an accelerator's rules).
 """
 
 import dataclasses
@@ -72,15 +74,20 @@ def compile_count(monkeypatch):
   return counter
 
 
+def _cpu_peak(model, lower, plan):
+  """The peak the search compares with the budget on a CPU: compiled + run-time scratch."""
+  return autochunk.compiled_memory(lower(plan).compile())['peak'] + int(model.scratch_bytes(plan))
+
+
 @pytest.fixture(scope='module')
 def trunk():
-  """(config, shapes, lower_fn, compiled peak unchunked, compiled peak at the smallest plan)."""
+  """(config, shapes, lower_fn, peak of the fastest CPU plan, peak at the smallest plan)."""
   cfg = _cfg()
   shapes = bucket_shapes(cfg, 128, 16, 32)
   lower = _trunk_lower_fn(cfg, shapes)
   model = ActivationModel.from_config(cfg, shapes)
-  peaks = [autochunk.compiled_memory(lower(p).compile())['peak']
-           for p in (ChunkPlan(), model.ladder()[-1])]
+  ladder = model.ladder(autochunk._CPU_CHUNK_BYTES)
+  peaks = [_cpu_peak(model, lower, p) for p in (ladder[0], ladder[-1])]
   assert peaks[1] < 0.8 * peaks[0]  # chunking matters at these shapes
   return cfg, shapes, lower, peaks[0], peaks[1]
 
@@ -122,6 +129,36 @@ def test_analytic_model_is_monotone_in_chunk_size(preset, length):
     assert shorter.activation_bytes(ChunkPlan()) < act[0]
 
 
+@pytest.mark.parametrize('length', [256, 1024])
+def test_cpu_plans_keep_each_chunk_cache_sized(length):
+  """XLA:CPU's ladder starts at the cache-sized plan: every op at the largest power-of-two
+  chunk whose chunk-dependent bytes fit the cap (or chunk 1), and only shrinks from there."""
+  cfg = af_jax.model_config('model_1_ptm')
+  model = ActivationModel.from_config(cfg, bucket_shapes(cfg, length, 128, 1024))
+  cap = autochunk._CPU_CHUNK_BYTES
+  ladder = model.ladder(cap)
+  first = ladder[0]
+  for site in model.sites:
+    chunk = getattr(first, site.field)
+    assert chunk is not None, site.field  # at real dimensions every op is over the cap
+    assert chunk == model.cpu_chunk_cap(site.field, cap)
+    assert chunk == 1 or site.chunk_bytes(chunk) <= cap
+  for field in model.fields():
+    sites = [s for s in model.sites if s.field == field]
+    chunk = getattr(first, field)
+    assert chunk == 1 or all(s.chunk_bytes(chunk) <= cap for s in sites)
+    assert any(s.chunk_bytes(2 * chunk) > cap for s in sites), field
+  act = [model.activation_bytes(p) for p in ladder]
+  assert all(a >= b for a, b in zip(act, act[1:]))
+  assert ladder[-1] == model.capped(model.ladder()[-1], cap)
+  # Every rung is a capped rung of the accelerator ladder.
+  assert set(ladder) <= {model.capped(p, cap) for p in model.ladder()}
+  # The scratch the model adds on a CPU is the largest op's chunk of intermediates.
+  assert model.scratch_bytes(first) == max(s.chunk_bytes(getattr(first, s.field))
+                                           for s in model.sites)
+  assert model.scratch_bytes(ChunkPlan()) > 10 * model.scratch_bytes(first)
+
+
 def test_analytic_model_splits_activations_over_dap():
   cfg = af_jax.model_config('model_1_ptm')
   shapes = bucket_shapes(cfg, 256, 64, 128)
@@ -134,9 +171,11 @@ def test_analytic_model_splits_activations_over_dap():
 # The search, the pre-flight check and the cache.
 
 
-def test_generous_budget_keeps_every_op_unchunked_and_caches(trunk, tmp_path, compile_count):
+def test_generous_budget_takes_the_cache_sized_plan_and_caches(trunk, tmp_path, compile_count):
+  cfg, shapes = trunk[:2]
+  model = ActivationModel.from_config(cfg, shapes)
   result = _search(trunk, 10 * trunk[3], tmp_path)
-  assert result.plan == ChunkPlan()
+  assert result.plan == model.ladder(autochunk._CPU_CHUNK_BYTES)[0]
   assert result.source == 'compiled' and result.predicted_peak_bytes == trunk[3]
   assert compile_count.n == 1  # the analytic pick, confirmed by one compile
   again = _search(trunk, 10 * trunk[3], tmp_path)
@@ -149,18 +188,34 @@ def test_generous_budget_keeps_every_op_unchunked_and_caches(trunk, tmp_path, co
 
 
 def test_budget_between_peaks_gets_a_chunked_plan_that_fits(trunk, tmp_path, compile_count):
-  _, _, _, unchunked, smallest = trunk
-  budget = (unchunked + smallest) // 2
+  cfg, shapes, _, fastest, smallest = trunk
+  model = ActivationModel.from_config(cfg, shapes)
+  ladder = model.ladder(autochunk._CPU_CHUNK_BYTES)
+  budget = (fastest + smallest) // 2
   result = _search(trunk, budget, tmp_path)
-  assert result.plan != ChunkPlan()
+  assert result.plan != ladder[0]
   assert result.source == 'compiled' and 1 <= result.compiles <= 5
   assert compile_count.n == result.compiles
-  # The compiler's own figure for the chosen executable fits the budget.
+  # The compiler's own figure for the chosen executable, plus the run-time scratch the
+  # model adds on a CPU, fits the budget.
   peak = autochunk.compiled_memory(result.executable)['peak']
-  assert peak == result.predicted_peak_bytes <= budget
+  scratch = int(model.scratch_bytes(result.plan))
+  assert 0 < scratch and peak + scratch == result.predicted_peak_bytes <= budget
   # Less chunking than the smallest plan: the search did not just give up on speed.
-  cfg, shapes = trunk[:2]
-  assert result.plan != ActivationModel.from_config(cfg, shapes).ladder()[-1]
+  assert result.plan != ladder[-1]
+
+
+def test_accelerator_rules_use_the_compiled_figure_alone(trunk, tmp_path, compile_count):
+  """cpu=False (a GPU's rules): unchunked is the fastest plan and nothing is added to
+  the buffer assignment's peak."""
+  cfg, shapes, lower = trunk[:3]
+  result = choose_plan(cfg, shapes, 10 * trunk[3], lower_fn=lower, cache_dir=tmp_path,
+                       program_key='trunk', cpu=False)
+  assert result.plan == ChunkPlan() and compile_count.n == 1
+  assert result.predicted_peak_bytes == autochunk.compiled_memory(result.executable)['peak']
+  # A decision under the CPU's rules is another cache entry.
+  assert _search(trunk, 10 * trunk[3], tmp_path).plan != ChunkPlan()
+  assert compile_count.n == 2
 
 
 def test_budget_below_the_smallest_plan_fails_before_running(trunk, tmp_path, compile_count):
