@@ -66,10 +66,12 @@ flags.DEFINE_integer('matmul_n', 2048, 'Size n of the n x n x n float32 matmul t
 flags.DEFINE_integer('ref_subbatch_size', -1,
                      "Reference global_config.subbatch_size: -1 keeps the reference's "
                      'default (4: its attention runs 4 rows at a time); 0 sets None '
-                     '(unchunked, as af_jax by default).')
-flags.DEFINE_integer('af_jax_chunk', 0,
-                     'af_jax chunk size for every axial op (ChunkPlan) except the template '
-                     'point-wise attention; 0 runs unchunked (the default plan).')
+                     '(unchunked, as --af_jax_chunk=none).')
+flags.DEFINE_string('af_jax_chunk', 'auto',
+                    "af_jax's ChunkPlan: 'auto' (what run_inference.py's default --chunk=auto "
+                    'picks with memory to spare, per length: on a CPU the cache-sized plan), '
+                    "'none' (unchunked) or N (every axial op but the template point-wise "
+                    'attention at chunk N).')
 flags.DEFINE_string('preset', 'model_1_ptm', 'Model preset (both sides).')
 flags.DEFINE_integer('seed', 0, 'Seed for parameters and features.')
 flags.DEFINE_string('json_out', None, 'Also write the JSON results here.')
@@ -181,15 +183,37 @@ def set_sizes(cfg) -> None:
   cfg.model.num_recycle = 0
 
 
-def chunk_plan():
-  """af_jax's ChunkPlan from --af_jax_chunk."""
+def chunk_plan(predictor=None, batch=None):
+  """af_jax's ChunkPlan from --af_jax_chunk (for 'auto', the predictor's at this batch)."""
   import dataclasses
 
-  from af_jax.chunking import ChunkPlan
-  if not FLAGS.af_jax_chunk:
+  from af_jax.chunking import ChunkPlan, autochunk
+  from af_jax.inference import feature_shapes
+  choice = FLAGS.af_jax_chunk.strip().lower()
+  if choice == 'none':
     return ChunkPlan()
-  return ChunkPlan(**{f.name: FLAGS.af_jax_chunk for f in dataclasses.fields(ChunkPlan)
+  if choice == 'auto':
+    if predictor is None:
+      return ChunkPlan()
+    # The analytic pick (no compile): with memory to spare it is the plan the compiled
+    # search confirms (run_inference.py --chunk=auto).
+    return autochunk.choose_plan(predictor, feature_shapes(batch, predictor.use_templates),
+                                 autochunk.default_budget(), max_compiles=0,
+                                 use_cache=False).plan
+  return ChunkPlan(**{f.name: int(choice) for f in dataclasses.fields(ChunkPlan)
                       if f.name != 'template_pointwise_attention'})
+
+
+def plan_setting() -> str:
+  """The --af_jax_chunk setting in words, for the report."""
+  choice = FLAGS.af_jax_chunk.strip().lower()
+  if choice == 'none':
+    return 'unchunked (ChunkPlan())'
+  if choice == 'auto':
+    return ("AutoChunk's pick per length with memory to spare (run_inference.py's default "
+            '--chunk=auto; the plans are in the JSON)')
+  return f'{choice} for every axial op'
+
 
 
 def reference_config():
@@ -236,12 +260,16 @@ def run_length(n_res: int, ref_runner, ref_params, predictor) -> dict:
   ref = Side('reference', ref_runner.apply, (ref_params, jax.random.PRNGKey(0), ref_feats))
   # af_jax: the Predictor's jitted (state, features) -> outputs, compiled through
   # Predictor.lower; called directly so that both sides time only the executable.
+  if FLAGS.af_jax_chunk.strip().lower() == 'auto':
+    predictor = predictor.with_plan(chunk_plan(predictor, batch))
   feats = jax.device_put(inference.select_features(batch, predictor.use_templates))
   ours = Side('af_jax', predictor._forward, (predictor._state, feats),  # noqa: SLF001
               lower=lambda: predictor.lower(batch))
   sides = (ref, ours)
 
-  result = {'L': n_res, 'load_average_before': load_average(), 'sides': {}}
+  from af_jax.chunking import autochunk
+  result = {'L': n_res, 'af_jax_plan': autochunk.plan_summary(predictor.plan),
+            'load_average_before': load_average(), 'sides': {}}
   for s in sides:
     print(f'compiling {s.name}', file=sys.stderr, flush=True)
     s.compile()
@@ -353,6 +381,9 @@ def markdown(report: dict) -> str:
     lines.append(f"| {r['L']} | {q['speedup_best']:.2f}x | {q['speedup_median']:.2f}x | "
                  f"{q['compile_ref_over_af_jax']:.2f} | {q['peak_memory_af_jax_over_ref']:.2f} | "
                  f"{r['sanity']['max_abs_diff_final_atom_positions_A']:.1e} |")
+  plans = [f"L={r['L']}: {r['af_jax_plan']}" for r in report['results'] if 'af_jax_plan' in r]
+  if plans:
+    lines += ['', "af_jax's chunk plans: " + '; '.join(plans) + '.']
   lines += ['', '<details><summary>JSON</summary>', '', '```json',
             json.dumps(report, indent=1), '```', '', '</details>', end]
   return '\n'.join(lines) + '\n'
@@ -400,8 +431,7 @@ def main(argv):
           'extra_blocks': FLAGS.extra_blocks, 'template_blocks': FLAGS.template_blocks,
           'reps': FLAGS.reps, 'iterations_per_prediction': 1, 'param_bytes': param_bytes,
           'ref_subbatch_size': ref_cfg.model.global_config.subbatch_size,
-          'af_jax_chunk_plan': (f'{FLAGS.af_jax_chunk} for every axial op'
-                                if FLAGS.af_jax_chunk else 'unchunked (ChunkPlan())'),
+          'af_jax_chunk_plan': plan_setting(),
           'dtype': 'float32',
       },
       'matmul_rate': {
