@@ -457,9 +457,9 @@ class AutoChunkResult:
   """The chosen plan and the figures behind it.
 
   `predicted_peak_bytes` is the compiler's figure for the plan (its buffer
-  assignment, nothing ran), on a CPU plus the model's `scratch_bytes`; `source` is 'compiled' (searched now), 'cache'
-  (a decision from the disk cache) or 'analytic' (the model's guess,
-  `max_compiles=0`).
+  assignment, nothing ran), on a CPU plus the model's `scratch_bytes`; `source`
+  is 'compiled' (searched now), 'cache' (a decision from the disk cache) or
+  'analytic' (the model's guess, `max_compiles=0`).
   """
 
   plan: ChunkPlan
