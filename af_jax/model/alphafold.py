@@ -72,6 +72,7 @@ class AlphaFold(nnx.Module):
     reps['structure_module'] = sm.pop('act')
     return reps, sm
 
+  @jax.named_scope('heads')
   def apply_heads(self, reps: dict, sm: dict, seq_mask: jax.Array) -> dict:
     """Every head plus the confidence metrics, with AlphaFold's output names."""
     out = {

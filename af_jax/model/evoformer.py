@@ -58,6 +58,7 @@ class EvoformerIteration(nnx.Module):
         config.triangle_attention_ending_node, c_z=c_z, **kw)
     self.pair_transition = Transition(config.pair_transition, c=c_z, **kw)
 
+  @jax.named_scope('evoformer_iteration')
   def __call__(self, msa: jax.Array, pair: jax.Array, msa_mask: jax.Array,
                pair_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
                key: jax.Array | None = None, dap: Dap = NO_DAP) -> tuple[jax.Array, jax.Array]:
@@ -242,8 +243,9 @@ class EmbeddingsAndEvoformer(nnx.Module):
         return stack.scan(stacked, body, (m, p), keys, remat=remat)
       return apply
 
-    _, pair = dap_lib.evoformer_stack(run_stack(self.extra_msa_stack, extra_keys), mesh,
-                                      extra, pair, extra_mask, mask_2d)
+    with jax.named_scope('extra_msa_stack'):
+      _, pair = dap_lib.evoformer_stack(run_stack(self.extra_msa_stack, extra_keys), mesh,
+                                        extra, pair, extra_mask, mask_2d)
     # Alg. 2 lines 7-8: template torsion angles as extra MSA rows.
     msa_mask = batch['msa_mask'].astype(jnp.float32)
     if templates is not None and c.template.embed_torsion_angles:
@@ -255,8 +257,9 @@ class EmbeddingsAndEvoformer(nnx.Module):
     evo_keys = (jax.random.split(k_evo, c.evoformer_num_block) if k_evo is not None else None)
 
     msa = constrain(msa, mesh, 'msa_seq', 'res_j', 'channel')
-    msa, pair = dap_lib.evoformer_stack(run_stack(self.evoformer_iteration, evo_keys), mesh,
-                                        msa, pair, msa_mask, mask_2d)
+    with jax.named_scope('evoformer'):
+      msa, pair = dap_lib.evoformer_stack(run_stack(self.evoformer_iteration, evo_keys), mesh,
+                                          msa, pair, msa_mask, mask_2d)
     single = self.single_activations(msa[0])
     out = {'single': single, 'pair': pair, 'msa': msa[:n_seq], 'msa_first_row': msa[0]}
     return {k: v.astype(jnp.float32) for k, v in out.items()}

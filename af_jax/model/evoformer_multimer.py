@@ -153,8 +153,9 @@ class EmbeddingsAndEvoformerMultimer(nnx.Module):
         return stack.scan(stacked, body, (m, p), keys, remat=remat)
       return apply
 
-    _, pair = dap_lib.evoformer_stack(run_stack(self.extra_msa_stack, extra_keys), mesh,
-                                      extra, pair, extra_mask.astype(jnp.float32), mask_2d)
+    with jax.named_scope('extra_msa_stack'):
+      _, pair = dap_lib.evoformer_stack(run_stack(self.extra_msa_stack, extra_keys), mesh,
+                                        extra, pair, extra_mask.astype(jnp.float32), mask_2d)
     n_msa = msa.shape[0]
     msa_mask = sampled['msa_mask']
     if c.template.enabled:
@@ -164,8 +165,9 @@ class EmbeddingsAndEvoformerMultimer(nnx.Module):
       msa_mask = jnp.concatenate([msa_mask, row_mask], axis=0)
     evo_keys = (jax.random.split(k_evo, c.evoformer_num_block) if k_evo is not None else None)
     msa = constrain(msa, mesh, 'msa_seq', 'res_j', 'channel')
-    msa, pair = dap_lib.evoformer_stack(run_stack(self.evoformer_iteration, evo_keys), mesh,
-                                        msa, pair, msa_mask, mask_2d)
+    with jax.named_scope('evoformer'):
+      msa, pair = dap_lib.evoformer_stack(run_stack(self.evoformer_iteration, evo_keys), mesh,
+                                          msa, pair, msa_mask, mask_2d)
     single = self.single_activations(msa[0])
     out = {'single': single, 'pair': pair, 'msa': msa[:n_msa], 'msa_first_row': msa[0]}
     return {k: v.astype(jnp.float32) for k, v in out.items()}

@@ -66,6 +66,7 @@ class InvariantPointAttention(nnx.Module):
     local = jnp.swapaxes(local, -1, -2)  # [N, H*P, 3]
     return jnp.reshape(frames.expand_batch(1).apply(local), (n, self.num_head, num_points, 3))
 
+  @jax.named_scope('invariant_point_attention')
   def __call__(self, single: jax.Array, pair: jax.Array, mask: jax.Array,
                frames: Rigid) -> jax.Array:
     """Args: single [N_res, c_s]; pair [N_res, N_res, c_z]; mask [N_res]; frames Rigid [N_res].
@@ -93,10 +94,13 @@ class InvariantPointAttention(nnx.Module):
     point_weights = point_weight * jax.nn.softplus(self.trainable_point_weights[...])  # [H]
 
     logits_scalar = jnp.einsum('ihc,jhc->hij', q * scalar_weight, k)
-    diff = q_point[:, None] - k_point[None, :]  # [i, j, H, P, 3]
-    dist2 = jnp.square(diff[..., 0]) + jnp.square(diff[..., 1]) + jnp.square(diff[..., 2])
-    logits_point = -0.5 * jnp.sum(point_weights[:, None] * dist2, axis=-1)  # [i, j, H]
-    logits = logits_scalar + jnp.transpose(logits_point, (2, 0, 1))
+    # PERF: coordinates first ([3, H, N, P]) so that |q - k|^2 is one fused loop over
+    # [H, i, j, P]; with xyz minor, XLA:CPU materialised the three [i, j, H, P]
+    # differences before squaring them (IPA took 1.8x the reference's time at L=256).
+    qc, kc = jnp.transpose(q_point, (3, 1, 0, 2)), jnp.transpose(k_point, (3, 1, 0, 2))
+    dist2 = sum(jnp.square(qc[x][:, :, None] - kc[x][:, None, :]) for x in range(3))
+    logits_point = -0.5 * jnp.sum(point_weights[:, None, None, None] * dist2, axis=-1)
+    logits = logits_scalar + logits_point  # [H, i, j]
     logits_pair = jnp.transpose(self.attention_2d(pair), (2, 0, 1))  # [H, i, j]
     logits = logits + math.sqrt(1.0 / _NUM_LOGIT_TERMS) * logits_pair
     # NUMERICS: AlphaFold masks IPA with -1e5 (not -1e9 as elsewhere).

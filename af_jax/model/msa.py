@@ -27,6 +27,7 @@ class MSARowAttentionWithPairBias(nnx.Module):
                                value_dim=config.get('value_dim'), gating=config.gating,
                                zero_init=zero_init, dtype=dtype, rngs=rngs)
 
+  @jax.named_scope('msa_row_attention_with_pair_bias')
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, pair: jax.Array,
                chunk: int | None = None, dap: Dap = NO_DAP) -> jax.Array:
     """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]; pair [N_res, N_res, c_z].
@@ -63,6 +64,7 @@ class MSAColumnAttention(nnx.Module):
                                key_dim=config.get('key_dim'), value_dim=config.get('value_dim'),
                                gating=config.gating, zero_init=zero_init, dtype=dtype, rngs=rngs)
 
+  @jax.named_scope('msa_column_attention')
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None) -> jax.Array:
     """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]. Returns the update."""
     mask_bias = primitives.mask_to_bias(msa_mask)
@@ -85,6 +87,7 @@ class MSAColumnGlobalAttention(nnx.Module):
                                      value_dim=config.get('value_dim'), gating=config.gating,
                                      zero_init=zero_init, dtype=dtype, rngs=rngs)
 
+  @jax.named_scope('msa_column_global_attention')
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None) -> jax.Array:
     """Args: msa [N_extra, N_res, c_e]; msa_mask [N_extra, N_res]. Returns the update."""
     def column(x, m):

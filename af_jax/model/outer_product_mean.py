@@ -29,6 +29,7 @@ class OuterProductMean(nnx.Module):
                                      fan_in=c * c)
     self.output_b = primitives.param(rngs, (c_z,), 'zeros')
 
+  @jax.named_scope('outer_product_mean')
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None,
                dap: Dap = NO_DAP) -> jax.Array:
     """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]. Returns [N_res, N_res, c_z].

@@ -200,6 +200,7 @@ class StructureModule(nnx.Module):
     self.fold_iteration = FoldIteration(config, c_s=c_s, c_z=c_z, zero_init=zero_init,
                                         rngs=rngs)
 
+  @jax.named_scope('structure_module')
   def __call__(self, single: jax.Array, pair: jax.Array, seq_mask: jax.Array,
                aatype: jax.Array, *, key: jax.Array | None = None,
                unroll: bool = False) -> dict:

@@ -141,6 +141,7 @@ class TemplateEmbedding(nnx.Module):
                                value_dim=a.value_dim, gating=a.gating, zero_init=zero_init,
                                dtype=dtype, rngs=rngs)
 
+  @jax.named_scope('template_embedding')
   def __call__(self, pair: jax.Array, templates: dict, mask_2d: jax.Array,
                plan: ChunkPlan = ChunkPlan(), key: jax.Array | None = None,
                remat: bool = False, mesh: Mesh | None = None) -> jax.Array:

@@ -80,6 +80,7 @@ class TemplateEmbeddingMultimer(nnx.Module):
     self.output_linear = primitives.Linear(config.num_channels, c_z, initializer='relu',
                                            dtype=dtype, rngs=rngs)
 
+  @jax.named_scope('template_embedding')
   def __call__(self, pair: jax.Array, templates: dict, mask_2d: jax.Array,
                multichain_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
                key: jax.Array | None = None, remat: bool = False,

@@ -21,6 +21,7 @@ class Transition(nnx.Module):
     self.transition2 = primitives.Linear(n, c, initializer=primitives.final_init(zero_init),
                                          dtype=dtype, rngs=rngs)
 
+  @jax.named_scope('transition')
   def __call__(self, act: jax.Array, mask: jax.Array, chunk: int | None = None) -> jax.Array:
     """Args: act [N, M, c] (MSA or pair); mask [N, M], unused (AlphaFold does not mask).
 

@@ -54,6 +54,7 @@ class TriangleMultiplication(nnx.Module):
 
     return primitives.gate(mask.astype(dt) * linear(proj), linear(gate))
 
+  @jax.named_scope('triangle_multiplication')
   def __call__(self, pair: jax.Array, pair_mask: jax.Array, chunk: int | None = None,
                dap: Dap = NO_DAP) -> jax.Array:
     """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update.
@@ -115,6 +116,7 @@ class TriangleAttention(nnx.Module):
                                value_dim=config.get('value_dim'), gating=config.gating,
                                zero_init=zero_init, dtype=dtype, rngs=rngs)
 
+  @jax.named_scope('triangle_attention')
   def __call__(self, pair: jax.Array, pair_mask: jax.Array, chunk: int | None = None,
                dap: Dap = NO_DAP) -> jax.Array:
     """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update.
