@@ -220,8 +220,13 @@ def run_length(n_res: int) -> dict:
     return block_forward(graphdef, plan).lower(state, *shapes)
 
   model = block_activation_model(cfg, n_res, FLAGS.num_seq)
+  # AutoChunk's rules on this device: on a CPU the smallest plan is capped like every rung
+  # and its peak includes the run-time scratch the buffer assignment does not show.
+  cpu = jax.devices()[0].platform == 'cpu'
+  smallest = model.ladder(autochunk.CPU_CHUNK_BYTES if cpu else None)[-1]
   unchunked_mem = autochunk.compiled_memory(lower(ChunkPlan()).compile())
-  smallest_mem = autochunk.compiled_memory(lower(model.ladder()[-1]).compile())
+  smallest_mem = autochunk.compiled_memory(lower(smallest).compile())
+  smallest_mem['scratch'] = int(model.scratch_bytes(smallest)) if cpu else 0
   target = int(unchunked_mem['argument'] + unchunked_mem['output'] +
                FLAGS.activation_fraction * unchunked_mem['temp'])
   # What no plan can go below (the parts of the block that are not chunked: the
@@ -229,7 +234,8 @@ def run_length(n_res: int) -> dict:
   # when the target is under it, AutoChunk gets 10% above it instead.
   # Never above what AutoChunk would use by default on this machine (a plan chosen against
   # more than that is killed for memory when it runs).
-  budget = max(min(target, autochunk.default_budget()), int(1.1 * smallest_mem['peak']))
+  budget = max(min(target, autochunk.default_budget()),
+               int(1.1 * (smallest_mem['peak'] + smallest_mem['scratch'])))
   t = time.perf_counter()
   try:
     chosen = autochunk.choose_plan(
@@ -371,6 +377,22 @@ def confirm(spec_text: str) -> None:
     common.write_section(FLAGS.results_md, markdown(report), _BEGIN, _END)
 
 
+def carry_over(report: dict) -> None:
+  """Keep the previous JSON's full-model rows (when no --full_lengths ran: they take an
+  hour) and its --confirm runs, each labelled with the command and date it came from."""
+  try:
+    with open(FLAGS.json_out) as f:
+      old = json.load(f)
+  except (OSError, ValueError, TypeError):
+    return
+  if not report['full_model'] and old.get('full_model'):
+    report['full_model'] = old['full_model']
+    report['full_model_from'] = old.get('full_model_from') or {
+        'command': old.get('command'), 'date': old.get('machine', {}).get('date')}
+  if old.get('confirm_runs'):
+    report['confirm_runs'] = old['confirm_runs']
+
+
 def confirm_markdown(report: dict) -> list[str]:
   rows = report.get('confirm_runs') or []
   if not rows:
@@ -423,6 +445,9 @@ def full_model_markdown(report: dict) -> list[str]:
            '', '| L | dtype | compiled peak (MB) | temporaries (MB) | compiled peak fits | '
            'compile (s) |',
            '|---:|---|---:|---:|---|---:|']
+  src = report.get('full_model_from')
+  if src:
+    lines[2:2] = ['', f"(Rows from an earlier run, {src.get('date')}: `{src.get('command')}`.)"]
   for r in rows:
     m = r['compiled_memory']
     fits = 'yes' if m['peak'] + rss <= limit else 'no'
@@ -553,6 +578,7 @@ def main(argv):
                      for bf16 in (False, True)],
       'json_path': os.path.relpath(FLAGS.json_out, os.getcwd()) if FLAGS.json_out else None,
   }
+  carry_over(report)
   text = json.dumps(report, indent=1)
   print(text)
   if FLAGS.json_out:

@@ -1,7 +1,7 @@
 """Each Evoformer op alone, af_jax vs the reference, across chunk sizes (float32).
 
 Why: the forward pass hides which op is slow and which chunk size each op wants;
-AutoChunk's CPU cap (`autochunk._CPU_CHUNK_BYTES`) is read off this table. Both
+AutoChunk's CPU cap (`autochunk.CPU_CHUNK_BYTES`) is read off this table. Both
 sides run in one process on the same perturbed random parameters and random
 inputs at real dimensions (model_1_ptm: c_m=256, c_z=128); each side's jitted op
 is called `--reps` times after a warm-up, interleaved, best kept. The relative
@@ -133,7 +133,7 @@ def run() -> dict:
   return {'benchmark': 'ops', 'command': 'PYTHONPATH=. python bench/ops.py ' + ' '.join(
       sys.argv[1:]), 'machine': common.machine_info(),
           'settings': {'length': L, 'num_seq': S, 'reps': FLAGS.reps, 'chunks': FLAGS.chunks,
-                       'cpu_chunk_bytes': autochunk._CPU_CHUNK_BYTES},  # noqa: SLF001
+                       'cpu_chunk_bytes': autochunk.CPU_CHUNK_BYTES},
           'results': rows}
 
 

@@ -102,7 +102,7 @@ def available_host_memory() -> int | None:
 _CPU_FRACTION = 0.45  # of MemAvailable; see default_budget
 # XLA:CPU: the chunk-dependent working set of one op above which chunking it further is
 # faster, not slower (see ActivationModel.cpu_chunk_cap).
-_CPU_CHUNK_BYTES = 24 * 2**20
+CPU_CHUNK_BYTES = 24 * 2**20
 
 
 def default_budget(device: jax.Device | None = None, fraction: float | None = None) -> int:
@@ -336,7 +336,7 @@ class ActivationModel:
     """
     return max((s.chunk_bytes(getattr(plan, s.field)) for s in self.sites), default=0.0)
 
-  def cpu_chunk_cap(self, field: str, cap_bytes: float = _CPU_CHUNK_BYTES) -> int | None:
+  def cpu_chunk_cap(self, field: str, cap_bytes: float = CPU_CHUNK_BYTES) -> int | None:
     """The largest power-of-two chunk of `field` whose chunk-dependent bytes fit
     `cap_bytes` (None: the whole axis fits).
 
@@ -354,7 +354,7 @@ class ActivationModel:
       c *= 2
     return c
 
-  def capped(self, plan: ChunkPlan, cap_bytes: float = _CPU_CHUNK_BYTES) -> ChunkPlan:
+  def capped(self, plan: ChunkPlan, cap_bytes: float = CPU_CHUNK_BYTES) -> ChunkPlan:
     """`plan` with no op chunked more coarsely than `cpu_chunk_cap`."""
     sizes = {}
     for f in FIELDS:
@@ -648,7 +648,7 @@ def choose_plan(predictor_or_config, shapes: Mapping[str, Any], budget_bytes: in
 def _search(model: ActivationModel, lower_fn, budget: int, max_compiles: int,
             cpu: bool = False) -> tuple[AutoChunkResult | None, int]:
   """Walk the ladder with compiles; (result or None, peak of the smallest plan compiled)."""
-  ladder = model.ladder(_CPU_CHUNK_BYTES if cpu else None)
+  ladder = model.ladder(CPU_CHUNK_BYTES if cpu else None)
   scratch = [int(model.scratch_bytes(p)) if cpu else 0 for p in ladder]
   act = [model.activation_bytes(p) + x for p, x in zip(ladder, scratch)]
   first = lower_fn(ladder[0])

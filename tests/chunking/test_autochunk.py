@@ -86,7 +86,7 @@ def trunk():
   shapes = bucket_shapes(cfg, 128, 16, 32)
   lower = _trunk_lower_fn(cfg, shapes)
   model = ActivationModel.from_config(cfg, shapes)
-  ladder = model.ladder(autochunk._CPU_CHUNK_BYTES)
+  ladder = model.ladder(autochunk.CPU_CHUNK_BYTES)
   peaks = [_cpu_peak(model, lower, p) for p in (ladder[0], ladder[-1])]
   assert peaks[1] < 0.8 * peaks[0]  # chunking matters at these shapes
   return cfg, shapes, lower, peaks[0], peaks[1]
@@ -135,7 +135,7 @@ def test_cpu_plans_keep_each_chunk_cache_sized(length):
   chunk whose chunk-dependent bytes fit the cap (or chunk 1), and only shrinks from there."""
   cfg = af_jax.model_config('model_1_ptm')
   model = ActivationModel.from_config(cfg, bucket_shapes(cfg, length, 128, 1024))
-  cap = autochunk._CPU_CHUNK_BYTES
+  cap = autochunk.CPU_CHUNK_BYTES
   ladder = model.ladder(cap)
   first = ladder[0]
   for site in model.sites:
@@ -175,7 +175,7 @@ def test_generous_budget_takes_the_cache_sized_plan_and_caches(trunk, tmp_path, 
   cfg, shapes = trunk[:2]
   model = ActivationModel.from_config(cfg, shapes)
   result = _search(trunk, 10 * trunk[3], tmp_path)
-  assert result.plan == model.ladder(autochunk._CPU_CHUNK_BYTES)[0]
+  assert result.plan == model.ladder(autochunk.CPU_CHUNK_BYTES)[0]
   assert result.source == 'compiled' and result.predicted_peak_bytes == trunk[3]
   assert compile_count.n == 1  # the analytic pick, confirmed by one compile
   again = _search(trunk, 10 * trunk[3], tmp_path)
@@ -190,7 +190,7 @@ def test_generous_budget_takes_the_cache_sized_plan_and_caches(trunk, tmp_path, 
 def test_budget_between_peaks_gets_a_chunked_plan_that_fits(trunk, tmp_path, compile_count):
   cfg, shapes, _, fastest, smallest = trunk
   model = ActivationModel.from_config(cfg, shapes)
-  ladder = model.ladder(autochunk._CPU_CHUNK_BYTES)
+  ladder = model.ladder(autochunk.CPU_CHUNK_BYTES)
   budget = (fastest + smallest) // 2
   result = _search(trunk, budget, tmp_path)
   assert result.plan != ladder[0]
