@@ -223,7 +223,7 @@ def run_length(n_res: int) -> dict:
   # AutoChunk's rules on this device: on a CPU the smallest plan is capped like every rung
   # and its peak includes the run-time scratch the buffer assignment does not show.
   cpu = jax.devices()[0].platform == 'cpu'
-  smallest = model.ladder(autochunk.CPU_CHUNK_BYTES if cpu else None)[-1]
+  smallest = model.ladder(cpu)[-1]
   unchunked_mem = autochunk.compiled_memory(lower(ChunkPlan()).compile())
   smallest_mem = autochunk.compiled_memory(lower(smallest).compile())
   smallest_mem['scratch'] = int(model.scratch_bytes(smallest)) if cpu else 0

@@ -1,7 +1,7 @@
 """Each Evoformer op alone, af_jax vs the reference, across chunk sizes (float32).
 
 Why: the forward pass hides which op is slow and which chunk size each op wants;
-AutoChunk's CPU cap (`autochunk.CPU_CHUNK_BYTES`) is read off this table. Both
+AutoChunk's CPU caps (`autochunk.cpu_cap_bytes`) are read off this table. Both
 sides run in one process on the same perturbed random parameters and random
 inputs at real dimensions (model_1_ptm: c_m=256, c_z=128); each side's jitted op
 is called `--reps` times after a warm-up, interleaved, best kept. The relative
@@ -133,7 +133,8 @@ def run() -> dict:
   return {'benchmark': 'ops', 'command': 'PYTHONPATH=. python bench/ops.py ' + ' '.join(
       sys.argv[1:]), 'machine': common.machine_info(),
           'settings': {'length': L, 'num_seq': S, 'reps': FLAGS.reps, 'chunks': FLAGS.chunks,
-                       'cpu_chunk_bytes': autochunk.CPU_CHUNK_BYTES},
+                       'cpu_chunk_bytes': autochunk.CPU_CHUNK_BYTES,
+                       'cpu_transition_chunk_bytes': autochunk.CPU_TRANSITION_CHUNK_BYTES},
           'results': rows}
 
 
@@ -151,7 +152,8 @@ def markdown(report: dict) -> str:
       f"float32; best of {s['reps']} interleaved calls after a warm-up; reference with its "
       "default `subbatch_size` (4). af_jax times in ms with the speedup over the reference; "
       "**bold**: the chunk AutoChunk's CPU cap gives the op "
-      f"({s['cpu_chunk_bytes'] / 2**20:.0f} MB of chunk-dependent bytes). Largest relative "
+      f"({s['cpu_chunk_bytes'] / 2**20:.0f} MB of chunk-dependent bytes, "
+      f"{s.get('cpu_transition_chunk_bytes', 0) / 2**20:.0f} MB for transitions). Largest relative "
       'error against the reference in the last column.', '',
       f'| op | reference (ms) | {head} | max rel. err |',
       '|---|---:|' + '---:|' * len(chunks) + '---:|',

@@ -101,8 +101,17 @@ def available_host_memory() -> int | None:
 
 _CPU_FRACTION = 0.45  # of MemAvailable; see default_budget
 # XLA:CPU: the chunk-dependent working set of one op above which chunking it further is
-# faster, not slower (see ActivationModel.cpu_chunk_cap).
+# faster, not slower (see ActivationModel.cpu_chunk_cap)...
 CPU_CHUNK_BYTES = 24 * 2**20
+# ...and of a transition, which runs as one YNNPACK fusion that allocates its 4x-wide hidden
+# layer per call: best at 4-16 rows alone (bench/ops.py); one Evoformer block at L=128 ran 11%
+# faster with its transitions at 8 / 16 rows (this cap) than at 32 / 64 (the one above).
+CPU_TRANSITION_CHUNK_BYTES = 8 * 2**20
+
+
+def cpu_cap_bytes(field: str) -> int:
+  """The CPU cap on `field`'s chunk-dependent bytes."""
+  return CPU_TRANSITION_CHUNK_BYTES if field.endswith('_transition') else CPU_CHUNK_BYTES
 
 
 def default_budget(device: jax.Device | None = None, fraction: float | None = None) -> int:
@@ -336,15 +345,17 @@ class ActivationModel:
     """
     return max((s.chunk_bytes(getattr(plan, s.field)) for s in self.sites), default=0.0)
 
-  def cpu_chunk_cap(self, field: str, cap_bytes: float = CPU_CHUNK_BYTES) -> int | None:
+  def cpu_chunk_cap(self, field: str) -> int | None:
     """The largest power-of-two chunk of `field` whose chunk-dependent bytes fit
-    `cap_bytes` (None: the whole axis fits).
+    `cpu_cap_bytes(field)` (None: the whole axis fits).
 
     On a CPU the unchunked ops are not the fastest: a chunk whose working set stays
     in the caches runs at the matmul rate, a whole axis at the memory bandwidth. One
-    Evoformer block's ops at L=256 (2-core Xeon, 4 MB L2, bench/RESULTS.md): best at
-    8-64 slices, 1.0-1.7x faster than unchunked, within 8% of their best at this cap.
+    Evoformer block's ops at L=256 (2-core Xeon, 2 MB L2 per core, bench/ops.py):
+    best at 4-64 slices, up to 1.7x faster than unchunked, within 10% of their best
+    at these caps.
     """
+    cap_bytes = cpu_cap_bytes(field)
     n = max((s.n_slices for s in self.sites if s.field == field), default=1)
     per = max((s.slice_bytes for s in self.sites if s.field == field), default=0.0)
     if per * n <= cap_bytes:
@@ -354,12 +365,11 @@ class ActivationModel:
       c *= 2
     return c
 
-  def capped(self, plan: ChunkPlan, cap_bytes: float = CPU_CHUNK_BYTES) -> ChunkPlan:
+  def capped(self, plan: ChunkPlan) -> ChunkPlan:
     """`plan` with no op chunked more coarsely than `cpu_chunk_cap`."""
     sizes = {}
     for f in FIELDS:
-      chunk, cap = getattr(plan, f), (self.cpu_chunk_cap(f, cap_bytes)
-                                      if f in self.fields() else None)
+      chunk, cap = getattr(plan, f), (self.cpu_chunk_cap(f) if f in self.fields() else None)
       sizes[f] = cap if chunk is None else (chunk if cap is None else min(chunk, cap))
     return ChunkPlan(**sizes)
 
@@ -387,16 +397,16 @@ class ActivationModel:
       sizes[f] = next((c for c in cands if self.op_bytes(f, c) <= threshold), cands[-1])
     return ChunkPlan(**sizes)
 
-  def ladder(self, cap_bytes: float | None = None) -> list[ChunkPlan]:
+  def ladder(self, cpu: bool = False) -> list[ChunkPlan]:
     """Plans from unchunked to all-at-1, each rung chunking the largest ops further;
-    with `cap_bytes` (XLA:CPU), every rung `capped` and the first the cache-sized plan.
+    with `cpu` (XLA:CPU), every rung `capped` and the first the cache-sized plan.
 
     Predicted activation bytes fall (never rise) along the ladder.
     """
-    if cap_bytes is not None:
+    if cpu:
       rungs = []
       for plan in self.ladder():
-        plan = self.capped(plan, cap_bytes)
+        plan = self.capped(plan)
         if not rungs or plan != rungs[-1]:
           rungs.append(plan)
       return rungs
@@ -648,7 +658,7 @@ def choose_plan(predictor_or_config, shapes: Mapping[str, Any], budget_bytes: in
 def _search(model: ActivationModel, lower_fn, budget: int, max_compiles: int,
             cpu: bool = False) -> tuple[AutoChunkResult | None, int]:
   """Walk the ladder with compiles; (result or None, peak of the smallest plan compiled)."""
-  ladder = model.ladder(CPU_CHUNK_BYTES if cpu else None)
+  ladder = model.ladder(cpu)
   scratch = [int(model.scratch_bytes(p)) if cpu else 0 for p in ladder]
   act = [model.activation_bytes(p) + x for p, x in zip(ladder, scratch)]
   first = lower_fn(ladder[0])

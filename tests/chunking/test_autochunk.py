@@ -86,7 +86,7 @@ def trunk():
   shapes = bucket_shapes(cfg, 128, 16, 32)
   lower = _trunk_lower_fn(cfg, shapes)
   model = ActivationModel.from_config(cfg, shapes)
-  ladder = model.ladder(autochunk.CPU_CHUNK_BYTES)
+  ladder = model.ladder(cpu=True)
   peaks = [_cpu_peak(model, lower, p) for p in (ladder[0], ladder[-1])]
   assert peaks[1] < 0.8 * peaks[0]  # chunking matters at these shapes
   return cfg, shapes, lower, peaks[0], peaks[1]
@@ -135,24 +135,26 @@ def test_cpu_plans_keep_each_chunk_cache_sized(length):
   chunk whose chunk-dependent bytes fit the cap (or chunk 1), and only shrinks from there."""
   cfg = af_jax.model_config('model_1_ptm')
   model = ActivationModel.from_config(cfg, bucket_shapes(cfg, length, 128, 1024))
-  cap = autochunk.CPU_CHUNK_BYTES
-  ladder = model.ladder(cap)
+  ladder = model.ladder(cpu=True)
   first = ladder[0]
   for site in model.sites:
     chunk = getattr(first, site.field)
     assert chunk is not None, site.field  # at real dimensions every op is over the cap
-    assert chunk == model.cpu_chunk_cap(site.field, cap)
-    assert chunk == 1 or site.chunk_bytes(chunk) <= cap
+    assert chunk == model.cpu_chunk_cap(site.field)
+    assert chunk == 1 or site.chunk_bytes(chunk) <= autochunk.cpu_cap_bytes(site.field)
   for field in model.fields():
     sites = [s for s in model.sites if s.field == field]
     chunk = getattr(first, field)
+    cap = autochunk.cpu_cap_bytes(field)
     assert chunk == 1 or all(s.chunk_bytes(chunk) <= cap for s in sites)
     assert any(s.chunk_bytes(2 * chunk) > cap for s in sites), field
   act = [model.activation_bytes(p) for p in ladder]
   assert all(a >= b for a, b in zip(act, act[1:]))
-  assert ladder[-1] == model.capped(model.ladder()[-1], cap)
+  assert ladder[-1] == model.capped(model.ladder()[-1])
   # Every rung is a capped rung of the accelerator ladder.
-  assert set(ladder) <= {model.capped(p, cap) for p in model.ladder()}
+  assert set(ladder) <= {model.capped(p) for p in model.ladder()}
+  # The transitions' chunks are capped lower than the other ops'.
+  assert autochunk.cpu_cap_bytes('msa_transition') < autochunk.cpu_cap_bytes('triangle_attention')
   # The scratch the model adds on a CPU is the largest op's chunk of intermediates.
   assert model.scratch_bytes(first) == max(s.chunk_bytes(getattr(first, s.field))
                                            for s in model.sites)
@@ -175,7 +177,7 @@ def test_generous_budget_takes_the_cache_sized_plan_and_caches(trunk, tmp_path, 
   cfg, shapes = trunk[:2]
   model = ActivationModel.from_config(cfg, shapes)
   result = _search(trunk, 10 * trunk[3], tmp_path)
-  assert result.plan == model.ladder(autochunk.CPU_CHUNK_BYTES)[0]
+  assert result.plan == model.ladder(cpu=True)[0]
   assert result.source == 'compiled' and result.predicted_peak_bytes == trunk[3]
   assert compile_count.n == 1  # the analytic pick, confirmed by one compile
   again = _search(trunk, 10 * trunk[3], tmp_path)
@@ -190,7 +192,7 @@ def test_generous_budget_takes_the_cache_sized_plan_and_caches(trunk, tmp_path, 
 def test_budget_between_peaks_gets_a_chunked_plan_that_fits(trunk, tmp_path, compile_count):
   cfg, shapes, _, fastest, smallest = trunk
   model = ActivationModel.from_config(cfg, shapes)
-  ladder = model.ladder(autochunk.CPU_CHUNK_BYTES)
+  ladder = model.ladder(cpu=True)
   budget = (fastest + smallest) // 2
   result = _search(trunk, budget, tmp_path)
   assert result.plan != ladder[0]
