@@ -215,7 +215,6 @@ def plan_setting() -> str:
   return f'{choice} for every axial op'
 
 
-
 def reference_config():
   from tests.parity import ref_utils
   cfg = ref_utils.ref_model_config(FLAGS.preset)

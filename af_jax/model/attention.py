@@ -45,12 +45,18 @@ class _GatedAttentionParams(nnx.Module):
     self.output_b = p(rngs, (output_dim,), 'zeros')
 
   def _gate_and_project(self, q_data: jax.Array, weighted_avg: jax.Array) -> jax.Array:
-    """[Q, H, d] -> [Q, output_dim], gated from the (normalised) query input."""
+    """[H, Q, d] -> [Q, output_dim], gated from the (normalised) query input.
+
+    PERF: heads leading, the layout of the batched weights @ values: asked for a
+    [Q, H, d] result, XLA:CPU emits an Eigen dot with a transposed output instead of
+    a YNNPACK fusion (113 ms of a 376 ms MSA row attention at L=256).
+    """
     dt = self.dtype
     if self.gating_w is not None:
-      logits = primitives.einsum('qa,ahc->qhc', q_data, self.gating_w[...], dtype=dt)
-      weighted_avg = primitives.gate(weighted_avg, logits + self.gating_b[...].astype(dt))
-    out = primitives.einsum('qhc,hco->qo', weighted_avg, self.output_w[...], dtype=dt)
+      logits = primitives.einsum('qa,ahc->hqc', q_data, self.gating_w[...], dtype=dt)
+      weighted_avg = primitives.gate(weighted_avg,
+                                     logits + self.gating_b[...].astype(dt)[:, None])
+    out = primitives.einsum('hqc,hco->qo', weighted_avg, self.output_w[...], dtype=dt)
     return out + self.output_b[...].astype(dt)
 
 
@@ -95,11 +101,7 @@ class Attention(_GatedAttentionParams):
     logits = primitives.einsum('hqc,hkc->hqk', q, k, dtype=dt, out_dtype=f32) + bias
     weights = jax.nn.softmax(logits, axis=-1)
     weighted_avg = primitives.einsum('hqk,hkc->hqc', weights, v, dtype=dt)
-    if self.gating_w is not None:
-      gate = primitives.einsum('qa,ahc->hqc', q_data, self.gating_w[...], dtype=dt)
-      weighted_avg = primitives.gate(weighted_avg, gate + self.gating_b[...].astype(dt)[:, None])
-    out = primitives.einsum('hqc,hco->qo', weighted_avg, self.output_w[...], dtype=dt)
-    return out + self.output_b[...].astype(dt)
+    return self._gate_and_project(q_data, weighted_avg)
 
 
 class GlobalAttention(_GatedAttentionParams):
@@ -131,5 +133,6 @@ class GlobalAttention(_GatedAttentionParams):
     weights = jax.nn.softmax(logits, axis=-1)
     weighted_avg = primitives.einsum('hk,kc->hc', weights, v, dtype=dt)
     # Every query of the slice receives the one global result, gated per query.
-    weighted_avg = jnp.broadcast_to(weighted_avg[None], (q_data.shape[0],) + weighted_avg.shape)
+    h, d = weighted_avg.shape
+    weighted_avg = jnp.broadcast_to(weighted_avg[:, None], (h, q_data.shape[0], d))
     return self._gate_and_project(q_data, weighted_avg)
