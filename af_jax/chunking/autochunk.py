@@ -47,7 +47,7 @@ from af_jax.errors import ConfigError, InputError
 
 FIELDS = tuple(f.name for f in dataclasses.fields(ChunkPlan))
 # Bump when the analytic model or the search changes: old cached decisions are then ignored.
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4
 _F32 = 4
 # Chunking an op further is not worth it when it saves less than this fraction of its
 # live bytes.
@@ -152,7 +152,10 @@ class Site:
   """One op that a ChunkPlan field chunks, at one place in the model.
 
   Live bytes while it runs: `fixed_bytes + min(chunk, n_slices) * slice_bytes`,
-  on top of `resident_bytes` (what the surrounding stack holds meanwhile).
+  on top of `resident_bytes` (what the surrounding stack holds meanwhile), less
+  `in_place_bytes` when chunked: a chunked residual op adds its update into the
+  activation where it lies (`axial_map`'s `residual`), so neither its update
+  buffer nor the updated copy of the stream exists.
   """
 
   field: str
@@ -161,9 +164,11 @@ class Site:
   slice_bytes: float
   fixed_bytes: float
   resident_bytes: float
+  in_place_bytes: float = 0.0
 
   def live_bytes(self, chunk: int | None) -> float:
-    return self.resident_bytes + self.fixed_bytes + self.chunk_bytes(chunk)
+    saved = self.in_place_bytes if chunk is not None and chunk < self.n_slices else 0.0
+    return self.resident_bytes + self.fixed_bytes + self.chunk_bytes(chunk) - saved
 
   def chunk_bytes(self, chunk: int | None) -> float:
     """The part that grows with the chunk: `chunk` slices' intermediates."""
@@ -239,8 +244,10 @@ class ActivationModel:
       p = L2 * c_pair * act
       msa = rows * L * c_msa * act
       # Residents: the stream being updated and the updated copy (compiled figures of one
-      # block: 4 pair-sized buffers live during the triangle multiplication, 2 of them its
-      # own).
+      # block: 4 pair-sized buffers live during an unchunked triangle multiplication, 2 of
+      # them its own). Chunked, the update is added in place: the copy and the op's output
+      # buffer go (`in_place`; 2 pair-sized buffers left, the stream and the right
+      # projection).
       pair_resident = outside + 2 * p
       resident = outside + 2 * msa
       # Triangle multiplication: the right projection [L, L, c] and the output
@@ -249,35 +256,36 @@ class ActivationModel:
       c_mid = int(ev.triangle_multiplication_outgoing.num_intermediate_channel)
       sites.append(Site('triangle_multiplication', where, L,
                         L * (c_mid * (2 * act + _F32) + 2 * c_pair * act),
-                        L2 * (c_mid + c_pair) * act, pair_resident))
+                        L2 * (c_mid + c_pair) * act, pair_resident, 2 * p))
       # Triangle attention: the bias [H, L, L] (float32) and the normalised pair live
       # whole; each row is one attention of L queries over L keys.
       h, d, dv = _head_dims(ev.triangle_attention_starting_node, c_pair)
       sites.append(Site('triangle_attention', where, L,
                         _attention_slice(L, L, h, max(d, dv), act),
-                        h * L2 * _F32 + p, pair_resident))
+                        h * L2 * _F32 + p, pair_resident, 2 * p))
       f = float(ev.pair_transition.num_intermediate_factor)
       sites.append(Site('pair_transition', where, L, L * c_pair * (f + 1) * act, p,
-                        pair_resident))
+                        pair_resident, 2 * p))
       if pair_only:
         return
       h, d, dv = _head_dims(ev.msa_row_attention_with_pair_bias, c_msa)
       sites.append(Site('msa_row_attention', where, rows,
                         _attention_slice(L, L, h, max(d, dv), act),
-                        h * L2 * _F32 + p + msa, resident))
+                        h * L2 * _F32 + p + msa, resident, 2 * msa))
       h, d, dv = _head_dims(ev.msa_column_attention, c_msa)
       if column_global:
         # One mean query per column: keys and values [rows, d], logits [H, rows],
         # the result broadcast back to every row and gated.
         sites.append(Site('msa_column_global_attention', where, L,
                           rows * (d + dv + 2 * h * dv + c_msa) * act + 2 * h * rows * _F32,
-                          msa, resident))
+                          msa, resident, 2 * msa))
       else:
         sites.append(Site('msa_column_attention', where, L,
-                          _attention_slice(rows, rows, h, max(d, dv), act), msa, resident))
+                          _attention_slice(rows, rows, h, max(d, dv), act), msa, resident,
+                          2 * msa))
       f = float(ev.msa_transition.num_intermediate_factor)
       sites.append(Site('msa_transition', where, rows, L * c_msa * (f + 1) * act, msa,
-                        resident))
+                        resident, 2 * msa))
       # Outer product mean: per residue i, the [L, c, c] outer products (twice:
       # the einsum's result and its [L, c*c] relayout for the projection) and the
       # float32 [L, c_z] projection; the projections [rows, L, c] live whole.
@@ -316,7 +324,8 @@ class ActivationModel:
       # DAP splits every MSA and pair activation over `dap` devices.
       sites = [dataclasses.replace(s, slice_bytes=s.slice_bytes / dap,
                                    fixed_bytes=s.fixed_bytes / dap,
-                                   resident_bytes=s.resident_bytes / dap) for s in sites]
+                                   resident_bytes=s.resident_bytes / dap,
+                                   in_place_bytes=s.in_place_bytes / dap) for s in sites]
       floor /= dap
     return cls(n_res=n_res, sites=tuple(sites), floor_bytes=floor)
 

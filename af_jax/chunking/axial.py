@@ -7,6 +7,10 @@ computation (`jax.vmap`), otherwise as a loop over `chunk` slices at a time
 from the inputs in place and written into one output buffer), which bounds the
 live activations to one chunk's. Both give the same numbers up to float32
 rounding, so chunking never needs a branch in a module.
+
+With `residual`, the op's update is added to that activation where it lies:
+each chunk's sum is written over the chunk's own slices, so a chunked residual
+op holds the activation once instead of the activation, the update and their sum.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class ChunkPlan:
 
 def axial_map(fn: Callable[..., Any], args: Sequence[jax.Array], *,
               axis: int | tuple[int, ...] = 0, chunk: int | None = None,
-              out_axis: int = 0) -> Any:
+              out_axis: int = 0, residual: jax.Array | None = None) -> Any:
   """Map `fn` over `axis` of every array in `args`.
 
   Args:
@@ -52,24 +56,38 @@ def axial_map(fn: Callable[..., Any], args: Sequence[jax.Array], *,
     axis: the axial dimension of the args (one int, or one per arg).
     chunk: slices computed at once; None for all of them.
     out_axis: where the mapped axis goes in each output.
+    residual: None, or an array of the shape of fn's (single-array) stacked
+      output: the result is then `residual + outputs`, each chunk's sum written
+      into residual's buffer. An arg that IS `residual` is read from that buffer
+      (its axis must be `out_axis`): a chunk reads its own slices before it
+      overwrites them, so it sees the input values.
 
   Returns:
-    fn's outputs stacked along `out_axis`.
+    fn's outputs stacked along `out_axis` (plus `residual` when given).
   """
   axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,) * len(args)
   size = args[0].shape[axes[0]]
   if chunk is None or chunk >= size:
-    return jax.vmap(fn, in_axes=axes, out_axes=out_axis)(*args)
+    out = jax.vmap(fn, in_axes=axes, out_axes=out_axis)(*args)
+    return out if residual is None else residual + out
   # Rematerialised per chunk: differentiated, the backward pass recomputes one chunk's
   # intermediates at a time instead of keeping every chunk's (attention logits, ...);
   # not differentiated, jax.checkpoint is inlined and changes nothing.
   batched = jax.checkpoint(lambda *xs: jax.vmap(fn, in_axes=axes, out_axes=out_axis)(*xs),
                            prevent_cse=False)
 
-  def run(start, n):
-    return batched(*[lax.dynamic_slice_in_dim(a, start, n, ax) for a, ax in zip(args, axes)])
+  from_buffer = [residual is not None and a is residual for a in args]
+  if any(f and ax != out_axis for f, ax in zip(from_buffer, axes)):
+    raise ValueError(f'an arg read from the residual buffer must map over out_axis '
+                     f'({out_axis}); got axes {axes}')
+
+  def run(buf, start, n):
+    return batched(*[lax.dynamic_slice_in_dim(buf if f else a, start, n, ax)
+                     for a, ax, f in zip(args, axes, from_buffer)])
 
   def write(out, start, y):
+    if residual is not None:  # out is the activation: its chunk plus the update.
+      y = lax.dynamic_slice_in_dim(out, start, y.shape[out_axis], out_axis) + y
     return jax.tree_util.tree_map(
         lambda o, v: lax.dynamic_update_slice_in_dim(o, v, start, out_axis), out, y)
 
@@ -80,11 +98,19 @@ def axial_map(fn: Callable[..., Any], args: Sequence[jax.Array], *,
   # place (XLA:CPU, memory-minimising scheduler).
   n_full, rest = divmod(size, chunk)
   # One trace of a full chunk gives the output buffer's shapes and serves as the loop body.
-  run_chunk, chunk_out = tracing.trace_once(lambda start: run(start, chunk), jax.numpy.int32(0))
-  out = jax.tree_util.tree_map(lambda a: _zeros(a, size, out_axis), chunk_out)
-  out = lax.fori_loop(0, n_full, lambda i, o: write(o, i * chunk, run_chunk(i * chunk)), out)
+  if residual is None:
+    run_chunk, chunk_out = tracing.trace_once(lambda start: run(None, start, chunk),
+                                              jax.numpy.int32(0))
+    out = jax.tree_util.tree_map(lambda a: _zeros(a, size, out_axis), chunk_out)
+    body = lambda i, o: write(o, i * chunk, run_chunk(i * chunk))  # noqa: E731
+  else:
+    run_chunk, _ = tracing.trace_once(lambda buf, start: run(buf, start, chunk), residual,
+                                      jax.numpy.int32(0))
+    out = residual
+    body = lambda i, o: write(o, i * chunk, run_chunk(o, i * chunk))  # noqa: E731
+  out = lax.fori_loop(0, n_full, body, out)
   if rest:
-    out = write(out, n_full * chunk, run(n_full * chunk, rest))
+    out = write(out, n_full * chunk, run(out, n_full * chunk, rest))
   return out
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 
 from af_jax.parallel import NO_DAP, Dap
 
 
-def residual(act: jax.Array, update: jax.Array, config, key: jax.Array | None,
-             dap: Dap = NO_DAP, shard_axis: int = 0) -> jax.Array:
+def residual(act: jax.Array, update: Callable[[jax.Array | None], jax.Array], config,
+             key: jax.Array | None, dap: Dap = NO_DAP, shard_axis: int = 0) -> jax.Array:
   """`act + dropout(update)`; no dropout when `key` is None (inference).
+
+  `update(residual)` runs the op: without dropout it is called with `act` and
+  returns `act + update`, which a chunked op computes in place (`axial_map`'s
+  `residual`: no separate update buffer); with dropout it is called with None
+  and returns the bare update for the mask to scale.
 
   Shared dropout draws one mask per column for `per_row` ops and one per row
   for `per_column` ops (Jumper et al. (2021) Suppl. 1.11.6). Under DAP, `act` is
@@ -18,7 +25,8 @@ def residual(act: jax.Array, update: jax.Array, config, key: jax.Array | None,
   """
   rate = config.get('dropout_rate', 0.0)
   if key is None or not rate:
-    return act + update
+    return update(act)
+  update = update(None)
   shape = list(update.shape)
   shape[shard_axis] *= dap.size
   if config.get('shared_dropout', False):

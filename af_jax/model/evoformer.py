@@ -75,45 +75,46 @@ class EvoformerIteration(nnx.Module):
     msa_rows, msa_cols = dap.rows(msa_mask), dap.columns(msa_mask)
     pair_rows, pair_cols = dap.rows(pair_mask), dap.columns(pair_mask)
 
-    def add(act, update, cfg, shard_axis):
+    def add(act, op, cfg, shard_axis, *args):
+      # op(*args, residual=...): act + update, in place when chunked (dropout.residual).
+      update = lambda r: op(*args, residual=r)  # noqa: E731
       return dropout.residual(act, update, cfg, keys.pop(), dap, shard_axis)
 
-    def opm(m):  # m in columns layout; the update is in pair rows.
-      return self.outer_product_mean(m, msa_mask, plan.outer_product_mean, dap)
-
-    if c.outer_product_mean.first:
-      pair = add(pair, opm(dap.to_columns(msa)), c.outer_product_mean, 0)
+    if c.outer_product_mean.first:  # msa in columns layout; the update is in pair rows.
+      pair = add(pair, self.outer_product_mean, c.outer_product_mean, 0,
+                 dap.to_columns(msa), msa_mask, plan.outer_product_mean, dap)
     # Alg. 6 lines 2-4: MSA stack; row attention in rows, the rest in columns.
-    msa = add(msa, self.msa_row_attention_with_pair_bias(msa, msa_rows, pair,
-                                                          plan.msa_row_attention, dap),
-              c.msa_row_attention_with_pair_bias, 0)
+    msa = add(msa, self.msa_row_attention_with_pair_bias, c.msa_row_attention_with_pair_bias, 0,
+              msa, msa_rows, pair, plan.msa_row_attention, dap)
     msa = dap.to_columns(msa)
     if self.is_extra_msa:
-      update = self.msa_column_global_attention(msa, msa_cols, plan.msa_column_global_attention)
+      msa = add(msa, self.msa_column_global_attention, c.msa_column_attention, 1,
+                msa, msa_cols, plan.msa_column_global_attention)
     else:
-      update = self.msa_column_attention(msa, msa_cols, plan.msa_column_attention)
-    msa = add(msa, update, c.msa_column_attention, 1)
-    msa = add(msa, self.msa_transition(msa, msa_cols, plan.msa_transition), c.msa_transition, 1)
+      msa = add(msa, self.msa_column_attention, c.msa_column_attention, 1,
+                msa, msa_cols, plan.msa_column_attention)
+    msa = add(msa, self.msa_transition, c.msa_transition, 1, msa, msa_cols, plan.msa_transition)
     # Alg. 6 line 5: communication.
     if not c.outer_product_mean.first:
-      pair = add(pair, opm(msa), c.outer_product_mean, 0)
+      pair = add(pair, self.outer_product_mean, c.outer_product_mean, 0,
+                 msa, msa_mask, plan.outer_product_mean, dap)
     msa = dap.to_rows(msa)
     # Alg. 6 lines 6-10: pair stack; outgoing/starting-node ops in rows,
     # incoming/ending-node ops and the transition in columns.
     tm, ta = plan.triangle_multiplication, plan.triangle_attention
-    pair = add(pair, self.triangle_multiplication_outgoing(pair, pair_rows, tm, dap),
-               c.triangle_multiplication_outgoing, 0)
+    pair = add(pair, self.triangle_multiplication_outgoing, c.triangle_multiplication_outgoing,
+               0, pair, pair_rows, tm, dap)
     pair = dap.to_columns(pair)
-    pair = add(pair, self.triangle_multiplication_incoming(pair, pair_cols, tm, dap),
-               c.triangle_multiplication_incoming, 1)
+    pair = add(pair, self.triangle_multiplication_incoming, c.triangle_multiplication_incoming,
+               1, pair, pair_cols, tm, dap)
     pair = dap.to_rows(pair)
-    pair = add(pair, self.triangle_attention_starting_node(pair, pair_rows, ta, dap),
-               c.triangle_attention_starting_node, 0)
+    pair = add(pair, self.triangle_attention_starting_node, c.triangle_attention_starting_node,
+               0, pair, pair_rows, ta, dap)
     pair = dap.to_columns(pair)
-    pair = add(pair, self.triangle_attention_ending_node(pair, pair_cols, ta, dap),
-               c.triangle_attention_ending_node, 1)
-    pair = add(pair, self.pair_transition(pair, pair_cols, plan.pair_transition),
-               c.pair_transition, 1)
+    pair = add(pair, self.triangle_attention_ending_node, c.triangle_attention_ending_node, 1,
+               pair, pair_cols, ta, dap)
+    pair = add(pair, self.pair_transition, c.pair_transition, 1,
+               pair, pair_cols, plan.pair_transition)
     return msa, dap.to_rows(pair)
 
 

@@ -29,11 +29,12 @@ class MSARowAttentionWithPairBias(nnx.Module):
 
   @jax.named_scope('msa_row_attention_with_pair_bias')
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, pair: jax.Array,
-               chunk: int | None = None, dap: Dap = NO_DAP) -> jax.Array:
+               chunk: int | None = None, dap: Dap = NO_DAP, *,
+               residual: jax.Array | None = None) -> jax.Array:
     """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]; pair [N_res, N_res, c_z].
 
     Under DAP, msa, msa_mask and pair are this device's rows (sequences; pair rows).
-    Returns the update to msa, [N_seq, N_res, c_m].
+    Returns the update to msa, [N_seq, N_res, c_m] (added to `residual` if given).
     """
     chex.assert_rank([msa, msa_mask, pair], [3, 2, 3])
     mask_bias = primitives.mask_to_bias(msa_mask)
@@ -51,7 +52,7 @@ class MSARowAttentionWithPairBias(nnx.Module):
       x = self.query_norm(x)
       return self.attention(x, x, b[None, None, :] + pair_bias)
 
-    return axial_map(row, (msa, mask_bias), axis=0, chunk=chunk)
+    return axial_map(row, (msa, mask_bias), axis=0, chunk=chunk, residual=residual)
 
 
 class MSAColumnAttention(nnx.Module):
@@ -65,15 +66,19 @@ class MSAColumnAttention(nnx.Module):
                                gating=config.gating, zero_init=zero_init, dtype=dtype, rngs=rngs)
 
   @jax.named_scope('msa_column_attention')
-  def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None) -> jax.Array:
-    """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]. Returns the update."""
+  def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None, *,
+               residual: jax.Array | None = None) -> jax.Array:
+    """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res].
+
+    Returns the update (added to `residual` if given)."""
     mask_bias = primitives.mask_to_bias(msa_mask)
 
     def column(x, b):
       x = self.query_norm(x)
       return self.attention(x, x, b[None, None, :])
 
-    return axial_map(column, (msa, mask_bias), axis=1, chunk=chunk, out_axis=1)
+    return axial_map(column, (msa, mask_bias), axis=1, chunk=chunk, out_axis=1,
+                     residual=residual)
 
 
 class MSAColumnGlobalAttention(nnx.Module):
@@ -88,10 +93,14 @@ class MSAColumnGlobalAttention(nnx.Module):
                                      zero_init=zero_init, dtype=dtype, rngs=rngs)
 
   @jax.named_scope('msa_column_global_attention')
-  def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None) -> jax.Array:
-    """Args: msa [N_extra, N_res, c_e]; msa_mask [N_extra, N_res]. Returns the update."""
+  def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None, *,
+               residual: jax.Array | None = None) -> jax.Array:
+    """Args: msa [N_extra, N_res, c_e]; msa_mask [N_extra, N_res].
+
+    Returns the update (added to `residual` if given)."""
     def column(x, m):
       x = self.query_norm(x)
       return self.attention(x, x, m)
 
-    return axial_map(column, (msa, msa_mask), axis=1, chunk=chunk, out_axis=1)
+    return axial_map(column, (msa, msa_mask), axis=1, chunk=chunk, out_axis=1,
+                     residual=residual)

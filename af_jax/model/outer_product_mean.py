@@ -31,8 +31,9 @@ class OuterProductMean(nnx.Module):
 
   @jax.named_scope('outer_product_mean')
   def __call__(self, msa: jax.Array, msa_mask: jax.Array, chunk: int | None = None,
-               dap: Dap = NO_DAP) -> jax.Array:
-    """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]. Returns [N_res, N_res, c_z].
+               dap: Dap = NO_DAP, *, residual: jax.Array | None = None) -> jax.Array:
+    """Args: msa [N_seq, N_res, c_m]; msa_mask [N_seq, N_res]. Returns [N_res, N_res, c_z]
+    (added to `residual`, the pair, if given).
 
     Under DAP, msa is this device's columns and the result its pair rows; msa_mask
     is whole. The right projection is all-gathered.
@@ -56,4 +57,4 @@ class OuterProductMean(nnx.Module):
       norm = jnp.einsum('s,sj->j', mask_i, msa_mask)
       return (out / (1e-3 + norm[:, None])).astype(dt)
 
-    return axial_map(row, (left, local_mask), axis=1, chunk=chunk)
+    return axial_map(row, (left, local_mask), axis=1, chunk=chunk, residual=residual)

@@ -76,8 +76,8 @@ class TemplatePairBlock(nnx.Module):
         layout = want
       op = getattr(self, name)
       args = (pair, masks[layout], chunk) + ((dap,) if name != 'pair_transition' else ())
-      pair = dropout.residual(pair, op(*args), c[name], keys.pop(), dap,
-                              0 if layout == 'rows' else 1)
+      pair = dropout.residual(pair, lambda r, op=op, args=args: op(*args, residual=r), c[name],
+                              keys.pop(), dap, 0 if layout == 'rows' else 1)
     return dap.to_rows(pair) if layout == 'columns' else pair
 
 

@@ -22,14 +22,15 @@ class Transition(nnx.Module):
                                          dtype=dtype, rngs=rngs)
 
   @jax.named_scope('transition')
-  def __call__(self, act: jax.Array, mask: jax.Array, chunk: int | None = None) -> jax.Array:
+  def __call__(self, act: jax.Array, mask: jax.Array, chunk: int | None = None, *,
+               residual: jax.Array | None = None) -> jax.Array:
     """Args: act [N, M, c] (MSA or pair); mask [N, M], unused (AlphaFold does not mask).
 
-    Returns the update, [N, M, c].
+    Returns the update, [N, M, c] (added to `residual` if given).
     """
     del mask  # AlphaFold's transition is pointwise and does not mask.
     def row(x):
       # PERF: normalised row by row, so no whole normalised copy is kept.
       return self.transition2(jax.nn.relu(self.transition1(self.input_layer_norm(x))))
 
-    return axial_map(row, (act,), axis=0, chunk=chunk)
+    return axial_map(row, (act,), axis=0, chunk=chunk, residual=residual)

@@ -56,8 +56,9 @@ class TriangleMultiplication(nnx.Module):
 
   @jax.named_scope('triangle_multiplication')
   def __call__(self, pair: jax.Array, pair_mask: jax.Array, chunk: int | None = None,
-               dap: Dap = NO_DAP) -> jax.Array:
-    """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update.
+               dap: Dap = NO_DAP, *, residual: jax.Array | None = None) -> jax.Array:
+    """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update
+    (added to `residual`, normally `pair` itself, if given).
 
     The op maps over the rows i (outgoing) or the columns j (incoming) of the
     output; each slice computes its own left projection, so only the right
@@ -95,7 +96,8 @@ class TriangleMultiplication(nnx.Module):
       out = self.output_projection(self.center_layer_norm(out))
       return primitives.gate(out, self.gating_linear(self.layer_norm_input(pair_s)))
 
-    return axial_map(slice_fn, (pair, pair_mask), axis=axis, chunk=chunk, out_axis=axis)
+    return axial_map(slice_fn, (pair, pair_mask), axis=axis, chunk=chunk, out_axis=axis,
+                     residual=residual)
 
 
 class TriangleAttention(nnx.Module):
@@ -118,8 +120,9 @@ class TriangleAttention(nnx.Module):
 
   @jax.named_scope('triangle_attention')
   def __call__(self, pair: jax.Array, pair_mask: jax.Array, chunk: int | None = None,
-               dap: Dap = NO_DAP) -> jax.Array:
-    """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update.
+               dap: Dap = NO_DAP, *, residual: jax.Array | None = None) -> jax.Array:
+    """Args: pair [N_res, N_res, c_z]; pair_mask [N_res, N_res]. Returns the update
+    (added to `residual`, normally `pair` itself, if given).
 
     Under DAP, pair and pair_mask are this device's rows (starting node) or columns
     (ending node); the triangle bias is all-gathered.
@@ -144,4 +147,5 @@ class TriangleAttention(nnx.Module):
       x = self.query_norm(x)
       return self.attention(x, x, b[None, None, :] + tri_bias)
 
-    return axial_map(row, (pair, mask_bias), axis=axis, chunk=chunk, out_axis=axis)
+    return axial_map(row, (pair, mask_bias), axis=axis, chunk=chunk, out_axis=axis,
+                     residual=residual)

@@ -53,3 +53,28 @@ def test_axial_map_chunked_equals_whole(chunk):
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
   got_t = axial_map(fn, (x, y), axis=(0, 1), chunk=chunk, out_axis=1)
   np.testing.assert_allclose(got_t, want.T, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('chunk', [None, 1, 3, 7])
+@pytest.mark.parametrize('axis', [0, 1])
+def test_axial_map_residual_adds_to_the_activation_it_reads(chunk, axis):
+  """`residual=x` with x among the args: each slice sees x's input values, the result is
+  x + the stacked outputs (the chunked loop writes x's buffer while it reads from it)."""
+  x = jax.random.normal(jax.random.key(2), (7, 7, 4))
+  w = jax.random.normal(jax.random.key(3), (7, 4))
+  fn = lambda a, b: jnp.tanh(a @ a.T) @ a + b  # noqa: E731 (every element of the slice)
+  xs = jnp.moveaxis(x, axis, 0)
+  want = x + jnp.moveaxis(jnp.stack([fn(xs[i], w) for i in range(7)]), 0, axis)
+  got = axial_map(lambda a: fn(a, w), (x,), axis=axis, chunk=chunk, out_axis=axis, residual=x)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  # A residual that is not an arg (the outer product mean's pair): the same sum.
+  other = jax.random.normal(jax.random.key(4), x.shape)
+  got = axial_map(lambda a: fn(a, w), (x,), axis=axis, chunk=chunk, out_axis=axis,
+                  residual=other)
+  np.testing.assert_allclose(got, want - x + other, rtol=1e-6, atol=1e-6)
+
+
+def test_axial_map_residual_arg_on_another_axis_is_refused():
+  x = jnp.ones((6, 6, 2))
+  with pytest.raises(ValueError, match='residual buffer'):
+    axial_map(lambda a: a, (x,), axis=1, chunk=2, out_axis=0, residual=x)
