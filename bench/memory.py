@@ -378,8 +378,9 @@ def confirm(spec_text: str) -> None:
 
 
 def carry_over(report: dict) -> None:
-  """Keep the previous JSON's full-model rows (when no --full_lengths ran: they take an
-  hour) and its --confirm runs, each labelled with the command and date it came from."""
+  """Keep the previous JSON's one-block rows (when --lengths is empty), its full-model rows
+  (when no --full_lengths ran) and its --confirm runs, each labelled with the command and
+  date it came from."""
   try:
     with open(FLAGS.json_out) as f:
       old = json.load(f)
@@ -388,6 +389,10 @@ def carry_over(report: dict) -> None:
   if not report['full_model'] and old.get('full_model'):
     report['full_model'] = old['full_model']
     report['full_model_from'] = old.get('full_model_from') or {
+        'command': old.get('command'), 'date': old.get('machine', {}).get('date')}
+  if not report['results'] and old.get('results'):  # --lengths= (full model only)
+    report['results'] = old['results']
+    report['results_from'] = old.get('results_from') or {
         'command': old.get('command'), 'date': old.get('machine', {}).get('date')}
   if old.get('confirm_runs'):
     report['confirm_runs'] = old['confirm_runs']
@@ -485,6 +490,12 @@ def markdown(report: dict) -> str:
       '"RSS added" is peak RSS minus the RSS before compiling (parameters and inputs '
       'already resident).',
       f"- Times: best of {s['reps']} calls after a warm-up call.",
+  ]
+  src = report.get('results_from')
+  if src:
+    lines.append(f"- The one-block rows are from an earlier run, {src.get('date')}: "
+                 f"`{src.get('command')}`.")
+  lines += [
       '',
       '| L | side | plan | activations (MB, compiled temp) | compiled peak (MB) | '
       'peak RSS (MB) | RSS added (MB) | best (s) |',

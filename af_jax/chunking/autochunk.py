@@ -313,11 +313,12 @@ class ActivationModel:
         # Templates are summed one at a time into one [L, L, c_t] accumulator.
         floor = max(floor, 2 * pair + 3 * L2 * c_t * act)
       else:
-        # Alg. 17: each pair position attends over its T templates.
+        # Alg. 17: each pair position attends over its T templates, read in place from
+        # the stacked [T, L*L, c_t] outputs (no transposed copy).
         h, d, dv = _head_dims(t.attention, c_z, c_t)
         sites.append(Site('template_pointwise_attention', 'template_embedding', L2,
                           _attention_slice(1, n_templ, h, max(d, dv), act) + c_z * act,
-                          per_template, 2 * pair + per_template))
+                          per_template, 2 * pair))
         floor = max(floor, 2 * pair + 2 * per_template)
     dap = max(int(dap), 1)
     if dap > 1:
