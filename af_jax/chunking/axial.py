@@ -67,6 +67,11 @@ def axial_map(fn: Callable[..., Any], args: Sequence[jax.Array], *,
   """
   axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,) * len(args)
   size = args[0].shape[axes[0]]
+  # Checked whatever the chunk, so a call valid unchunked is valid chunked too.
+  from_buffer = [residual is not None and a is residual for a in args]
+  if any(f and ax != out_axis for f, ax in zip(from_buffer, axes)):
+    raise ValueError(f'an arg read from the residual buffer must map over out_axis '
+                     f'({out_axis}); got axes {axes}')
   if chunk is None or chunk >= size:
     out = jax.vmap(fn, in_axes=axes, out_axes=out_axis)(*args)
     return out if residual is None else residual + out
@@ -75,11 +80,6 @@ def axial_map(fn: Callable[..., Any], args: Sequence[jax.Array], *,
   # not differentiated, jax.checkpoint is inlined and changes nothing.
   batched = jax.checkpoint(lambda *xs: jax.vmap(fn, in_axes=axes, out_axes=out_axis)(*xs),
                            prevent_cse=False)
-
-  from_buffer = [residual is not None and a is residual for a in args]
-  if any(f and ax != out_axis for f, ax in zip(from_buffer, axes)):
-    raise ValueError(f'an arg read from the residual buffer must map over out_axis '
-                     f'({out_axis}); got axes {axes}')
 
   def run(buf, start, n):
     return batched(*[lax.dynamic_slice_in_dim(buf if f else a, start, n, ax)

@@ -74,7 +74,8 @@ def test_axial_map_residual_adds_to_the_activation_it_reads(chunk, axis):
   np.testing.assert_allclose(got, want - x + other, rtol=1e-6, atol=1e-6)
 
 
-def test_axial_map_residual_arg_on_another_axis_is_refused():
+@pytest.mark.parametrize('chunk', [None, 2])
+def test_axial_map_residual_arg_on_another_axis_is_refused(chunk):
   x = jnp.ones((6, 6, 2))
   with pytest.raises(ValueError, match='residual buffer'):
-    axial_map(lambda a: a, (x,), axis=1, chunk=2, out_axis=0, residual=x)
+    axial_map(lambda a: a, (x,), axis=1, chunk=chunk, out_axis=0, residual=x)
