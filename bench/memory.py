@@ -386,14 +386,11 @@ def carry_over(report: dict) -> None:
       old = json.load(f)
   except (OSError, ValueError, TypeError):
     return
-  if not report['full_model'] and old.get('full_model'):
-    report['full_model'] = old['full_model']
-    report['full_model_from'] = old.get('full_model_from') or {
-        'command': old.get('command'), 'date': old.get('machine', {}).get('date')}
-  if not report['results'] and old.get('results'):  # --lengths= (full model only)
-    report['results'] = old['results']
-    report['results_from'] = old.get('results_from') or {
-        'command': old.get('command'), 'date': old.get('machine', {}).get('date')}
+  old_run = {'command': old.get('command'), 'date': old.get('machine', {}).get('date')}
+  for rows in ('full_model', 'results'):  # rows this run did not make
+    if not report[rows] and old.get(rows):
+      report[rows] = old[rows]
+      report[f'{rows}_from'] = old.get(f'{rows}_from') or old_run
   if old.get('confirm_runs'):
     report['confirm_runs'] = old['confirm_runs']
 
