@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 
 
@@ -159,6 +160,24 @@ def load_average() -> list[float] | None:
     return [float(x) for x in open('/proc/loadavg').read().split()[:3]]
   except OSError:
     return None
+
+
+def matmul_rate(n: int, reps: int = 10) -> dict:
+  """float32 FLOP/s of a jitted n x n @ n x n matmul (best and median of `reps`)."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(2), (n, n), jnp.float32)
+  f = jax.jit(jnp.matmul)
+  f(a, b).block_until_ready()
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a, b).block_until_ready()
+    times.append(time.perf_counter() - t)
+  flops = 2.0 * n ** 3
+  return {'n': n, 'reps': reps, 'best_s': min(times), 'median_s': statistics.median(times),
+          'flops_per_s': flops / min(times), 'median_flops_per_s': flops / statistics.median(times)}
 
 
 # ----------------------------------------------------------------------------

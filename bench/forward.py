@@ -39,7 +39,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 from absl import app, flags
 
@@ -50,7 +49,7 @@ if sys.path and os.path.abspath(sys.path[0] or '.') == os.path.dirname(os.path.a
 
 from bench import common  # noqa: E402
 from bench.common import (  # noqa: E402
-    Side, count_flops, load_average, memory_bytes, xla_flops)
+    Side, count_flops, load_average, matmul_rate, memory_bytes, xla_flops)
 
 flags.DEFINE_list('lengths', ['64', '128', '256'], 'Sequence lengths L to run.')
 flags.DEFINE_integer('num_seq', 128, 'MSA clusters N_seq (msa_feat rows; model_1_ptm '
@@ -89,30 +88,6 @@ FLAGS = flags.FLAGS
 def _markers(section: str) -> tuple[str, str]:
   return (f'<!-- bench/forward.py:{section}:begin (generated; edit outside these markers) -->',
           f'<!-- bench/forward.py:{section}:end -->')
-
-
-# ----------------------------------------------------------------------------
-# Machine description and matmul rate.
-
-
-
-
-def matmul_rate(n: int, reps: int = 10) -> dict:
-  """float32 FLOP/s of a jitted n x n @ n x n matmul (best and median of `reps`)."""
-  import jax
-  import jax.numpy as jnp
-  a = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.PRNGKey(2), (n, n), jnp.float32)
-  f = jax.jit(jnp.matmul)
-  f(a, b).block_until_ready()
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    f(a, b).block_until_ready()
-    times.append(time.perf_counter() - t)
-  flops = 2.0 * n ** 3
-  return {'n': n, 'reps': reps, 'best_s': min(times), 'median_s': statistics.median(times),
-          'flops_per_s': flops / min(times), 'median_flops_per_s': flops / statistics.median(times)}
 
 
 # ----------------------------------------------------------------------------

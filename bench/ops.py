@@ -7,6 +7,11 @@ inputs at real dimensions (model_1_ptm: c_m=256, c_z=128); each side's jitted op
 is called `--reps` times after a warm-up, interleaved, best kept. The relative
 error of each af_jax output against the reference's is reported beside its time.
 
+Each op's matmul FLOPs (dot_general on its jaxpr) against the machine's float32
+matmul rate (a 2048^3 matmul, measured before and after) say how far an op is
+from being matmul-bound: the reference's time over the op's FLOPs at that rate
+is the most any implementation of the same function could gain on this machine.
+
   PYTHONPATH=. python bench/ops.py --length=256 --num_seq=128
 """
 
@@ -32,6 +37,8 @@ flags.DEFINE_string('json_out', os.path.join(os.path.dirname(os.path.abspath(__f
 flags.DEFINE_string('results_md', os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                'RESULTS.md'),
                     'Markdown file to write the table into ("" to skip).')
+flags.DEFINE_string('md_section', None,
+                    'Section of --results_md this run replaces (default: the L = 256 one).')
 FLAGS = flags.FLAGS
 
 # AlphaFold's name of the op (its scope and config key) -> (ChunkPlan field, inputs).
@@ -100,13 +107,16 @@ def run() -> dict:
   cfg = af_jax.model_config('model_1_ptm')
   model = autochunk.ActivationModel.from_config(cfg, bucket_shapes(cfg, L, S, 1024))
   chunks = [None if c == 'none' else int(c) for c in FLAGS.chunks]
+  rates = [common.matmul_rate(2048)]
   rows = []
   for name, (field, arg_names) in OPS.items():
     if FLAGS.ops and name not in FLAGS.ops:
       continue
     args = [inputs[a] for a in arg_names.split(',')]
     ref_factory, mod = modules(name, e.evoformer, gc, c_m, c_z)
-    transformed = hk.transform(lambda *a, f=ref_factory: f()(*a))
+    # is_training=False: the inference path (Transition and OuterProductMean default to
+    # training, which skips their `subbatch_size` loop).
+    transformed = hk.transform(lambda *a, f=ref_factory: f()(*a, is_training=False))
     params = transformed.init(jax.random.PRNGKey(FLAGS.seed), *args)
     params = ref_utils.perturb(hk.data_structures.to_mutable_dict(params), FLAGS.seed + 1)
     ref_utils.load_into(mod, ref_utils.flatten(params), name)
@@ -122,7 +132,9 @@ def run() -> dict:
       s.out, _ = s.call()
     common.time_interleaved(sides, FLAGS.reps)
     ref_out = np.asarray(sides[0].out)
+    flops = common.count_flops(jax.make_jaxpr(sides[1].jitted)(*sides[1].args).jaxpr)
     row = {'op': name, 'plan_field': field, 'reference_s': min(sides[0].times),
+           'matmul_flops': flops['matmul'], 'other_flops': flops['other'],
            'cpu_cap_chunk': model.cpu_chunk_cap(field), 'af_jax': []}
     for chunk, s in zip(chunks, sides[1:]):
       row['af_jax'].append({'chunk': chunk, 'best_s': min(s.times), 'times_s': s.times,
@@ -130,21 +142,31 @@ def run() -> dict:
     rows.append(row)
     print(name, f"ref {row['reference_s']:.3f}s", ' '.join(
         f"{r['chunk']}:{r['best_s']:.3f}s" for r in row['af_jax']), file=sys.stderr, flush=True)
+  rates.append(common.matmul_rate(2048))
+  rate = max(r['flops_per_s'] for r in rates)
+  for row in rows:
+    row['reference_pct_of_matmul_rate'] = 100 * row['matmul_flops'] / row['reference_s'] / rate
+    row['ceiling_speedup'] = row['reference_s'] * rate / row['matmul_flops']
+    for a in row['af_jax']:
+      a['pct_of_matmul_rate'] = 100 * row['matmul_flops'] / a['best_s'] / rate
   return {'benchmark': 'ops', 'command': 'PYTHONPATH=. python bench/ops.py ' + ' '.join(
       sys.argv[1:]), 'machine': common.machine_info(),
           'settings': {'length': L, 'num_seq': S, 'reps': FLAGS.reps, 'chunks': FLAGS.chunks,
+                       'md_section': FLAGS.md_section,
                        'cpu_chunk_bytes': autochunk.CPU_CHUNK_BYTES,
                        'cpu_transition_chunk_bytes': autochunk.CPU_TRANSITION_CHUNK_BYTES},
+          'matmul_rate': {'n': 2048, 'best': rate, 'samples': rates},
           'results': rows}
 
 
 def markdown(report: dict) -> str:
   m, s = report['machine'], report['settings']
-  begin, end = common.markers('bench/ops.py')
+  begin, end = common.markers('bench/ops.py', report['settings'].get('md_section'))
   chunks = [r['chunk'] for r in report['results'][0]['af_jax']] if report['results'] else []
   head = ' | '.join('unchunked' if c is None else f'chunk {c}' for c in chunks)
   lines = [
-      begin, '## Evoformer ops one by one: af_jax vs reference (`bench/ops.py`)', '',
+      begin, '## Evoformer ops one by one: af_jax vs reference (`bench/ops.py`)'
+      + (f" [{s['md_section']}]" if s.get('md_section') else ''), '',
       f"- Date: {m['date']}; machine: {m['nproc']} CPU(s) ({m['cpu']}), {m['device']}; "
       f"jax {m['jax']}.",
       f"- Command (from the repository root): `{report['command']}`",
@@ -167,6 +189,22 @@ def markdown(report: dict) -> str:
     err = max(a['rel_err'] for a in r['af_jax'])
     lines.append(f"| {r['op']} | {r['reference_s'] * 1e3:.0f} | {' | '.join(cells)} | "
                  f'{err:.0e} |')
+  if report['results'] and 'ceiling_speedup' in report['results'][0]:
+    lines += [
+        '', f"Against the machine's float32 matmul rate ({report['matmul_rate']['best'] / 1e9:.0f} "
+        'GFLOP/s, best 2048^3 matmul): each op\'s matmul FLOPs, the share of that rate each '
+        "side reaches, and the ceiling: the reference's time over the op's FLOPs at the "
+        'matmul rate, the most any implementation of the same function could gain here.', '',
+        "| op | GFLOP | reference | af_jax at AutoChunk's chunk | best af_jax (chunk) | "
+        'ceiling |', '|---|---:|---:|---:|---:|---:|']
+    for r in report['results']:
+      best = min(r['af_jax'], key=lambda a: a['best_s'])
+      capped = [a for a in r['af_jax'] if a['chunk'] == r['cpu_cap_chunk']]
+      cap = f"{capped[0]['pct_of_matmul_rate']:.0f}%" if capped else '-'
+      lines.append(f"| {r['op']} | {r['matmul_flops'] / 1e9:.2f} | "
+                   f"{r['reference_pct_of_matmul_rate']:.0f}% | {cap} | "
+                   f"{best['pct_of_matmul_rate']:.0f}% ({best['chunk'] or 'none'}) | "
+                   f"{r['ceiling_speedup']:.2f}x |")
   lines += ['', end]
   return '\n'.join(lines) + '\n'
 
@@ -178,7 +216,8 @@ def main(argv):
   report = run()
   common.write_json(FLAGS.json_out, report)
   if FLAGS.results_md:
-    common.write_section(FLAGS.results_md, markdown(report), *common.markers('bench/ops.py'))
+    common.write_section(FLAGS.results_md, markdown(report),
+                         *common.markers('bench/ops.py', FLAGS.md_section))
   print(markdown(report))
 
 
