@@ -32,8 +32,8 @@ flags.DEFINE_list('chunks', ['none', '4', '8', '16', '32', '64'],
 flags.DEFINE_list('ops', [], 'Only these ops (default: all).')
 flags.DEFINE_integer('reps', 3, 'Timed calls per side and setting (after a warm-up).')
 flags.DEFINE_integer('seed', 0, 'Seed for parameters and inputs.')
-flags.DEFINE_string('json_out', os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                             'results', 'ops.json'), 'JSON results.')
+flags.DEFINE_string('json_out', None, 'JSON results (default: bench/results/ops.json, '
+                    'ops_<md_section>.json with --md_section).')
 flags.DEFINE_string('results_md', os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                'RESULTS.md'),
                     'Markdown file to write the table into ("" to skip).')
@@ -214,7 +214,9 @@ def main(argv):
   import jax
   jax.config.update('jax_enable_compilation_cache', False)
   report = run()
-  common.write_json(FLAGS.json_out, report)
+  name = f'ops_{FLAGS.md_section}.json' if FLAGS.md_section else 'ops.json'
+  common.write_json(FLAGS.json_out or os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), 'results', name), report)
   if FLAGS.results_md:
     common.write_section(FLAGS.results_md, markdown(report),
                          *common.markers('bench/ops.py', FLAGS.md_section))
