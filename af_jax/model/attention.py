@@ -6,6 +6,14 @@ layouts are AlphaFold's: `query_w [c, H, d]`, `output_w [H, d, c_out]`.
 
 Precision: projections run in the module's compute `dtype` (bfloat16 with
 `global_config.bfloat16`); logits, softmax and the gate's sigmoid are float32.
+
+PERF (XLA:CPU, measured with bench/ops.py-sized ops at L = 128): per-head
+projections are plain [Q, c] @ [c, H*d] matmuls whose [Q, H, d] result is then
+swapped to heads-first. Asked for a heads-first result directly, XLA computes
+the transposed product and makes the layer norm before it write its output
+transposed (6-7 ms of an 80 ms MSA attention); this way the row and column
+attentions run 10% faster. The softmax is normalised after the weighted sum
+(`_softmax_weighted_sum`): one pass less over the [H, Q, K] weights.
 """
 
 from __future__ import annotations
@@ -15,6 +23,26 @@ import jax.numpy as jnp
 from flax import nnx
 
 from af_jax.model import primitives
+
+
+def _project_heads(x: jax.Array, w: jax.Array, dt) -> jax.Array:
+  """[Q, c] @ [c, H, d] -> [H, Q, d], computed as a plain matmul then swapped (see PERF)."""
+  return jnp.swapaxes(primitives.einsum('qa,ahc->qhc', x, w, dtype=dt), 0, 1)
+
+
+def _softmax_weighted_sum(logits: jax.Array, v: jax.Array, equation: str, dt) -> jax.Array:
+  """softmax(logits) over the last axis, summed against `v` by `equation`.
+
+  NUMERICS: the exponentials (shifted by their maximum, float32) are rounded to
+  `dt` for the matmul, which accumulates in float32; the float32 result is
+  divided by the float32 sum of the exponentials and then rounded to `dt`.
+  Normalising after the sum instead of before differs from AlphaFold's order by
+  float32 rounding only (relative 1e-7 in float32 parity tests).
+  """
+  shifted = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
+  total = primitives.einsum(equation, shifted, v, dtype=dt, out_dtype=jnp.float32)
+  norm = jnp.sum(shifted, axis=-1)
+  return (total / norm[..., None]).astype(dt)
 
 
 class _GatedAttentionParams(nnx.Module):
@@ -53,7 +81,7 @@ class _GatedAttentionParams(nnx.Module):
     """
     dt = self.dtype
     if self.gating_w is not None:
-      logits = primitives.einsum('qa,ahc->hqc', q_data, self.gating_w[...], dtype=dt)
+      logits = _project_heads(q_data, self.gating_w[...], dt)
       weighted_avg = primitives.gate(weighted_avg,
                                      logits + self.gating_b[...].astype(dt)[:, None])
     out = primitives.einsum('hqc,hco->qo', weighted_avg, self.output_w[...], dtype=dt)
@@ -91,16 +119,15 @@ class Attention(_GatedAttentionParams):
       [Q, output_dim].
     """
     dt, f32 = self.dtype, jnp.float32
-    q = primitives.einsum('qa,ahc->hqc', q_data, self.query_w[...], dtype=dt)
+    q = _project_heads(q_data, self.query_w[...], dt)
     # NUMERICS: AlphaFold scales q before q.k.
     q = q * self.key_dim ** (-0.5)
-    k = primitives.einsum('ka,ahc->hkc', m_data, self.key_w[...], dtype=dt)
-    v = primitives.einsum('ka,ahc->hkc', m_data, self.value_w[...], dtype=dt)
+    k = _project_heads(m_data, self.key_w[...], dt)
+    v = _project_heads(m_data, self.value_w[...], dt)
     # NUMERICS: logits (bias included) and softmax in float32 whatever the
-    # matmul dtype; only the normalised weights are rounded for weights @ v.
+    # matmul dtype.
     logits = primitives.einsum('hqc,hkc->hqk', q, k, dtype=dt, out_dtype=f32) + bias
-    weights = jax.nn.softmax(logits, axis=-1)
-    weighted_avg = primitives.einsum('hqk,hkc->hqc', weights, v, dtype=dt)
+    weighted_avg = _softmax_weighted_sum(logits, v, 'hqk,hkc->hqc', dt)
     return self._gate_and_project(q_data, weighted_avg)
 
 
@@ -130,8 +157,7 @@ class GlobalAttention(_GatedAttentionParams):
     k = primitives.einsum('ka,ac->kc', m_data, self.key_w[...], dtype=dt)
     bias = primitives.mask_to_bias(q_mask)[None, :]
     logits = primitives.einsum('hc,kc->hk', q, k, dtype=dt, out_dtype=f32) + bias
-    weights = jax.nn.softmax(logits, axis=-1)
-    weighted_avg = primitives.einsum('hk,kc->hc', weights, v, dtype=dt)
+    weighted_avg = _softmax_weighted_sum(logits, v, 'hk,kc->hc', dt)
     # Every query of the slice receives the one global result, gated per query.
     h, d = weighted_avg.shape
     weighted_avg = jnp.broadcast_to(weighted_avg[:, None], (h, q_data.shape[0], d))
