@@ -41,6 +41,8 @@ flags.DEFINE_string('md_section', None,
                     'Section of --results_md this run replaces (default: the L = 256 one).')
 FLAGS = flags.FLAGS
 
+MATMUL_N = 2048  # the n x n x n float32 matmul that measures the machine's matmul rate
+
 # AlphaFold's name of the op (its scope and config key) -> (ChunkPlan field, inputs).
 OPS = {
     'msa_row_attention_with_pair_bias': ('msa_row_attention', 'msa,msa_mask,pair'),
@@ -107,7 +109,7 @@ def run() -> dict:
   cfg = af_jax.model_config('model_1_ptm')
   model = autochunk.ActivationModel.from_config(cfg, bucket_shapes(cfg, L, S, 1024))
   chunks = [None if c == 'none' else int(c) for c in FLAGS.chunks]
-  rates = [common.matmul_rate(2048)]
+  rates = [common.matmul_rate(MATMUL_N)]
   rows = []
   for name, (field, arg_names) in OPS.items():
     if FLAGS.ops and name not in FLAGS.ops:
@@ -142,7 +144,7 @@ def run() -> dict:
     rows.append(row)
     print(name, f"ref {row['reference_s']:.3f}s", ' '.join(
         f"{r['chunk']}:{r['best_s']:.3f}s" for r in row['af_jax']), file=sys.stderr, flush=True)
-  rates.append(common.matmul_rate(2048))
+  rates.append(common.matmul_rate(MATMUL_N))
   rate = max(r['flops_per_s'] for r in rates)
   for row in rows:
     row['reference_pct_of_matmul_rate'] = 100 * row['matmul_flops'] / row['reference_s'] / rate
@@ -155,13 +157,13 @@ def run() -> dict:
                        'md_section': FLAGS.md_section,
                        'cpu_chunk_bytes': autochunk.CPU_CHUNK_BYTES,
                        'cpu_transition_chunk_bytes': autochunk.CPU_TRANSITION_CHUNK_BYTES},
-          'matmul_rate': {'n': 2048, 'best': rate, 'samples': rates},
+          'matmul_rate': {'n': MATMUL_N, 'best': rate, 'samples': rates},
           'results': rows}
 
 
 def markdown(report: dict) -> str:
   m, s = report['machine'], report['settings']
-  begin, end = common.markers('bench/ops.py', report['settings'].get('md_section'))
+  begin, end = common.markers('bench/ops.py', s.get('md_section'))
   chunks = [r['chunk'] for r in report['results'][0]['af_jax']] if report['results'] else []
   head = ' | '.join('unchunked' if c is None else f'chunk {c}' for c in chunks)
   lines = [
@@ -189,10 +191,11 @@ def markdown(report: dict) -> str:
     err = max(a['rel_err'] for a in r['af_jax'])
     lines.append(f"| {r['op']} | {r['reference_s'] * 1e3:.0f} | {' | '.join(cells)} | "
                  f'{err:.0e} |')
-  if report['results'] and 'ceiling_speedup' in report['results'][0]:
+  if report['results']:
     lines += [
         '', f"Against the machine's float32 matmul rate ({report['matmul_rate']['best'] / 1e9:.0f} "
-        'GFLOP/s, best 2048^3 matmul): each op\'s matmul FLOPs, the share of that rate each '
+        f"GFLOP/s, best {report['matmul_rate']['n']}^3 matmul): each op's matmul FLOPs, the "
+        'share of that rate each '
         "side reaches, and the ceiling: the reference's time over the op's FLOPs at the "
         'matmul rate, the most any implementation of the same function could gain here.', '',
         "| op | GFLOP | reference | af_jax at AutoChunk's chunk | best af_jax (chunk) | "
