@@ -41,12 +41,15 @@ class MSARowAttentionWithPairBias(nnx.Module):
     w = self.feat_2d_weights[...]
 
     # Alg. 7 line 3: one bias per head shared by every row (float32, like the
-    # logits), from normalised pair rows `chunk` at a time.
+    # logits), from normalised pair rows `chunk` at a time. PERF: computed [Q, K, H]
+    # and then made heads-first; asked for [H, Q, K] directly, XLA:CPU writes the whole
+    # normalised pair transposed to feed a transposed product (see attention.py).
     def bias_row(z):
-      return primitives.einsum('kc,ch->hk', self.feat_2d_norm(z), w, dtype=self.dtype,
+      return primitives.einsum('kc,ch->kh', self.feat_2d_norm(z), w, dtype=self.dtype,
                                out_dtype=jnp.float32)
 
-    pair_bias = dap.gather(axial_map(bias_row, (pair,), chunk=chunk, out_axis=1), axis=1)
+    pair_bias = jnp.moveaxis(axial_map(bias_row, (pair,), chunk=chunk), -1, 0)
+    pair_bias = dap.gather(pair_bias, axis=1)
 
     def row(x, b):
       x = self.query_norm(x)

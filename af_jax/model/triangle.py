@@ -136,12 +136,13 @@ class TriangleAttention(nnx.Module):
     # Alg. 13 line 3: the triangle bias b_jk, shared by every row i; built from
     # normalised rows `chunk` at a time (no whole normalised pair).
     # NUMERICS: float32, like the logits it is added to.
+    # PERF: [Q, K, H] made heads-first afterwards, as in MSARowAttentionWithPairBias.
     def bias_row(x):
-      return primitives.einsum('kc,ch->hk', self.query_norm(x), w, dtype=self.dtype,
+      return primitives.einsum('kc,ch->kh', self.query_norm(x), w, dtype=self.dtype,
                                out_dtype=jnp.float32)
 
-    tri_bias = dap.gather(axial_map(bias_row, (pair,), axis=axis, chunk=chunk, out_axis=1),
-                          axis=1)
+    tri_bias = jnp.moveaxis(axial_map(bias_row, (pair,), axis=axis, chunk=chunk), -1, 0)
+    tri_bias = dap.gather(tri_bias, axis=1)
 
     def row(x, b):
       x = self.query_norm(x)
