@@ -9,7 +9,7 @@ from flax import nnx
 
 from af_jax.chunking import axial_map
 from af_jax.model import primitives
-from af_jax.model.attention import Attention, GlobalAttention
+from af_jax.model.attention import Attention, GlobalAttention, per_head_bias
 from af_jax.parallel import NO_DAP, Dap
 
 
@@ -38,18 +38,10 @@ class MSARowAttentionWithPairBias(nnx.Module):
     """
     chex.assert_rank([msa, msa_mask, pair], [3, 2, 3])
     mask_bias = primitives.mask_to_bias(msa_mask)
-    w = self.feat_2d_weights[...]
-
-    # Alg. 7 line 3: one bias per head shared by every row (float32, like the
-    # logits), from normalised pair rows `chunk` at a time. PERF: computed [Q, K, H]
-    # and then made heads-first; asked for [H, Q, K] directly, XLA:CPU writes the whole
-    # normalised pair transposed to feed a transposed product (see attention.py).
-    def bias_row(z):
-      return primitives.einsum('kc,ch->kh', self.feat_2d_norm(z), w, dtype=self.dtype,
-                               out_dtype=jnp.float32)
-
-    pair_bias = jnp.moveaxis(axial_map(bias_row, (pair,), chunk=chunk), -1, 0)
-    pair_bias = dap.gather(pair_bias, axis=1)
+    # Alg. 7 line 3: one bias per head shared by every row, from normalised pair
+    # rows `chunk` at a time.
+    pair_bias = per_head_bias(self.feat_2d_norm, self.feat_2d_weights[...], pair, chunk=chunk,
+                              dap=dap, dtype=self.dtype)
 
     def row(x, b):
       x = self.query_norm(x)

@@ -11,7 +11,7 @@ from flax import nnx
 
 from af_jax.chunking import axial_map
 from af_jax.model import primitives
-from af_jax.model.attention import Attention
+from af_jax.model.attention import Attention, per_head_bias
 from af_jax.parallel import NO_DAP, Dap
 
 
@@ -131,18 +131,10 @@ class TriangleAttention(nnx.Module):
     # the pair's columns, so the op maps over axis 1 instead of transposing.
     axis = 1 if self.per_column else 0
     mask_bias = primitives.mask_to_bias(pair_mask)
-    w = self.feat_2d_weights[...]
-
     # Alg. 13 line 3: the triangle bias b_jk, shared by every row i; built from
     # normalised rows `chunk` at a time (no whole normalised pair).
-    # NUMERICS: float32, like the logits it is added to.
-    # PERF: [Q, K, H] made heads-first afterwards, as in MSARowAttentionWithPairBias.
-    def bias_row(x):
-      return primitives.einsum('kc,ch->kh', self.query_norm(x), w, dtype=self.dtype,
-                               out_dtype=jnp.float32)
-
-    tri_bias = jnp.moveaxis(axial_map(bias_row, (pair,), axis=axis, chunk=chunk), -1, 0)
-    tri_bias = dap.gather(tri_bias, axis=1)
+    tri_bias = per_head_bias(self.query_norm, self.feat_2d_weights[...], pair, axis=axis,
+                             chunk=chunk, dap=dap, dtype=self.dtype)
 
     def row(x, b):
       x = self.query_norm(x)
