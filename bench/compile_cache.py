@@ -12,7 +12,12 @@ filled with random values), then times, separately:
 - compile or load: `compile_cache.compile_with_cache(label, lowered)`; in the cold process an
   XLA compilation, in the warm one a cache load; the wall time of the call is reported too
   (it also hashes the lowered module for the warm-up's fingerprint);
-- run: the first call of the executable on the batch, to `block_until_ready`.
+- run: the first call of the executable on the batch, to `block_until_ready` (and, with
+  `--runs` > 1, the best of the later calls in the cold process).
+
+`--malloc` repeats the pair under other memory allocators (the child's LD_PRELOAD and
+MALLOC_CONF): XLA:CPU's compile, its executable load and its runs all allocate heavily, and
+glibc's allocator is not the fastest for them (bench/RESULTS.md, "Allocators").
 
 No persistent cache saves tracing or lowering; the targets are warm compile+load <= 5% of
 the cold compile, and tracing + lowering < 2 s.
@@ -54,6 +59,15 @@ flags.DEFINE_integer('num_recycle', 0, 'Recycles (0: one iteration).')
 flags.DEFINE_integer('evoformer_blocks', 48, 'Evoformer blocks (48 in the real model; fewer '
                      'only for a quick try of the script).')
 flags.DEFINE_integer('seed', 0, 'Seed for the random weights and features.')
+flags.DEFINE_integer('runs', 1, 'Calls of the executable in the cold process (the first is '
+                     'reported apart; more give a steady-state time). The warm process calls '
+                     'it once.')
+flags.DEFINE_list('malloc', ['system'], 'Allocators to run each pair under: system (glibc), '
+                  'jemalloc (its defaults) and jemalloc_retain (jemalloc keeping freed pages: '
+                  'MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1).')
+flags.DEFINE_string('jemalloc', 'libjemalloc.so.2', 'The jemalloc library to preload (a path, or '
+                    'a name the dynamic loader finds; Debian/Ubuntu: apt-get install '
+                    'libjemalloc2).')
 flags.DEFINE_string('work_dir', None, 'Where the fresh cache directories go (default: a '
                     'temporary directory, removed afterwards).')
 flags.DEFINE_string('json_out', os.path.join(_HERE, 'results', 'compile_cache.json'),
@@ -77,6 +91,18 @@ TRACE_LOWER_TARGET_S = 2.0
 
 # ----------------------------------------------------------------------------
 # One process (cold or warm).
+
+
+def loaded_malloc() -> str:
+  """'jemalloc' when this process runs with jemalloc mapped, else 'system'."""
+  with open('/proc/self/maps') as f:
+    return 'jemalloc' if 'jemalloc' in f.read() else 'system'
+
+
+def peak_rss() -> int:
+  """This process's peak resident set size in bytes (`ru_maxrss`, KiB on Linux)."""
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def child(length: int, cache_dir: str) -> dict:
@@ -130,17 +156,24 @@ def child(length: int, cache_dir: str) -> dict:
   t = time.monotonic()
   result = compile_cache.compile_with_cache(label, lowered)
   call_s = time.monotonic() - t
-  t = time.monotonic()
-  out = result.compiled(predictor._state, batch)
-  jax.block_until_ready(out)
-  run_s = time.monotonic() - t
-  plddt = np.asarray(out['plddt'])
+  run_times = []
+  for _ in range(max(1, FLAGS.runs)):
+    t = time.monotonic()
+    out = result.compiled(predictor._state, batch)
+    jax.block_until_ready(out)
+    run_times.append(time.monotonic() - t)
+    if len(run_times) == 1:
+      plddt = np.asarray(out['plddt'])
+      first_result_s = time.monotonic() - _START
+  run_s = run_times[0]
   return {
       'length': length, 'label': label, 'status': result.status,
       'import_s': imported - _START, 'setup_s': setup_done - imported,
       'trace_s': trace_s, 'lower_s': lower_s, 'trace_lower_s': trace_s + lower_s,
       'compile_or_load_s': result.seconds, 'compile_with_cache_call_s': call_s,
-      **parts, 'run_s': run_s, 'first_result_s': time.monotonic() - _START,
+      **parts, 'run_s': run_s, 'first_result_s': first_result_s,
+      'later_runs_s': run_times[1:],
+      'malloc_loaded': loaded_malloc(), 'peak_rss_bytes': peak_rss(),
       'entry_bytes': result.size_bytes, 'cache_key': result.key,
       'cache_hits': events.count('/jax/compilation_cache/cache_hits'),
       'cache_misses': events.count('/jax/compilation_cache/cache_misses'),
@@ -154,22 +187,46 @@ def child(length: int, cache_dir: str) -> dict:
 # The parent: two processes per length, then the report.
 
 
-def run_child(length: int, cache_dir: str) -> dict:
+RETAIN_CONF = 'dirty_decay_ms:-1,muzzy_decay_ms:-1'
+
+
+def malloc_env(malloc: str) -> dict:
+  """The environment variables that give a child process the allocator `malloc`."""
+  if malloc == 'system':
+    return {}
+  if malloc not in ('jemalloc', 'jemalloc_retain'):
+    raise app.UsageError(f'--malloc: unknown allocator {malloc!r}; use system, jemalloc or '
+                         'jemalloc_retain')
+  env = {'LD_PRELOAD': FLAGS.jemalloc}
+  if malloc == 'jemalloc_retain':
+    env['MALLOC_CONF'] = RETAIN_CONF
+  return env
+
+
+def run_child(length: int, cache_dir: str, malloc: str = 'system', runs: int = 1) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), f'--child_length={length}',
          f'--child_cache_dir={cache_dir}', f'--preset={FLAGS.preset}',
          f'--msa_clusters={FLAGS.msa_clusters}', f'--extra_msa={FLAGS.extra_msa}',
          f'--num_recycle={FLAGS.num_recycle}', f'--seed={FLAGS.seed}',
-         f'--evoformer_blocks={FLAGS.evoformer_blocks}']
+         f'--evoformer_blocks={FLAGS.evoformer_blocks}', f'--runs={runs}']
   root = os.path.dirname(_HERE)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [root] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+  env.pop('MALLOC_CONF', None)
+  if 'jemalloc' in env.get('LD_PRELOAD', ''):
+    env.pop('LD_PRELOAD')
+  env.update(malloc_env(malloc))
   start = time.monotonic()
   proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
   wall = time.monotonic() - start
   lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
   if proc.returncode != 0 or not lines:
-    raise RuntimeError(f'child L={length} failed ({proc.returncode}):\n{proc.stderr[-4000:]}')
+    raise RuntimeError(f'child L={length} ({malloc}) failed ({proc.returncode}):\n'
+                       f'{proc.stderr[-4000:]}')
   result = json.loads(lines[-1][len('RESULT '):])
+  if result['malloc_loaded'] != ('system' if malloc == 'system' else 'jemalloc'):
+    raise RuntimeError(f'child L={length} asked for {malloc} but ran with '
+                       f"{result['malloc_loaded']}: is {FLAGS.jemalloc} installed?")
   result['process_wall_s'] = wall
   return result
 
@@ -190,6 +247,30 @@ def summarize(cold: dict, warm: dict) -> dict:
 
 def command_line() -> str:
   return f'PYTHONPATH=. python bench/compile_cache.py {shlex.join(sys.argv[1:])}'.rstrip()
+
+
+def allocator_table(rows: list[dict]) -> list[str]:
+  """Each allocator against glibc's at the same L (ratios > 1: faster or smaller)."""
+  system = {r['length']: r for r in rows if r.get('malloc', 'system') == 'system'}
+  others = [r for r in rows if r.get('malloc', 'system') != 'system' and r['length'] in system]
+  if not others:
+    return []
+  lines = ['', 'Against glibc at the same L, each from its own pair of processes (> 1: the '
+           'allocator is faster; peak RSS: the cold process, allocator / glibc):', '',
+           '| L | allocator | cold compile | warm load | first run | later runs (best) '
+           '| peak RSS |', '|---:|---|---:|---:|---:|---:|---:|']
+  for r in others:
+    g = system[r['length']]
+    def ratio(side, key, row=r, base=g):
+      return base[side][key] / row[side][key]
+    later = '-'
+    if r['cold'].get('later_runs_s') and g['cold'].get('later_runs_s'):
+      later = f"{min(g['cold']['later_runs_s']) / min(r['cold']['later_runs_s']):.2f}x"
+    lines.append(
+        f"| {r['length']} | {r['malloc']} | {ratio('cold', 'compile_or_load_s'):.2f}x "
+        f"| {ratio('warm', 'compile_or_load_s'):.2f}x | {ratio('cold', 'run_s'):.2f}x | {later} "
+        f"| {r['cold']['peak_rss_bytes'] / g['cold']['peak_rss_bytes']:.2f}x |")
+  return lines
 
 
 def markdown(report: dict) -> str:
@@ -216,32 +297,37 @@ def markdown(report: dict) -> str:
     lines.append(f"- Conditions: {report['note']}")
   lines += [
       '',
-      '| L | process | status | imports+setup (s) | trace (s) | lower (s) | compile/load (s) '
-      '| run (s) | first result (s) | entry (MB) |',
-      '|---:|---|---|---:|---:|---:|---:|---:|---:|---:|',
+      '| L | allocator | process | status | imports+setup (s) | trace (s) | lower (s) '
+      '| compile/load (s) | run (s) | later runs, best (s) | first result (s) '
+      '| peak RSS (MB) | entry (MB) |',
+      '|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for row in report['lengths']:
     for side in ('cold', 'warm'):
       r = row[side]
       entry = f"{r['entry_bytes'] / 1e6:.1f}" if r['entry_bytes'] else '-'
+      later = f"{min(r['later_runs_s']):.1f}" if r.get('later_runs_s') else '-'
       lines.append(
-          f"| {row['length']} | {side} | {r['status']} | {r['import_s'] + r['setup_s']:.1f} "
-          f"| {r['trace_s']:.2f} | {r['lower_s']:.2f} | {r['compile_or_load_s']:.2f} "
-          f"| {r['run_s']:.1f} | {r['first_result_s']:.1f} | {entry} |")
+          f"| {row['length']} | {row.get('malloc', 'system')} | {side} | {r['status']} "
+          f"| {r['import_s'] + r['setup_s']:.1f} | {r['trace_s']:.2f} | {r['lower_s']:.2f} "
+          f"| {r['compile_or_load_s']:.2f} | {r['run_s']:.1f} | {later} "
+          f"| {r['first_result_s']:.1f} | {common.mb(r.get('peak_rss_bytes', 0))} | {entry} |")
   lines += [
       '',
-      '| L | warm load / cold compile | target <= 5% | trace+lower cold / warm (s) '
+      '| L | allocator | warm load / cold compile | target <= 5% | trace+lower cold / warm (s) '
       '| target < 2 s | first result cold / warm | same pLDDT |',
-      '|---:|---:|---|---:|---|---:|---|',
+      '|---:|---|---:|---|---:|---|---:|---|',
   ]
   for row in report['lengths']:
     c, w, sm = row['cold'], row['warm'], row['summary']
     lines.append(
-        f"| {row['length']} | {100 * sm['warm_load_over_cold_compile']:.1f}% "
+        f"| {row['length']} | {row.get('malloc', 'system')} "
+        f"| {100 * sm['warm_load_over_cold_compile']:.1f}% "
         f"| {yes[sm['target_warm_load_le_5pct']]} "
         f"| {c['trace_lower_s']:.2f} / {w['trace_lower_s']:.2f} "
         f"| {yes[sm['target_trace_lower_lt_2s']]} | {sm['first_result_speedup']:.2f}x "
         f"| {yes[sm['same_output']]} |")
+  lines += allocator_table(report['lengths'])
   lines += ['', '<details><summary>JSON</summary>', '', '```json',
             json.dumps(report, indent=1), '```', '', '</details>', MARKERS[1], '']
   return '\n'.join(lines)
@@ -259,13 +345,15 @@ def main(argv):
   machine = common.machine_info()  # before the children: its load average is the machine's own
   try:
     for length in [int(n) for n in FLAGS.lengths]:
-      cache_dir = os.path.join(work, f'L{length}')
-      shutil.rmtree(cache_dir, ignore_errors=True)
-      cold = run_child(length, cache_dir)
-      warm = run_child(length, cache_dir)
-      row = {'length': length, 'cold': cold, 'warm': warm, 'summary': summarize(cold, warm)}
-      print(json.dumps(row), file=sys.stderr, flush=True)
-      rows.append(row)
+      for malloc in FLAGS.malloc:
+        cache_dir = os.path.join(work, f'L{length}-{malloc}')
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        cold = run_child(length, cache_dir, malloc, FLAGS.runs)
+        warm = run_child(length, cache_dir, malloc)
+        row = {'length': length, 'malloc': malloc, 'cold': cold, 'warm': warm,
+               'summary': summarize(cold, warm)}
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        rows.append(row)
   finally:
     if not FLAGS.work_dir:
       shutil.rmtree(work, ignore_errors=True)
@@ -279,7 +367,8 @@ def main(argv):
           'preset': FLAGS.preset, 'evoformer_blocks': FLAGS.evoformer_blocks,
           'msa_clusters': FLAGS.msa_clusters, 'extra_msa': FLAGS.extra_msa,
           'num_recycle': FLAGS.num_recycle, 'seed': FLAGS.seed,
-          'param_bytes': first['param_bytes'],
+          'param_bytes': first['param_bytes'], 'runs': FLAGS.runs, 'malloc': FLAGS.malloc,
+          'jemalloc': FLAGS.jemalloc, 'jemalloc_retain_conf': RETAIN_CONF,
       },
       'targets': {'warm_load_over_cold_compile_max': WARM_LOAD_TARGET,
                   'trace_lower_max_s': TRACE_LOWER_TARGET_S},
