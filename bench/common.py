@@ -136,6 +136,12 @@ def current_rss() -> int:
     return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
+def peak_rss() -> int:
+  """This process's peak resident set size so far, in bytes (`ru_maxrss`: KiB on Linux)."""
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def run_child(script: str, args: list[str]) -> dict:
   """Run `python <script> args` with the repository root on PYTHONPATH (so its peak memory
   is its own) and return the JSON object on its last stdout line, or {'error': ...}."""

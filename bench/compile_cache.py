@@ -61,7 +61,7 @@ flags.DEFINE_integer('evoformer_blocks', 48, 'Evoformer blocks (48 in the real m
 flags.DEFINE_integer('seed', 0, 'Seed for the random weights and features.')
 flags.DEFINE_integer('runs', 1, 'Calls of the executable in the cold process (the first is '
                      'reported apart; more give a steady-state time). The warm process calls '
-                     'it once.')
+                     'it once.', lower_bound=1)
 flags.DEFINE_list('malloc', ['system'], 'Allocators to run each pair under: system (glibc), '
                   'jemalloc (its defaults) and jemalloc_retain (jemalloc keeping freed pages: '
                   'MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1).')
@@ -97,12 +97,6 @@ def loaded_malloc() -> str:
   """'jemalloc' when this process runs with jemalloc mapped, else 'system'."""
   with open('/proc/self/maps') as f:
     return 'jemalloc' if 'jemalloc' in f.read() else 'system'
-
-
-def peak_rss() -> int:
-  """This process's peak resident set size in bytes (`ru_maxrss`, KiB on Linux)."""
-  import resource
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def child(length: int, cache_dir: str) -> dict:
@@ -156,24 +150,23 @@ def child(length: int, cache_dir: str) -> dict:
   t = time.monotonic()
   result = compile_cache.compile_with_cache(label, lowered)
   call_s = time.monotonic() - t
-  run_times = []
-  for _ in range(max(1, FLAGS.runs)):
+  def timed_run():
     t = time.monotonic()
     out = result.compiled(predictor._state, batch)
     jax.block_until_ready(out)
-    run_times.append(time.monotonic() - t)
-    if len(run_times) == 1:
-      plddt = np.asarray(out['plddt'])
-      first_result_s = time.monotonic() - _START
-  run_s = run_times[0]
+    return out, time.monotonic() - t
+  out, run_s = timed_run()
+  plddt = np.asarray(out['plddt'])
+  first_result_s = time.monotonic() - _START
+  later_runs_s = [timed_run()[1] for _ in range(FLAGS.runs - 1)]
   return {
       'length': length, 'label': label, 'status': result.status,
       'import_s': imported - _START, 'setup_s': setup_done - imported,
       'trace_s': trace_s, 'lower_s': lower_s, 'trace_lower_s': trace_s + lower_s,
       'compile_or_load_s': result.seconds, 'compile_with_cache_call_s': call_s,
       **parts, 'run_s': run_s, 'first_result_s': first_result_s,
-      'later_runs_s': run_times[1:],
-      'malloc_loaded': loaded_malloc(), 'peak_rss_bytes': peak_rss(),
+      'later_runs_s': later_runs_s,
+      'malloc_loaded': loaded_malloc(), 'peak_rss_bytes': common.peak_rss(),
       'entry_bytes': result.size_bytes, 'cache_key': result.key,
       'cache_hits': events.count('/jax/compilation_cache/cache_hits'),
       'cache_misses': events.count('/jax/compilation_cache/cache_misses'),
@@ -188,18 +181,17 @@ def child(length: int, cache_dir: str) -> dict:
 
 
 RETAIN_CONF = 'dirty_decay_ms:-1,muzzy_decay_ms:-1'
+# --malloc's names: the library a child must have mapped, and its MALLOC_CONF (None: defaults).
+MALLOCS = {'system': ('system', None), 'jemalloc': ('jemalloc', None),
+           'jemalloc_retain': ('jemalloc', RETAIN_CONF)}
 
 
 def malloc_env(malloc: str) -> dict:
   """The environment variables that give a child process the allocator `malloc`."""
-  if malloc == 'system':
-    return {}
-  if malloc not in ('jemalloc', 'jemalloc_retain'):
-    raise app.UsageError(f'--malloc: unknown allocator {malloc!r}; use system, jemalloc or '
-                         'jemalloc_retain')
-  env = {'LD_PRELOAD': FLAGS.jemalloc}
-  if malloc == 'jemalloc_retain':
-    env['MALLOC_CONF'] = RETAIN_CONF
+  library, conf = MALLOCS[malloc]
+  env = {} if library == 'system' else {'LD_PRELOAD': FLAGS.jemalloc}
+  if conf:
+    env['MALLOC_CONF'] = conf
   return env
 
 
@@ -224,7 +216,7 @@ def run_child(length: int, cache_dir: str, malloc: str = 'system', runs: int = 1
     raise RuntimeError(f'child L={length} ({malloc}) failed ({proc.returncode}):\n'
                        f'{proc.stderr[-4000:]}')
   result = json.loads(lines[-1][len('RESULT '):])
-  if result['malloc_loaded'] != ('system' if malloc == 'system' else 'jemalloc'):
+  if result['malloc_loaded'] != MALLOCS[malloc][0]:
     raise RuntimeError(f'child L={length} asked for {malloc} but ran with '
                        f"{result['malloc_loaded']}: is {FLAGS.jemalloc} installed?")
   result['process_wall_s'] = wall
@@ -251,8 +243,8 @@ def command_line() -> str:
 
 def allocator_table(rows: list[dict]) -> list[str]:
   """Each allocator against glibc's at the same L (ratios > 1: faster or smaller)."""
-  system = {r['length']: r for r in rows if r.get('malloc', 'system') == 'system'}
-  others = [r for r in rows if r.get('malloc', 'system') != 'system' and r['length'] in system]
+  system = {r['length']: r for r in rows if r['malloc'] == 'system'}
+  others = [r for r in rows if r['malloc'] != 'system' and r['length'] in system]
   if not others:
     return []
   lines = ['', 'Against glibc at the same L, each from its own pair of processes (> 1: the '
@@ -264,7 +256,7 @@ def allocator_table(rows: list[dict]) -> list[str]:
     def ratio(side, key, row=r, base=g):
       return base[side][key] / row[side][key]
     later = '-'
-    if r['cold'].get('later_runs_s') and g['cold'].get('later_runs_s'):
+    if r['cold']['later_runs_s'] and g['cold']['later_runs_s']:
       later = f"{min(g['cold']['later_runs_s']) / min(r['cold']['later_runs_s']):.2f}x"
     lines.append(
         f"| {r['length']} | {r['malloc']} | {ratio('cold', 'compile_or_load_s'):.2f}x "
@@ -306,12 +298,12 @@ def markdown(report: dict) -> str:
     for side in ('cold', 'warm'):
       r = row[side]
       entry = f"{r['entry_bytes'] / 1e6:.1f}" if r['entry_bytes'] else '-'
-      later = f"{min(r['later_runs_s']):.1f}" if r.get('later_runs_s') else '-'
+      later = f"{min(r['later_runs_s']):.1f}" if r['later_runs_s'] else '-'
       lines.append(
-          f"| {row['length']} | {row.get('malloc', 'system')} | {side} | {r['status']} "
+          f"| {row['length']} | {row['malloc']} | {side} | {r['status']} "
           f"| {r['import_s'] + r['setup_s']:.1f} | {r['trace_s']:.2f} | {r['lower_s']:.2f} "
           f"| {r['compile_or_load_s']:.2f} | {r['run_s']:.1f} | {later} "
-          f"| {r['first_result_s']:.1f} | {common.mb(r.get('peak_rss_bytes', 0))} | {entry} |")
+          f"| {r['first_result_s']:.1f} | {common.mb(r['peak_rss_bytes'])} | {entry} |")
   lines += [
       '',
       '| L | allocator | warm load / cold compile | target <= 5% | trace+lower cold / warm (s) '
@@ -321,7 +313,7 @@ def markdown(report: dict) -> str:
   for row in report['lengths']:
     c, w, sm = row['cold'], row['warm'], row['summary']
     lines.append(
-        f"| {row['length']} | {row.get('malloc', 'system')} "
+        f"| {row['length']} | {row['malloc']} "
         f"| {100 * sm['warm_load_over_cold_compile']:.1f}% "
         f"| {yes[sm['target_warm_load_le_5pct']]} "
         f"| {c['trace_lower_s']:.2f} / {w['trace_lower_s']:.2f} "
@@ -340,6 +332,9 @@ def main(argv):
   if FLAGS.child_length:
     print('RESULT ' + json.dumps(child(FLAGS.child_length, FLAGS.child_cache_dir)), flush=True)
     return
+  unknown = [m for m in FLAGS.malloc if m not in MALLOCS]
+  if unknown:
+    raise app.UsageError(f'--malloc: unknown allocator(s) {unknown}; use {", ".join(MALLOCS)}')
   work = FLAGS.work_dir or tempfile.mkdtemp(prefix='bench_compile_cache_')
   rows = []
   machine = common.machine_info()  # before the children: its load average is the machine's own

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -163,7 +162,7 @@ def run_child(spec: dict) -> dict:
   t = time.perf_counter()
   compiled = forward.lower(state, *args).compile()
   compile_s = time.perf_counter() - t
-  maxrss_after_compile = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  maxrss_after_compile = common.peak_rss()
   t = time.perf_counter()
   out = jax.block_until_ready(compiled(state, *args))
   first_s = time.perf_counter() - t
@@ -180,7 +179,7 @@ def run_child(spec: dict) -> dict:
       'L': n_res, 'plan': spec['plan'], 'compiled_memory': compiled_memory(compiled),
       'rss_before_compile_bytes': rss_before,
       'peak_rss_after_compile_bytes': maxrss_after_compile,
-      'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      'peak_rss_bytes': common.peak_rss(),
       'compile_s': compile_s, 'first_call_s': first_s, 'times_s': times,
       'best_s': min(times) if times else first_s,
       'median_s': statistics.median(times) if times else first_s,
@@ -340,7 +339,7 @@ def run_confirm_child(spec: dict) -> dict:
   t = time.perf_counter()
   compiled = predictor.lower(shapes).compile()
   compile_s = time.perf_counter() - t
-  maxrss_after_compile = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  maxrss_after_compile = common.peak_rss()
   t = time.perf_counter()
   out = jax.block_until_ready(compiled(state, batch))
   run_s = time.perf_counter() - t
@@ -350,7 +349,7 @@ def run_confirm_child(spec: dict) -> dict:
           'compiled_memory': autochunk.compiled_memory(compiled),
           'rss_before_compile_bytes': rss_before,
           'peak_rss_after_compile_bytes': maxrss_after_compile,
-          'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+          'peak_rss_bytes': common.peak_rss(),
           'compile_s': compile_s, 'run_s': run_s,
           'plddt_finite': bool(np.isfinite(plddt).all()), 'plddt_mean': float(plddt.mean())}
 
