@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from af_jax.common import residue_constants as rc
-from af_jax.common.geometry import Rigid, rigids_from_3_points
+from af_jax.common.geometry import Rigid, cross, rigids_from_3_points
 
 
 def gather_atoms(data: jax.Array, index: jax.Array) -> jax.Array:
@@ -146,6 +146,19 @@ def frames_and_literature_positions_to_atom14_pos(aatype: jax.Array,
   return atom_frames.apply(local) * mask[..., None]
 
 
+# Below this sine of the angle between two non-zero vectors they count as
+# parallel: rounding leaves ~1e-7, real atoms (even a missing one at the
+# origin, 1000 Å away) give > 1e-3.
+_PARALLEL_SINE = 1e-4
+
+
+def _parallel(u: jax.Array, v: jax.Array) -> jax.Array:
+  """[...] bool: u, v [..., 3] both non-zero and parallel (sine of their angle < 1e-4)."""
+  uu, vv = jnp.sum(u * u, axis=-1), jnp.sum(v * v, axis=-1)
+  cross2 = jnp.sum(jnp.square(cross(u, v)), axis=-1)
+  return (uu > 0) & (vv > 0) & (cross2 <= _PARALLEL_SINE ** 2 * uu * vv)
+
+
 def atom37_to_torsion_angles(aatype: jax.Array, all_atom_pos: jax.Array,
                              all_atom_mask: jax.Array,
                              placeholder_for_undefined: bool = False) -> dict[str, jax.Array]:
@@ -156,10 +169,17 @@ def atom37_to_torsion_angles(aatype: jax.Array, all_atom_pos: jax.Array,
   the fourth at (., cos, sin) up to scale. psi is measured through O and
   mirrored; pre-omega and phi use the previous residue (undefined for the first).
 
-  NUMERICS: where a torsion's atoms are missing (mask 0) its frame can be
-  degenerate (e.g. pre-omega of the first residue, whose previous atoms are
-  zero padding) and the value is float rounding noise, here as in AlphaFold;
-  only masked or placeholder values are reproducible.
+  A masked torsion (an atom missing, its position zero) still gets the value
+  AlphaFold computes from the positions as given: a template without side
+  chains has its chi1 measured to a CG at the origin, and AlphaFold's template
+  features (hence the published weights) include that value.
+
+  DIFFERS FROM AF2: where the dihedral is undefined, because three consecutive
+  points of the four are collinear but distinct (the first residue's
+  pre-omega: the previous CA and C both sit at the zero padding, on the line
+  through the origin and N), AlphaFold returns float rounding noise blown up
+  to a unit vector, different jitted and eager; it is (0, 0) here, the value
+  AlphaFold gets when that rounding happens to be exact.
 
   Args:
     aatype: [..., N] int (values > 20 are treated as unknown).
@@ -217,6 +237,10 @@ def atom37_to_torsion_angles(aatype: jax.Array, all_atom_pos: jax.Array,
   fourth = frames.invert().apply(torsion_pos[..., 3, :])
   sin_cos = jnp.stack([fourth[..., 2], fourth[..., 1]], axis=-1)
   sin_cos = sin_cos / jnp.sqrt(jnp.sum(jnp.square(sin_cos), axis=-1, keepdims=True) + 1e-8)
+  axis = torsion_pos[..., 2, :] - torsion_pos[..., 1, :]
+  undefined = (_parallel(axis, torsion_pos[..., 0, :] - torsion_pos[..., 2, :])
+               | _parallel(axis, torsion_pos[..., 3, :] - torsion_pos[..., 2, :]))
+  sin_cos = jnp.where(undefined[..., None], 0.0, sin_cos)
   # psi was measured through O, which sits opposite the next N: mirror it.
   sin_cos = sin_cos * jnp.asarray([1., 1., -1., 1., 1., 1., 1.])[:, None]
 

@@ -107,15 +107,10 @@ def template_single_features(batch: dict, zero_init: bool = True) -> tuple[jax.A
       all_atom_pos=batch['template_all_atom_positions'],
       all_atom_mask=batch['template_all_atom_masks'],
       placeholder_for_undefined=not zero_init)
-  mask = torsions['torsion_angles_mask'][..., None]
-  # DIFFERS FROM AF2: a torsion whose atoms are missing (the first residue's
-  # pre-omega, residues after a gap) has a degenerate frame; AlphaFold feeds
-  # its (sin, cos) anyway, and that value is float rounding noise (the
-  # reference gives different values jitted and eager). It is zeroed here so
-  # the features are a function of the inputs. Defined torsions are unchanged.
+  # As AlphaFold: the (sin, cos) of masked torsions are fed as computed, beside the mask.
   feats = jnp.concatenate([
       jax.nn.one_hot(aatype, 22),
-      (torsions['torsion_angles_sin_cos'] * mask).reshape(n_templ, n_res, 14),
-      (torsions['alt_torsion_angles_sin_cos'] * mask).reshape(n_templ, n_res, 14),
+      torsions['torsion_angles_sin_cos'].reshape(n_templ, n_res, 14),
+      torsions['alt_torsion_angles_sin_cos'].reshape(n_templ, n_res, 14),
       torsions['torsion_angles_mask']], axis=-1)
   return feats, torsions['torsion_angles_mask'][:, :, 2]

@@ -11,6 +11,7 @@ import contextlib
 
 import haiku as hk
 import jax
+import jax.numpy as jnp
 import numpy as np
 from alphafold.model import all_atom as ref_all_atom
 from alphafold.model import config as ref_config
@@ -42,6 +43,22 @@ def perturb(tree, seed: int, scale: float = 1.0):
     x = np.asarray(x, np.float32)
     sd = scale * max(float(x.std()), 0.1)
     return (x + rng.normal(size=x.shape) * sd).astype(np.float32)
+
+  return jax.tree_util.tree_map(one, tree)
+
+
+def perturb_by_spread(tree, seed: int, floor: float = 0.02):
+  """Every array plus N(0, max(std(array), floor)): noise at each array's own spread.
+
+  Unlike `perturb`'s scaled noise, this moves near-constant arrays (layer-norm
+  offsets, zero-initialised biases) as far as the rest, so no path stays near
+  zero and hidden.
+  """
+  rng = np.random.default_rng(seed)
+
+  def one(x):
+    x = np.asarray(x, np.float32)
+    return (x + rng.normal(size=x.shape) * max(float(x.std()), floor)).astype(np.float32)
 
   return jax.tree_util.tree_map(one, tree)
 
@@ -85,24 +102,61 @@ def rel_err(out, ref) -> float:
   return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
-@contextlib.contextmanager
-def undefined_torsions_zeroed():
-  """Make the reference zero its undefined template torsions, as af_jax does.
+def _collinear(u, v, sine: float = 1e-4):
+  """u, v [..., 3] both non-zero with |sin(angle)| < sine (written apart from af_jax's test)."""
+  nu = jnp.linalg.norm(u, axis=-1)
+  nv = jnp.linalg.norm(v, axis=-1)
+  safe = lambda n: jnp.where(n > 0, n, 1.0)  # noqa: E731
+  sin = jnp.linalg.norm(jnp.cross(u / safe(nu)[..., None], v / safe(nv)[..., None]), axis=-1)
+  return (nu > 0) & (nv > 0) & (sin < sine)
 
-  Their (sin, cos) come from degenerate frames (missing atoms, e.g. the first
-  residue's pre-omega): the reference's jitted and eager runs disagree on them.
-  See embedders.template_single_features. Defined torsions are untouched.
+
+def undefined_dihedrals(points):
+  """[..., 4, 3] -> [...] bool: the dihedral of the 4 points is undefined.
+
+  It is when three consecutive points are distinct and collinear: atoms 0-1-2
+  (the frame AlphaFold builds) or 1-2-3 (the fourth atom on the frame's axis).
+  """
+  axis = points[..., 2, :] - points[..., 1, :]
+  return (_collinear(axis, points[..., 0, :] - points[..., 2, :])
+          | _collinear(axis, points[..., 3, :] - points[..., 2, :]))
+
+
+def torsion_points(aatype, positions):
+  """[B, N, 7, 4, 3]: the atoms of each residue's 7 torsions, in AlphaFold's order."""
+  aatype = jnp.minimum(aatype, 20)
+  prev = jnp.concatenate([jnp.zeros_like(positions[:, :1]), positions[:, :-1]], axis=1)
+  backbone = jnp.stack([
+      jnp.stack([prev[:, :, 1], prev[:, :, 2], positions[:, :, 0], positions[:, :, 1]], -2),
+      jnp.stack([prev[:, :, 2], positions[:, :, 0], positions[:, :, 1], positions[:, :, 2]], -2),
+      jnp.stack([positions[:, :, 0], positions[:, :, 1], positions[:, :, 2], positions[:, :, 4]],
+                -2)], axis=2)
+  index = jnp.asarray(ref_all_atom.get_chi_atom_indices())[aatype]  # [B, N, 4, 4]
+  chis = jnp.take_along_axis(positions[:, :, None], index[..., None], axis=3)
+  return jnp.concatenate([backbone, chis], axis=2)
+
+
+@contextlib.contextmanager
+def undefined_torsions_pinned():
+  """Pin the reference's undefined template torsions to (0, 0), as af_jax does.
+
+  A dihedral with three consecutive collinear points (the first residue's
+  pre-omega, whose previous atoms are the zero padding, and any residue after
+  a gap) has no value: the reference returns rounding noise blown up to a unit
+  vector, different jitted and eager (tests/model/test_all_atom.py shows it).
+  Every other torsion, masked or not, keeps the reference's own value. Patch
+  before the reference's first jit: a traced function keeps what it traced.
   """
   original = ref_all_atom.atom37_to_torsion_angles
 
-  def masked(*args, **kwargs):
-    out = dict(original(*args, **kwargs))
-    mask = out['torsion_angles_mask'][..., None]
+  def pinned(aatype, all_atom_pos, all_atom_mask, placeholder_for_undefined=False):
+    out = dict(original(aatype, all_atom_pos, all_atom_mask, placeholder_for_undefined))
+    undefined = undefined_dihedrals(torsion_points(aatype, all_atom_pos))[..., None]
     for key in ('torsion_angles_sin_cos', 'alt_torsion_angles_sin_cos'):
-      out[key] = out[key] * mask
+      out[key] = jnp.where(undefined, 0.0, out[key])
     return out
 
-  ref_modules.all_atom.atom37_to_torsion_angles = masked
+  ref_modules.all_atom.atom37_to_torsion_angles = pinned
   try:
     yield
   finally:
