@@ -124,7 +124,8 @@ def relax_protein(prot: protein.Protein | Sequence[protein.Protein], *,
     prot: a Protein, or a sequence of them with distinct chain ids. Residues need not
       have all their atoms: missing heavy atoms are built first.
     max_iterations: L-BFGS iterations per minimisation; 0 runs until converged.
-    tolerance: kcal/mol/Å, L-BFGS stops when the largest force is below it.
+    tolerance: kcal/mol/nm; L-BFGS stops once the root-mean-square force component is
+      below it (2.39 is OpenMM's default, 10 kJ/mol/nm).
     stiffness: kcal/mol/Å², spring constant of the heavy-atom restraints.
     max_outer_iterations: minimisations at most, each freeing the residues still in
       violation after the previous one.
