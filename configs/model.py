@@ -132,6 +132,14 @@ _BASE = dict(
                 sidechain=dict(atom_clamp_distance=10.0, num_channel=128,
                                num_residual_block=2, weight_frac=0.5, length_scale=10.0),
                 structural_violation_loss_weight=1.0,
+                # The violation loss's CA-C-N band, violation_tolerance_factor times the C-N
+                # bond length's stddev (False: AlphaFold 2.3, under which the published weights
+                # were trained) or the angle's own cosine stddev (True: DeepMind's 2025
+                # correction, 2.2x wider).
+                # False keeps fine-tuning those weights on their own objective and the loss at
+                # parity with AlphaFold 2.3; DeepMind's multimer loss still has it too.
+                # Relaxation's check always uses the corrected band.
+                use_ca_c_n_angle_stddev=False,
                 violation_tolerance_factor=12.0,
                 weight=1.0,
             ),

@@ -165,10 +165,13 @@ def _dist(a: jax.Array, b: jax.Array, eps: float) -> jax.Array:
 def between_residue_bond_loss(pred_atom_positions: jax.Array, pred_atom_mask: jax.Array,
                               residue_index: jax.Array, aatype: jax.Array,
                               tolerance_factor_soft: float = 12.0,
-                              tolerance_factor_hard: float = 12.0) -> dict[str, jax.Array]:
+                              tolerance_factor_hard: float = 12.0,
+                              use_ca_c_n_angle_stddev: bool = False) -> dict[str, jax.Array]:
   """Flat-bottom losses on the peptide bond C-N and the angles CA-C-N, C-N-CA. Eq. 44-45.
 
   Consecutive residues are bonded only where residue_index increases by exactly 1.
+  Each band is `tolerance_factor` standard deviations wide; for CA-C-N,
+  `use_ca_c_n_angle_stddev` picks whose standard deviation (see the comment there).
 
   Args:
     pred_atom_positions: [N_res, 14 (or 37), 3].
@@ -177,6 +180,9 @@ def between_residue_bond_loss(pred_atom_positions: jax.Array, pred_atom_mask: ja
     aatype: [N_res] int.
     tolerance_factor_soft: loss-free band, in literature standard deviations.
     tolerance_factor_hard: violation threshold, in standard deviations.
+    use_ca_c_n_angle_stddev: measure the CA-C-N band in the angle's own cosine
+      stddev (0.0311, DeepMind's 2025 correction) instead of the C-N bond length's
+      (0.014, AlphaFold 2.3, 2.2x tighter).
 
   Returns:
     AlphaFold's c_n_loss_mean, ca_c_n_loss_mean, c_n_ca_loss_mean (scalars),
@@ -215,11 +221,16 @@ def between_residue_bond_loss(pred_atom_positions: jax.Array, pred_atom_mask: ja
 
   ca_c_n_cos = jnp.sum(c_ca_unit * c_n_unit, axis=-1)
   ca_c_n_error = jnp.sqrt(1e-6 + jnp.square(ca_c_n_cos - rc.between_res_cos_angles_ca_c_n[0]))
-  # DIFFERS FROM THE PAPER, AS ALPHAFOLD DOES: the CA-C-N band is measured in the
-  # C-N bond-length stddev (0.014), not the angle's cosine stddev (0.0311).
+  # AlphaFold 2.3 measures the CA-C-N band in the C-N bond length's stddev (0.014 Å,
+  # a slip: the error is a cosine), not the angle's own cosine stddev (0.0311) that
+  # eq. 45 and the C-N-CA band use. DeepMind corrected it in google-deepmind/alphafold
+  # 06a8da6; the published weights were trained with the slip.
+  if use_ca_c_n_angle_stddev:
+    ca_c_n_std = rc.between_res_cos_angles_ca_c_n[1]
+  else:
+    ca_c_n_std = rc.between_res_bond_length_stddev_c_n[0]
   ca_c_n_loss, ca_c_n_mean, ca_c_n_viol = flat_bottom(
-      ca_c_n_error, rc.between_res_bond_length_stddev_c_n[0],
-      ca_mask * c_mask * n_next_mask * bonded)
+      ca_c_n_error, ca_c_n_std, ca_mask * c_mask * n_next_mask * bonded)
 
   c_n_ca_cos = jnp.sum((-c_n_unit) * n_ca_unit, axis=-1)
   mean_cos, std_cos = rc.between_res_cos_angles_c_n_ca
@@ -315,13 +326,15 @@ def within_residue_violations(atom14_pred_positions: jax.Array, atom14_atom_exis
 
 def _run_checks(atom14_pred_positions: jax.Array, aatype: jax.Array, residue_index: jax.Array,
                 atom14_atom_exists: jax.Array, violation_tolerance_factor: float,
-                clash_overlap_tolerance: float) -> tuple[dict, dict, dict]:
+                clash_overlap_tolerance: float,
+                use_ca_c_n_angle_stddev: bool) -> tuple[dict, dict, dict]:
   """The three checks' full outputs: (between-residue bonds, clashes, within residues)."""
   exists = atom14_atom_exists.astype(jnp.float32)
   connection = between_residue_bond_loss(
       atom14_pred_positions, exists, residue_index, aatype,
       tolerance_factor_soft=violation_tolerance_factor,
-      tolerance_factor_hard=violation_tolerance_factor)
+      tolerance_factor_hard=violation_tolerance_factor,
+      use_ca_c_n_angle_stddev=use_ca_c_n_angle_stddev)
   radius = exists * jnp.asarray(_ATOM14_RADIUS)[aatype]
   clashes = between_residue_clash_loss(
       atom14_pred_positions, exists, radius, residue_index,
@@ -362,7 +375,8 @@ def _violations_dict(connection: dict, clashes: dict, within: dict) -> dict:
 def find_structural_violations(atom14_pred_positions: jax.Array, *, aatype: jax.Array,
                                residue_index: jax.Array, atom14_atom_exists: jax.Array,
                                violation_tolerance_factor: float = 12.0,
-                               clash_overlap_tolerance: float = 1.5) -> dict:
+                               clash_overlap_tolerance: float = 1.5,
+                               use_ca_c_n_angle_stddev: bool = False) -> dict:
   """All violation checks of a structure, with AlphaFold's output names.
 
   Args:
@@ -374,6 +388,9 @@ def find_structural_violations(atom14_pred_positions: jax.Array, *, aatype: jax.
       (`heads.structure_module.violation_tolerance_factor`).
     clash_overlap_tolerance: allowed van der Waals overlap in Å
       (`heads.structure_module.clash_overlap_tolerance`).
+    use_ca_c_n_angle_stddev: the CA-C-N angle's band in its own standard deviation
+      rather than AlphaFold 2.3's (`heads.structure_module.use_ca_c_n_angle_stddev`;
+      see `between_residue_bond_loss`).
 
   Returns:
     {'between_residues': {bonds_c_n_loss_mean, angles_ca_c_n_loss_mean,
@@ -385,7 +402,7 @@ def find_structural_violations(atom14_pred_positions: jax.Array, *, aatype: jax.
   """
   return _violations_dict(*_run_checks(atom14_pred_positions, aatype, residue_index,
                                        atom14_atom_exists, violation_tolerance_factor,
-                                       clash_overlap_tolerance))
+                                       clash_overlap_tolerance, use_ca_c_n_angle_stddev))
 
 
 def _mask_mean(mask: jax.Array, value: jax.Array) -> jax.Array:
@@ -456,13 +473,14 @@ def chain_aware_residue_index(residue_index: np.ndarray,
   return np.arange(n) + np.concatenate([[0], np.cumsum(~bonded)])
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5))
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
 def _protein_checks(atom14, aatype, residue_index, exists, violation_tolerance_factor,
-                    clash_overlap_tolerance):
+                    clash_overlap_tolerance, use_ca_c_n_angle_stddev):
   # PERF: one compiled program per length; op-by-op dispatch compiles ~100
   # small programs and takes seconds per new length.
   connection, clashes, within = _run_checks(atom14, aatype, residue_index, exists,
-                                            violation_tolerance_factor, clash_overlap_tolerance)
+                                            violation_tolerance_factor, clash_overlap_tolerance,
+                                            use_ca_c_n_angle_stddev)
   raw = _violations_dict(connection, clashes, within)
   metrics = compute_violation_metrics(atom14, raw, atom14_atom_exists=exists,
                                       residue_index=residue_index,
@@ -471,15 +489,20 @@ def _protein_checks(atom14, aatype, residue_index, exists, violation_tolerance_f
 
 
 def protein_violations(prot, *, violation_tolerance_factor: float = 12.0,
-                       clash_overlap_tolerance: float = 1.5) -> dict:
+                       clash_overlap_tolerance: float = 1.5,
+                       use_ca_c_n_angle_stddev: bool = True) -> dict:
   """Structural violations of a Protein, as numpy, for relaxation and reports.
 
   The same checks as AlphaFold's `amber_minimize.find_violations`, on the
   atoms `prot.atom_mask` marks (atoms outside the residue type's atom14 set are
   ignored). DIFFERS FROM AF2: AlphaFold checks every atom of the residue type and
   so places unobserved atoms at the origin; for a prediction (all atoms present)
-  the two agree. Peptide bonds are checked only between residues whose numbers
-  step by +1 within one chain (`prot.chain_index`, when the Protein has one).
+  the two agree. DIFFERS FROM AF2 v2.3, AS DEEPMIND'S CODE DOES SINCE 06a8da6: by
+  default CA-C-N is held to 12 of the angle's own standard deviations, not of the
+  C-N bond length's (`between_residue_bond_loss`), so relaxation no longer frees
+  residues whose CA-C-N angle lies between the two bands. Peptide bonds are checked
+  only between residues whose numbers step by +1 within one chain
+  (`prot.chain_index`, when the Protein has one).
   Compiled once per length (about 2 s); memory grows as N^2 x 196 floats.
 
   Args:
@@ -487,6 +510,7 @@ def protein_violations(prot, *, violation_tolerance_factor: float = 12.0,
       atom_mask [N, 37], aatype [N], residue_index [N], optional chain_index [N]).
     violation_tolerance_factor: bond/angle tolerance in standard deviations.
     clash_overlap_tolerance: allowed van der Waals overlap (Å).
+    use_ca_c_n_angle_stddev: False checks CA-C-N as AlphaFold 2.3 does (tighter).
 
   Returns:
     per_residue_violation_mask [N] bool: any violation touching the residue;
@@ -512,7 +536,8 @@ def protein_violations(prot, *, violation_tolerance_factor: float = 12.0,
   connection, clashes, within, raw, metrics = jax.tree_util.tree_map(
       np.asarray, _protein_checks(atom14, jnp.asarray(aatype), index_j, exists,
                                   float(violation_tolerance_factor),
-                                  float(clash_overlap_tolerance)))
+                                  float(clash_overlap_tolerance),
+                                  bool(use_ca_c_n_angle_stddev)))
   mask = raw['total_per_residue_violations_mask'] > 0
   return {
       'per_residue_violation_mask': mask,

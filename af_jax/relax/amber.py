@@ -3,8 +3,8 @@
 AlphaFold's recipe (Jumper et al. 2021, Methods, "Amber relaxation"): the amber99sb
 force field without cutoff or solvent, bonds to hydrogen constrained, a harmonic
 restraint 0.5 k |x - x0|^2 on every heavy atom towards where it started (residues
-in `exclude_residues` are free), and OpenMM's L-BFGS until the largest force
-is below `tolerance`.
+in `exclude_residues` are free), and OpenMM's L-BFGS until the root-mean-square
+force component is below `tolerance` (kcal/mol/nm).
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from af_jax.relax.relax import RelaxError
 
 ENERGY = unit.kilocalories_per_mole
 LENGTH = unit.angstroms
+# The stopping tolerance's unit: per nanometre, not per LENGTH (AlphaFold's 2.39 is
+# OpenMM's default, 10 kJ/mol/nm).
+FORCE_TOLERANCE = ENERGY / unit.nanometers
 FORCE_FIELD = 'amber99sb.xml'
 
 
@@ -71,7 +74,8 @@ def minimize(topology: app.Topology, positions: np.ndarray, *, max_iterations: i
     topology: the complete structure (heavy atoms and hydrogens), from cleanup.fix.
     positions: [N_atoms, 3] in Å.
     max_iterations: L-BFGS iterations; 0 runs until converged.
-    tolerance: kcal/mol/Å, convergence when the largest force is below it.
+    tolerance: kcal/mol/nm; L-BFGS stops once the root-mean-square force component
+      is below it.
     stiffness: kcal/mol/Å², restraint spring constant (0: no restraints).
     exclude_residues: residue indices (over all chains) whose atoms are not restrained.
     use_gpu: run on OpenMM's CUDA platform instead of the CPU.
@@ -102,7 +106,10 @@ def minimize(topology: app.Topology, positions: np.ndarray, *, max_iterations: i
                                   platform)
       simulation.context.setPositions(start)
       initial = simulation.context.getState(getEnergy=True).getPotentialEnergy()
-      simulation.minimizeEnergy(tolerance=tolerance * ENERGY / LENGTH,
+      # A force, as google-deepmind/alphafold c77d8b5 has it. AlphaFold 2.3 passed an energy
+      # (2.39 kcal/mol): older OpenMM read the number it converts to, 10, as kJ/mol/nm (the
+      # same stop as here); current OpenMM refuses it.
+      simulation.minimizeEnergy(tolerance=tolerance * FORCE_TOLERANCE,
                                 maxIterations=max_iterations)
       state = simulation.context.getState(getEnergy=True, getPositions=True)
       final = state.getPotentialEnergy().value_in_unit(ENERGY)

@@ -274,7 +274,8 @@ def structure_module_loss(sm: dict, batch: dict, config) -> dict[str, jax.Array]
     v = viol.find_structural_violations(
         pred14, aatype=batch['aatype'], residue_index=batch['residue_index'],
         atom14_atom_exists=exists, violation_tolerance_factor=config.violation_tolerance_factor,
-        clash_overlap_tolerance=config.clash_overlap_tolerance)
+        clash_overlap_tolerance=config.clash_overlap_tolerance,
+        use_ca_c_n_angle_stddev=config.use_ca_c_n_angle_stddev)
     out['violations'] = structural_violation_loss(v, exists)
     if config.structural_violation_loss_weight:
       loss = loss + config.structural_violation_loss_weight * out['violations']

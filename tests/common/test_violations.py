@@ -3,6 +3,7 @@
 import types
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -207,3 +208,84 @@ def test_chain_aware_residue_index():
                                              np.array([0, 0, 0, 0, 0, 0, 1, 1]))
   assert np.all(np.diff(idx) > 0)
   np.testing.assert_array_equal(np.diff(idx) == 1, [True, True, False, True, False, False, True])
+
+
+# The CA-C-N hard bands (cosine), AlphaFold 2.3's and the corrected one.
+CA_C_N_BAND_AF23 = 12.0 * rc.between_res_bond_length_stddev_c_n[0]
+CA_C_N_BAND = 12.0 * rc.between_res_cos_angles_ca_c_n[1]
+
+
+def _open_ca_c_n(pos: np.ndarray, k: int, cos_error: float) -> np.ndarray:
+  """atom37 positions with the CA(k)-C(k)-N(k+1) angle opened until its cosine is
+  `cos_error` below the literature value: residues after k turn rigidly about C(k),
+  around the normal of the angle's plane, so the C-N bond and C-N-CA keep theirs."""
+  n_atom, ca_atom, c_atom = (rc.atom_order[a] for a in ('N', 'CA', 'C'))
+  pivot = pos[k, c_atom].astype(np.float64)
+  u, v = pos[k, ca_atom] - pivot, pos[k + 1, n_atom] - pivot
+  axis = np.cross(u, v) / np.linalg.norm(np.cross(u, v))
+  angle = np.arccos(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v))
+  delta = np.arccos(rc.between_res_cos_angles_ca_c_n[0] - cos_error) - angle
+  # Rodrigues' rotation matrix; turning about u x v by +delta moves v away from u.
+  cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+  rot = np.eye(3) + np.sin(delta) * cross + (1 - np.cos(delta)) * cross @ cross
+  out = pos.astype(np.float64).copy()
+  out[k + 1:] = (out[k + 1:] - pivot) @ rot.T + pivot
+  return out.astype(np.float32)
+
+
+def _ca_c_n_cos(pos: np.ndarray, k: int) -> float:
+  n_atom, ca_atom, c_atom = (rc.atom_order[a] for a in ('N', 'CA', 'C'))
+  u, v = pos[k, ca_atom] - pos[k, c_atom], pos[k + 1, n_atom] - pos[k, c_atom]
+  return float(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v))
+
+
+def test_ca_c_n_band_uses_the_angle_stddev_when_asked():
+  """An angle between the two bands violates AlphaFold 2.3's band only."""
+  assert CA_C_N_BAND_AF23 < 0.27 < CA_C_N_BAND
+  # Two bonded residues: CA-C along -x, C-N at the angle whose cosine is 0.27 off.
+  cos = rc.between_res_cos_angles_ca_c_n[0] - 0.27
+  c_n = rc.between_res_bond_length_c_n[0]
+  pos = np.zeros((2, 14, 3), np.float32)
+  pos[0, 1] = [-1.52, 0.0, 0.0]  # CA
+  pos[1, 0] = [-c_n * cos, c_n * np.sqrt(1 - cos**2), 0.0]  # N, bonded to C at the origin
+  mask = np.zeros((2, 14), np.float32)
+  mask[0, [1, 2]] = mask[1, 0] = 1.0  # CA, C of the first residue; N of the second
+  args = (jnp.asarray(pos), jnp.asarray(mask), jnp.arange(2), jnp.zeros(2, jnp.int32))
+
+  af23 = violations.between_residue_bond_loss(*args)
+  fixed = violations.between_residue_bond_loss(*args, use_ca_c_n_angle_stddev=True)
+  np.testing.assert_array_equal(af23['ca_c_n_violation_mask'], [1.0])
+  np.testing.assert_allclose(af23['ca_c_n_loss_mean'], 0.27 - CA_C_N_BAND_AF23, rtol=1e-3)
+  np.testing.assert_array_equal(fixed['ca_c_n_violation_mask'], [0.0])
+  np.testing.assert_array_equal(fixed['per_residue_violation_mask'], [0.0, 0.0])
+  assert fixed['ca_c_n_loss_mean'] == 0.0
+  # The C-N bond and the (absent) C-N-CA angle are untouched either way.
+  for got in (af23, fixed):
+    assert got['c_n_violation_mask'][0] == got['c_n_ca_violation_mask'][0] == 0.0
+
+
+def test_relaxation_check_frees_no_residue_for_an_angle_inside_the_corrected_band(chain):
+  """A real chain with one CA-C-N angle opened between the two bands: relaxation's check
+  (the default) passes it; AlphaFold 2.3's flags both residues, as the reference does."""
+  k = 55
+  pos = _open_ca_c_n(chain.atom_positions, k, cos_error=0.27)
+  assert CA_C_N_BAND_AF23 < rc.between_res_cos_angles_ca_c_n[0] - _ca_c_n_cos(pos, k) \
+      < CA_C_N_BAND
+  opened = types.SimpleNamespace(**{**vars(chain), 'atom_positions': pos})
+
+  got = violations.protein_violations(opened)
+  assert got['num_residue_violations'] == 0, got['residue_violations']
+  af23 = violations.protein_violations(opened, use_ca_c_n_angle_stddev=False)
+  np.testing.assert_array_equal(af23['residue_violations'], [k, k + 1])
+  assert af23['bond_angle_violations'] == 1
+  assert af23['bond_length_violations'] == af23['clashes'] == 0
+  assert af23['within_residue_violations'] == 0
+
+  # AlphaFold 2.3's own check (alphafold-colabfold) agrees with ours under its band.
+  batch = amber_minimize.make_atom14_positions({
+      'aatype': chain.aatype, 'all_atom_positions': pos,
+      'all_atom_mask': chain.atom_mask.astype(np.float32),
+      'residue_index': chain.residue_index, 'seq_mask': np.ones(len(chain.aatype), np.float32)})
+  ref_v, _ = _reference_violations(batch, batch['atom14_gt_positions'])
+  np.testing.assert_array_equal(np.flatnonzero(ref_v['total_per_residue_violations_mask']),
+                                [k, k + 1])

@@ -19,6 +19,7 @@ from af_jax.common.violations import protein_violations
 from tests.data.shared_data import CHAIN_2Q2K, SHARED_DATA
 
 T1046S1 = SHARED_DATA / 'benchmarks' / 'casp14_elofsson' / 'target_crystals_clean' / 'T1046s1.pdb'
+GLUCAGON = SHARED_DATA / 'structures_only' / 'alphafold2_testdata' / 'glucagon.pdb'
 N, CA, C = (rc.atom_order[a] for a in ('N', 'CA', 'C'))
 
 
@@ -157,6 +158,41 @@ def test_missing_side_chain_atoms_are_built(crystal):
     near = [np.linalg.norm(result.protein.atom_positions[r, j] - cb[i]) for j in cg
             if result.protein.atom_mask[r, j] and not mask[r, j]]
     assert near and 1.3 < min(near) < 2.0, (r, near)
+
+
+def test_minimiser_stops_below_the_tolerance_in_kcal_per_mol_nm(monkeypatch):
+  """OpenMM is given 2.39 kcal/mol/nm (its own default, 10 kJ/mol/nm), and its L-BFGS runs
+  until the RMS gradient component is below that; read per Å it stopped 10x earlier."""
+  import openmm
+  from openmm import app, unit
+
+  from af_jax.relax import amber, cleanup
+
+  class Gradients(openmm.MinimizationReporter):
+    rms = []  # kJ/mol/nm, OpenMM's units, one per L-BFGS iteration
+
+    def report(self, iteration, x, grad, args):
+      self.rms.append(float(np.sqrt(np.mean(np.square(grad)))))
+      return False
+
+  received, real = [], app.Simulation.minimizeEnergy
+
+  def spy(self, tolerance, maxIterations=0, reporter=None):
+    received.append(tolerance)
+    return real(self, tolerance=tolerance, maxIterations=maxIterations, reporter=Gradients())
+
+  monkeypatch.setattr(app.Simulation, 'minimizeEnergy', spy)
+  fixed = cleanup.fix([protein.from_pdb_string(GLUCAGON.read_text())])
+  amber.minimize(fixed.topology, fixed.positions, max_iterations=0, tolerance=2.39,
+                 stiffness=10.0, exclude_residues=(), use_gpu=False)
+  kj_per_nm = unit.kilojoules_per_mole / unit.nanometers
+  assert len(received) == 1
+  assert received[0].value_in_unit(unit.kilocalories_per_mole / unit.nanometers) == \
+      pytest.approx(2.39)
+  assert received[0].value_in_unit(kj_per_nm) == pytest.approx(10.0, rel=1e-4)
+  print(f'{len(Gradients.rms)} iterations, RMS gradient {Gradients.rms[0]:.0f} -> '
+        f'{Gradients.rms[-1]:.2f} kJ/mol/nm')
+  assert Gradients.rms[-1] < received[0].value_in_unit(kj_per_nm) < max(Gradients.rms)
 
 
 def test_violations_left_after_the_last_iteration_are_reported(crystal):

@@ -401,3 +401,45 @@ def test_loss_reads_the_models_outputs():
   assert {'fape', 'unclamped_fape', 'sidechain_fape', 'chi_loss', 'angle_norm_loss',
           'violations', 'distogram', 'masked_msa', 'predicted_lddt', 'experimentally_resolved',
           'aligned_error'} <= set(terms)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _structure_module_loss(sm, batch, sm_cfg):
+  return losses.structure_module_loss(sm, losses.prepare_batch(batch), sm_cfg)
+
+
+def test_ca_c_n_angle_stddev_key_changes_the_violation_loss(truth, made_labels, setup):
+  """heads.structure_module.use_ca_c_n_angle_stddev: AlphaFold 2.3's band by default (the
+  parity test above); True widens the CA-C-N band from 12 x 0.014 to 12 x 0.0311 and changes
+  only the violation term's CA-C-N part."""
+  features, outputs, cfg = setup
+  assert cfg.heads.structure_module.use_ca_c_n_angle_stddev is False
+  batch, sm = {**features, **made_labels}, outputs['structure_module']
+  got = {}
+  for flag in (False, True):
+    sm_cfg = cfg.heads.structure_module.copy_and_resolve_references()
+    sm_cfg.use_ca_c_n_angle_stddev = flag
+    got[flag] = _structure_module_loss(sm, batch, ml_collections.FrozenConfigDict(sm_cfg))
+
+  # The CA-C-N flat-bottom loss, mean over the bonded links, in numpy.
+  pos = np.asarray(sm['final_atom14_positions'], np.float64)
+  ca, c, n_next = pos[:-1, 1], pos[:-1, 2], pos[1:, 0]
+  u, v = ca - c, n_next - c
+  cos = np.sum(u * v, -1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
+  error = np.sqrt(1e-6 + np.square(cos - rc.between_res_cos_angles_ca_c_n[0]))
+  bonded = np.diff(truth['residue_index']) == 1
+  assert bonded.all()
+
+  def ca_c_n_loss(stddev):
+    return np.mean(np.maximum(error - 12.0 * stddev, 0.0))
+
+  af23 = ca_c_n_loss(rc.between_res_bond_length_stddev_c_n[0])
+  fixed = ca_c_n_loss(rc.between_res_cos_angles_ca_c_n[1])
+  assert 0 < fixed < af23
+  np.testing.assert_allclose(got[False]['violations'] - got[True]['violations'], af23 - fixed,
+                             rtol=1e-4)
+  weight = cfg.heads.structure_module.structural_violation_loss_weight
+  np.testing.assert_allclose(got[False]['loss'] - got[True]['loss'],
+                             weight * (af23 - fixed), rtol=1e-4)
+  for key in ('fape', 'sidechain_fape', 'chi_loss', 'angle_norm_loss'):
+    assert got[False][key] == got[True][key], key
