@@ -8,7 +8,7 @@
     result_<model>.pkl             the prediction's arrays (AlphaFold's output names)
     confidence_<model>.json        per-residue pLDDT (AlphaFold DB format); for a complex
                                    also per-chain and interface confidence (complex_confidence)
-    pae_<model>.json               PAE (AlphaFold DB format; _ptm models only)
+    pae_<model>.json               PAE (AlphaFold DB format; _ptm and multimer models)
     relaxed_<model>.pdb / .cif     Amber-relaxed predictions (--models_to_relax; the PDB
                                    file has hydrogens, as AlphaFold's)
     relax_metrics.json             per relaxed prediction: remaining violations, energies,
@@ -72,20 +72,28 @@ def plddt_category(score: float) -> str:
 
 
 def confidence_json(plddt: np.ndarray) -> str:
-  """Per-residue pLDDT in the AlphaFold DB's confidence JSON format."""
-  scores = [round(float(s), 2) for s in plddt]
+  """Per-residue pLDDT in the AlphaFold DB's confidence JSON format.
+
+  The text is AlphaFold's `confidence.confidence_json`: compact separators, scores
+  rounded to 2 decimals, each category from the unrounded score (49.996 is written
+  as 50.0 in band D).
+  """
   return json.dumps({
-      'residueNumber': list(range(1, len(scores) + 1)),
-      'confidenceScore': scores,
-      'confidenceCategory': [plddt_category(s) for s in scores],
+      'residueNumber': list(range(1, len(plddt) + 1)),
+      'confidenceScore': [round(float(s), 2) for s in plddt],
+      'confidenceCategory': [plddt_category(float(s)) for s in plddt],
   }, separators=(',', ':'))
 
 
 def pae_json(pae: np.ndarray, max_pae: float) -> str:
-  """Predicted aligned error in the AlphaFold DB's PAE JSON format (a one-entry list)."""
+  """Predicted aligned error in the AlphaFold DB's PAE JSON format (a one-entry list).
+
+  The text is AlphaFold's `confidence.pae_json` as run_alphafold.py calls it: errors
+  rounded to 1 decimal, the maximum written as the float it is (unrounded).
+  """
   return json.dumps([{
-      'predicted_aligned_error': np.round(np.asarray(pae, np.float64), 2).tolist(),
-      'max_predicted_aligned_error': round(float(max_pae), 2),
+      'predicted_aligned_error': np.round(np.asarray(pae, np.float64), 1).tolist(),
+      'max_predicted_aligned_error': float(max_pae),
   }], separators=(',', ':'))
 
 
@@ -223,6 +231,8 @@ def write_prediction(target_dir: pathlib.Path, model_name: str, out: Mapping,
                protein.to_mmcif(prot, model_name=model_name))
   write_atomic(target_dir / f'result_{model_name}.pkl',
                pickle.dumps(_to_numpy(out), protocol=pickle.HIGHEST_PROTOCOL))
+  # DIFFERS FROM AF2: AlphaFold-Multimer writes a complex's file as a monomer's; here the
+  # same three lists come first and per-chain and interface confidence follow them.
   conf = (complex_confidence_json(out, prot) if 'iptm' in out
           else confidence_json(out['plddt']))
   write_atomic(target_dir / f'confidence_{model_name}.json', conf)
