@@ -127,8 +127,9 @@ def join_chains(chains: Sequence[Protein]) -> Protein:
 
 
 def to_pdb(prot: Protein) -> str:
-  """PDB-format text (ATOM records, TER after each chain, END), pLDDT/B-factor in its
-  column. Chains are named by chain_ids, which must be single characters.
+  """PDB-format text as AlphaFold's protein.to_pdb writes it: MODEL 1, ATOM records,
+  TER after each chain, ENDMDL, END, every record padded to 80 columns; pLDDT/B-factor
+  in its column. Chains are named by chain_ids, which must be single characters.
 
   Raises:
     InputError: more than PDB_MAX_CHAINS chains, or a chain name longer than one
@@ -139,7 +140,7 @@ def to_pdb(prot: Protein) -> str:
     raise InputError(f'{len(runs)} chains named {list(prot.chain_ids)}: PDB files hold at '
                      f'most {PDB_MAX_CHAINS} chains with one-character names; write mmCIF '
                      'instead')
-  lines = []
+  lines = ['MODEL     1']
   serial = 1
   for c, start, end in runs or [(0, 0, 0)]:
     chain_id = prot.chain_ids[c]
@@ -162,8 +163,8 @@ def to_pdb(prot: Protein) -> str:
         serial += 1
     lines.append(f'TER   {serial:>5}      {res_name:>3} {chain_id:>1}{last_res:>4}')
     serial += 1  # TER takes a serial number, as in AlphaFold's files.
-  lines.append('END')
-  return '\n'.join(line.ljust(80) if line.startswith('ATOM') else line for line in lines) + '\n'
+  lines += ['ENDMDL', 'END']
+  return '\n'.join(line.ljust(80) for line in lines) + '\n'
 
 
 def from_pdb_string(text: str, chain_id: str | None = None) -> Protein:

@@ -1,5 +1,6 @@
 """Protein readers agree with AlphaFold's; PDB/mmCIF text reads back in biopython and gemmi."""
 
+import dataclasses
 import gzip
 import io
 
@@ -209,18 +210,63 @@ def _protein_of(n, **chains):
                          b_factors=rng.uniform(0, 100, (n, 37)) * mask, **chains)
 
 
-def test_one_chain_pdb_text_is_unchanged():
-  # The exact monomer format, pinned: ATOM columns, then TER with the next serial, END.
-  mask = np.zeros((1, 37), np.float32)
-  mask[0, :2] = 1  # N, CA
-  prot = protein.Protein(atom_positions=np.arange(111, dtype=np.float32).reshape(1, 37, 3),
-                         atom_mask=mask, aatype=np.array([7]), residue_index=np.array([12]),
-                         b_factors=np.full((1, 37), 87.125), chain_id='B')
-  assert protein.to_pdb(prot) == (
-      'ATOM      1  N   GLY B  12       0.000   1.000   2.000  1.00 87.12           N  \n'
-      'ATOM      2  CA  GLY B  12       3.000   4.000   5.000  1.00 87.12           C  \n'
-      'TER       3      GLY B  12\n'
-      'END\n')
+def _reference(prot):
+  """The same arrays as AlphaFold's Protein (chains named by index there: A, B, ...)."""
+  return ref_protein.Protein(atom_positions=prot.atom_positions, atom_mask=prot.atom_mask,
+                             aatype=prot.aatype, residue_index=prot.residue_index,
+                             chain_index=prot.chain_index, b_factors=prot.b_factors)
+
+
+def _pdb_cases():
+  rng = np.random.default_rng(5)
+  aatype = np.array([7, 0, 20, 13, 4, 18, 7])
+  mask = rc.STANDARD_ATOM_MASK[aatype].astype(np.float32)
+  mask[2, :3] = 1  # UNK with its backbone
+  mask[4, 4:] = 0  # a residue missing its side chain
+  n = len(aatype)
+  monomer = protein.Protein(
+      atom_positions=(rng.normal(size=(n, 37, 3)) * 40).astype(np.float32), atom_mask=mask,
+      aatype=aatype, residue_index=np.array([-2, -1, 3, 4, 9, 10, 1000]),  # gaps
+      b_factors=rng.uniform(0, 100, (n, 37)).astype(np.float32) * mask)  # per-atom values
+  one_atom = np.zeros((1, 37), np.float32)
+  one_atom[0, 1] = 1
+  single = protein.Protein(atom_positions=np.full((1, 37, 3), -999.9994, np.float32),
+                           atom_mask=one_atom, aatype=np.array([7]), residue_index=np.array([1]),
+                           b_factors=np.full((1, 37), 87.125))
+  return {'monomer': monomer, 'one_atom': single,
+          'complex': _complex(first_numbers=(1, 3, 10)),
+          'complex_with_gaps': _complex(lengths=(4, 6), same=(0, 0), first_numbers=(5, 1),
+                                        seed=7)}
+
+
+@pytest.mark.parametrize('case', ['monomer', 'one_atom', 'complex', 'complex_with_gaps'])
+def test_pdb_text_is_alphafolds(case):
+  prot = _pdb_cases()[case]
+  if case == 'complex_with_gaps':  # a numbering gap inside each chain
+    index = np.asarray(prot.residue_index).copy()
+    index[2:4] += 10
+    index[7:] += 3
+    prot = dataclasses.replace(prot, residue_index=index)
+  text = protein.to_pdb(prot)
+  assert text.splitlines() == ref_protein.to_pdb(_reference(prot)).splitlines()
+  assert text == ref_protein.to_pdb(_reference(prot))
+  lines = text.splitlines()
+  assert lines[0].rstrip() == 'MODEL     1' and [x.rstrip() for x in lines[-2:]] == [
+      'ENDMDL', 'END']
+  assert {len(line) for line in lines} == {80}
+  bio = PDBParser(QUIET=True).get_structure('x', io.StringIO(text))
+  gem = gemmi.read_pdb_string(text)
+  assert len(bio) == 1 and len(gem) == 1
+  expected = _expected_complex_atoms(prot)
+  for atoms in (_atoms_biopython(bio), _atoms_gemmi(gem)):
+    assert atoms.keys() == expected.keys()
+    for key, (xyz, b) in expected.items():
+      np.testing.assert_allclose(atoms[key][0], xyz, atol=1.1e-3, err_msg=str(key))
+      assert abs(atoms[key][1] - b) <= 0.011, key
+
+
+def test_join_chains_of_one_writes_the_same_files():
+  prot = _pdb_cases()['one_atom']
   joined = protein.join_chains([prot])
   assert protein.to_pdb(joined) == protein.to_pdb(prot)
   assert protein.to_mmcif(joined, model_name='x') == protein.to_mmcif(prot, model_name='x')
@@ -230,7 +276,7 @@ def test_complex_pdb_has_chains_ter_and_per_chain_numbers():
   cplx = _complex()
   text = protein.to_pdb(cplx)
   records = text.splitlines()
-  ter = [line for line in records if line.startswith('TER')]
+  ter = [line.rstrip() for line in records if line.startswith('TER')]
   resname = lambda i: rc.resnames[cplx.aatype[i]]  # noqa: E731
   assert ter == [f'TER   {s:>5}      {resname(e)} {c}{n:>4}' for s, e, c, n in
                  ((int(cplx.atom_mask[:5].sum()) + 1, 4, 'A', 5),
