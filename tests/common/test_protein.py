@@ -8,7 +8,9 @@ import gemmi
 import numpy as np
 import pytest
 from alphafold.common import protein as ref_protein
+import modelcif.reader
 from Bio.PDB import MMCIFParser, PDBParser
+from Bio.PDB.MMCIF2Dict import MMCIF2Dict
 
 from af_jax.common import protein
 from af_jax.common import residue_constants as rc
@@ -357,6 +359,103 @@ def test_complex_mmcif_entities_and_asym_ids():
   assert entities['1'].full_sequence == [rc.resnames[a] for a in cplx.aatype[:5]]
   assert entities['2'].full_sequence == [rc.resnames[a] for a in cplx.aatype[5:12]]
   assert [ch.name for ch in structure[0]] == ['A', 'B', 'C']
+
+
+# ---------------------------------------------------------------------------
+# mmCIF: AlphaFold's ModelCIF categories and values, read back by ModelCIF's reader.
+
+# Keys whose values differ from AlphaFold's on purpose (see the DIFFERS notes in
+# protein.to_mmcif and mmcif_metadata).
+_ENTITY_KEYS = ('_entity.id', '_entity_poly.entity_id', '_entity_poly_seq.entity_id',
+                '_struct_asym.entity_id', '_atom_site.label_entity_id',
+                '_ma_target_entity.entity_id', '_ma_target_entity_instance.entity_id')
+_OWN_KEYS = ('_software.name', '_software.version', '_ma_model_list.model_name',
+             '_ma_model_list.model_group_name', '_ma_qa_metric_global.metric_value',
+             '_chem_comp.id', '_chem_comp.type', '_chem_comp.name')
+_NOT_WRITTEN = ('_audit_author', '_pdbx_data_usage')
+
+
+def _heteromer():
+  """Three chains of different sequences numbered from 1, an UNK among them, as predicted."""
+  cplx = _complex(lengths=(5, 7, 4), same=(0, 0), first_numbers=(1, 1, 1), seed=3)
+  aatype = np.asarray(cplx.aatype).copy()
+  aatype[6] = rc.unk_restype_index
+  mask = np.asarray(cplx.atom_mask).copy()
+  mask[6] = 0
+  mask[6, :3] = 1
+  return dataclasses.replace(cplx, aatype=aatype, atom_mask=mask,
+                             b_factors=np.asarray(cplx.b_factors)[:, :1] * mask)
+
+
+def test_mmcif_has_alphafolds_categories_and_values():
+  prot = _heteromer()
+  text = protein.to_mmcif(prot, model_name='model_1_multimer_v3_pred_0', target_name='T1050',
+                          model_type='Multimer')
+  ours = MMCIF2Dict(io.StringIO(text))
+  ref = MMCIF2Dict(io.StringIO(ref_protein.to_mmcif(_reference(prot), 'T1050', 'Multimer')))
+  category = lambda key: key.split('.')[0]  # noqa: E731
+  assert {category(k) for k in ours} - {category(k) for k in ref} == {
+      '_struct', '_ma_qa_metric_local'}
+  assert {category(k) for k in ref} - {category(k) for k in ours} == set(_NOT_WRITTEN)
+  for key, values in ref.items():
+    if category(key) in _NOT_WRITTEN or key in _OWN_KEYS:
+      continue
+    if key in _ENTITY_KEYS:  # AlphaFold numbers entities from 0
+      assert ours[key] == [str(int(v) + 1) for v in values], key
+    else:
+      assert ours[key] == values, key
+  # The residues used, with AlphaFold's names and types (it omits UNK, which we use).
+  used = sorted({rc.resnames[a] for a in prot.aatype})
+  assert ours['_chem_comp.id'] == used
+  ref_rows = dict(zip(ref['_chem_comp.id'], zip(ref['_chem_comp.type'], ref['_chem_comp.name'])))
+  ref_rows['UNK'] = ('L-peptide linking', 'UNKNOWN')
+  assert list(zip(ours['_chem_comp.type'], ours['_chem_comp.name'])) == [ref_rows[r]
+                                                                         for r in used]
+  # pLDDT per residue and its mean over residues (AlphaFold's is over atoms).
+  plddt = np.asarray(prot.b_factors)[:, 0]
+  assert ours['_ma_qa_metric_global.metric_value'] == [f'{plddt.mean():.2f}']
+  assert ours['_ma_qa_metric_local.metric_value'] == [f'{v:.2f}' for v in plddt]
+  assert ours['_ma_qa_metric_local.label_asym_id'] == [
+      prot.chain_ids[c] for c in prot.chain_index]
+  assert ours['_ma_qa_metric_local.label_seq_id'] == [str(i) for i in prot.residue_index]
+  assert ours['_ma_qa_metric_local.metric_id'] == ['2'] * len(plddt)
+  assert ours['_software.name'] == ['af_jax'] and ours['_ma_model_list.model_name'] == [
+      'model_1_multimer_v3_pred_0']
+
+
+def test_mmcif_names_the_target_and_reads_as_modelcif():
+  prot = _heteromer()
+  text = protein.to_mmcif(prot, model_name='model_2_multimer_v3_pred_1',
+                          target_name="my target's complex", model_type='Multimer')
+  block = gemmi.cif.read_string(text).sole_block()
+  assert block.name == "my_target's_complex"
+  (system,) = modelcif.reader.read(io.StringIO(text))
+  assert system.id == "my_target's_complex"
+  assert "my target's complex" in system.title and 'model_2_multimer_v3_pred_1' in system.title
+  assert [e.description for e in system.entities] == [
+      f"my target's complex (chains {c})" for c in 'ABC']
+  assert [a.id for a in system.asym_units] == ['A', 'B', 'C']
+  assert [(s.name, s.version) for s in system.software] == [
+      ('af_jax', f'v{protein.mm.software_version()}')]
+  assert system.citations[0].doi == '10.1038/s41586-021-03819-2'
+  (group,) = system.model_groups
+  (model,) = group
+  assert model.name == 'model_2_multimer_v3_pred_1'
+  metrics = [(type(m).__name__, m.value) for m in model.qa_metrics]
+  plddt = np.asarray(prot.b_factors)[:, 0]
+  assert sorted(metrics) == sorted([('pLDDT', round(float(v), 2)) for v in plddt]
+                                   + [('pLDDT', round(float(plddt.mean()), 2))])
+  assert len(list(model.get_atoms())) == int(np.asarray(prot.atom_mask).sum())
+  bio = MMCIFParser(QUIET=True).get_structure('x', io.StringIO(text))
+  assert _atoms_biopython(bio).keys() == _expected_complex_atoms(prot).keys()
+  gem = gemmi.make_structure_from_block(block)
+  assert _atoms_gemmi(gem).keys() == _expected_complex_atoms(prot).keys()
+  # One entity: the target alone names it; without a target the model does.
+  mono = protein.to_mmcif(protein.split_chains(prot)[0], model_name='model_1_pred_0',
+                          target_name='T1')
+  assert MMCIF2Dict(io.StringIO(mono))['_entity.pdbx_description'] == ['T1']
+  unnamed = protein.to_mmcif(prot, model_name='model_1_pred_0')
+  assert gemmi.cif.read_string(unnamed).sole_block().find_value('_entry.id') == 'model_1_pred_0'
 
 
 def test_chain_names_beyond_pdb():
