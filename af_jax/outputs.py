@@ -4,7 +4,8 @@
     features.pkl                   raw features (AlphaFold's names)
     msas/                          the alignments the features came from
     unrelaxed_<model>.pdb / .cif   one per prediction (<model> = model_1_ptm_pred_0, ...);
-                                   a complex's chains are A, B, ... in asym_id order
+                                   a complex's chains are A, B, ... in asym_id order; the
+                                   mmCIF (ModelCIF) names the target and the model
     result_<model>.pkl             the prediction's arrays (AlphaFold's output names)
     confidence_<model>.json        per-residue pLDDT (AlphaFold DB format); for a complex
                                    also per-chain and interface confidence (complex_confidence)
@@ -219,6 +220,13 @@ def complex_confidence_json(out: Mapping, prot: protein.Protein) -> str:
   return json.dumps(complex_confidence(out, prot), separators=(',', ':'))
 
 
+def _mmcif(target_dir: pathlib.Path, model_name: str, prot: protein.Protein) -> str:
+  """A prediction's mmCIF text, naming the target (its directory) and the model."""
+  model_type = 'Multimer' if 'multimer' in model_name else 'Monomer'
+  return protein.to_mmcif(prot, model_name=model_name, target_name=target_dir.name,
+                          model_type=model_type)
+
+
 def write_prediction(target_dir: pathlib.Path, model_name: str, out: Mapping,
                      prot: protein.Protein) -> None:
   """Structure, result arrays and confidence JSON of one prediction.
@@ -227,8 +235,7 @@ def write_prediction(target_dir: pathlib.Path, model_name: str, out: Mapping,
   chains of `prot`; a monomer's is confidence_json.
   """
   write_atomic(target_dir / f'unrelaxed_{model_name}.pdb', protein.to_pdb(prot))
-  write_atomic(target_dir / f'unrelaxed_{model_name}.cif',
-               protein.to_mmcif(prot, model_name=model_name))
+  write_atomic(target_dir / f'unrelaxed_{model_name}.cif', _mmcif(target_dir, model_name, prot))
   write_atomic(target_dir / f'result_{model_name}.pkl',
                pickle.dumps(_to_numpy(out), protocol=pickle.HIGHEST_PROTOCOL))
   # DIFFERS FROM AF2: AlphaFold-Multimer writes a complex's file as a monomer's; here the
@@ -245,8 +252,7 @@ def write_relaxed(target_dir: pathlib.Path, model_name: str, pdb_text: str,
                   prot: protein.Protein) -> None:
   """relaxed_<model>.pdb (OpenMM's text, hydrogens included) and .cif (heavy atoms)."""
   write_atomic(target_dir / f'relaxed_{model_name}.pdb', pdb_text)
-  write_atomic(target_dir / f'relaxed_{model_name}.cif',
-               protein.to_mmcif(prot, model_name=model_name))
+  write_atomic(target_dir / f'relaxed_{model_name}.cif', _mmcif(target_dir, model_name, prot))
 
 
 def write_relax_metrics(target_dir: pathlib.Path, metrics: Mapping[str, Mapping]) -> None:
@@ -278,7 +284,7 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
     else:
       pdb_text, prot = protein.to_pdb(proteins[name]), proteins[name]
     write_atomic(target_dir / f'ranked_{i}.pdb', pdb_text)
-    write_atomic(target_dir / f'ranked_{i}.cif', protein.to_mmcif(prot, model_name=name))
+    write_atomic(target_dir / f'ranked_{i}.cif', _mmcif(target_dir, name, prot))
   ranking = {score_label: {k: float(v) for k, v in scores.items()}, 'order': order}
   if random_params:
     ranking['params'] = 'RANDOM (--random_params): smoke test, the structures are meaningless'

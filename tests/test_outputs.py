@@ -123,6 +123,27 @@ def test_ranking_orders_by_plddt_and_marks_completion(tmp_path):
   assert not outputs.is_complete(tmp_path)
 
 
+def test_structure_files_name_the_target_and_model(tmp_path):
+  target_dir = tmp_path / 'T1050'
+  target_dir.mkdir()
+  mono, prot = _fake_prediction(4), _protein(4, 70.0)
+  outputs.write_prediction(target_dir, 'model_1_ptm_pred_0', mono, prot)
+  out, feats = _fake_multimer((3, 4))
+  cplx = outputs.prediction_protein(out, feats['aatype'], feats['residue_index'],
+                                    asym_id=feats['asym_id'])
+  outputs.write_prediction(target_dir, 'model_1_multimer_v3_pred_0', out, cplx)
+  outputs.write_ranking(target_dir, {'model_1_ptm_pred_0': 1.0}, {'model_1_ptm_pred_0': prot})
+  for path, name, p, kind in [
+      ('unrelaxed_model_1_ptm_pred_0.cif', 'model_1_ptm_pred_0', prot, 'Monomer'),
+      ('ranked_0.cif', 'model_1_ptm_pred_0', prot, 'Monomer'),
+      ('unrelaxed_model_1_multimer_v3_pred_0.cif', 'model_1_multimer_v3_pred_0', cplx,
+       'Multimer')]:
+    text = (target_dir / path).read_text()
+    assert text == protein.to_mmcif(p, model_name=name, target_name='T1050', model_type=kind)
+    assert text.startswith('data_T1050\n')
+    assert f'AlphaFold {kind} prediction for T1050 ({name})' in text
+
+
 def test_plots_are_png(tmp_path):
   rng = np.random.default_rng(0)
   plots.plot_plddt(tmp_path / 'plddt.png', {'a': rng.uniform(0, 100, 30)}, 't')
