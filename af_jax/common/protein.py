@@ -172,7 +172,9 @@ def from_pdb_string(text: str, chain_id: str | None = None) -> Protein:
   """Reads one chain from PDB text.
 
   Non-standard residues become UNK (aatype 20) and keep only their atom37-named
-  atoms; atoms outside atom37 are dropped, as in AlphaFold.
+  atoms; atoms outside atom37 are dropped, as in AlphaFold. Waters (HOH, WAT) are
+  dropped, where AlphaFold keeps each as an UNK residue holding one O: solvent is not
+  part of the chain, and as residues the waters would lengthen its sequence.
 
   Args:
     text: PDB file contents (one model).
@@ -191,6 +193,8 @@ def from_pdb_string(text: str, chain_id: str | None = None) -> Protein:
 
 def from_mmcif_string(text: str, chain_id: str | None = None) -> Protein:
   """Reads one chain from mmCIF text; author chain ids and residue numbers.
+
+  Residues and waters are read as by from_pdb_string.
 
   Args:
     text: mmCIF file contents (one model).
@@ -222,7 +226,8 @@ def _from_structure(structure, chain_id: str | None, source: str) -> Protein:
       het, number, icode = res.id
       if het == 'W':
         # DIFFERS FROM AF2: AlphaFold keeps waters as UNK residues (their O is an
-        # atom37 name); a water is not part of the chain.
+        # atom37 name), adding one UNK per water to the chain's sequence; a water is
+        # not part of the chain.
         continue
       pos = np.zeros((rc.atom_type_num, 3), np.float32)
       mask = np.zeros(rc.atom_type_num, np.float32)

@@ -70,6 +70,19 @@ def test_from_pdb_string_matches_alphafold(name, chain):
   assert ours.chain_id == (chain or 'A')
 
 
+def test_waters_are_dropped_where_alphafold_reads_them_as_unk():
+  text = (_PDBS / '2rbg.pdb').read_text()
+  ours = protein.from_pdb_string(text, 'A')
+  ref = ref_protein.from_pdb_string(text, 'A')
+  waters = len(ref.aatype) - len(ours.aatype)
+  assert waters > 0
+  _assert_same_protein(ours, ref_protein.from_pdb_string(_without_waters(text), 'A'))
+  # AlphaFold's extra residues are the waters: UNK, each with an O alone.
+  assert set(ref.aatype[-waters:].tolist()) == {rc.unk_restype_index}
+  assert ref.atom_mask[-waters:].sum(1).tolist() == [1] * waters
+  assert ref.atom_mask[-waters:, rc.atom_order['O']].all()
+
+
 @pytest.mark.parametrize('path,chain', [(CHAIN_2Q2K / '2q2k.cif', 'B'),
                                         (TEMPLATE_FIXTURE / 'template_mmcifs' / '3u8v.cif', 'A'),
                                         (TEMPLATE_FIXTURE / 'template_mmcifs' / '4zey.cif', None)])
