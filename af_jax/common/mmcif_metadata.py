@@ -94,7 +94,8 @@ def cif_value(value) -> str:
 
 
 def category(name: str, columns: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
-  """An mmCIF category: `key value` pairs for one row, a loop for several, then `#`."""
+  """An mmCIF category: `key value` pairs for one row, a loop for several, then `#`;
+  nothing for no rows."""
   def join(values):
     text = ''
     for v in values:
@@ -104,6 +105,8 @@ def category(name: str, columns: Sequence[str], rows: Sequence[Sequence]) -> lis
         text += ('' if not text or text[-1] == '\n' else ' ') + v
     return text.rstrip('\n')
 
+  if not rows:
+    return []
   if len(rows) == 1:
     width = max(len(c) for c in columns) + len(name) + 1
     return [join([f'{name}.{c}'.ljust(width), cif_value(v)])

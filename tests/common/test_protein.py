@@ -12,7 +12,7 @@ import modelcif.reader
 from Bio.PDB import MMCIFParser, PDBParser
 from Bio.PDB.MMCIF2Dict import MMCIF2Dict
 
-from af_jax.common import protein
+from af_jax.common import mmcif_metadata, protein
 from af_jax.common import residue_constants as rc
 from af_jax.errors import InputError
 from tests.data.shared_data import CHAIN_2Q2K, SHARED_DATA, TEMPLATE_FIXTURE
@@ -449,7 +449,7 @@ def test_mmcif_names_the_target_and_reads_as_modelcif():
       f"my target's complex (chains {c})" for c in 'ABC']
   assert [a.id for a in system.asym_units] == ['A', 'B', 'C']
   assert [(s.name, s.version) for s in system.software] == [
-      ('af_jax', f'v{protein.mm.software_version()}')]
+      ('af_jax', f'v{mmcif_metadata.software_version()}')]
   assert system.citations[0].doi == '10.1038/s41586-021-03819-2'
   (group,) = system.model_groups
   (model,) = group
