@@ -400,12 +400,18 @@ def _heteromer():
                              b_factors=np.asarray(cplx.b_factors)[:, :1] * mask)
 
 
-def test_mmcif_has_alphafolds_categories_and_values():
+@pytest.mark.parametrize('kind', ['Monomer', 'Multimer'])
+def test_mmcif_has_alphafolds_categories_and_values(kind):
   prot = _heteromer()
-  text = protein.to_mmcif(prot, model_name='model_1_multimer_v3_pred_0', target_name='T1050',
-                          model_type='Multimer')
+  if kind == 'Monomer':  # chain B alone (with its UNK), named A as AlphaFold names it
+    chain = protein.split_chains(prot)[1]
+    prot = protein.Protein(atom_positions=chain.atom_positions, atom_mask=chain.atom_mask,
+                           aatype=chain.aatype, residue_index=chain.residue_index,
+                           b_factors=chain.b_factors)
+  text = protein.to_mmcif(prot, model_name='model_1_pred_0', target_name='T1050',
+                          model_type=kind)
   ours = MMCIF2Dict(io.StringIO(text))
-  ref = MMCIF2Dict(io.StringIO(ref_protein.to_mmcif(_reference(prot), 'T1050', 'Multimer')))
+  ref = MMCIF2Dict(io.StringIO(ref_protein.to_mmcif(_reference(prot), 'T1050', kind)))
   category = lambda key: key.split('.')[0]  # noqa: E731
   assert {category(k) for k in ours} - {category(k) for k in ref} == {
       '_struct', '_ma_qa_metric_local'}
@@ -432,8 +438,9 @@ def test_mmcif_has_alphafolds_categories_and_values():
       prot.chain_ids[c] for c in prot.chain_index]
   assert ours['_ma_qa_metric_local.label_seq_id'] == [str(i) for i in prot.residue_index]
   assert ours['_ma_qa_metric_local.metric_id'] == ['2'] * len(plddt)
-  assert ours['_software.name'] == ['af_jax'] and ours['_ma_model_list.model_name'] == [
-      'model_1_multimer_v3_pred_0']
+  assert ours['_software.name'] == ['af_jax']
+  assert ours['_ma_model_list.model_name'] == ['model_1_pred_0']
+  assert ours['_ma_model_list.model_group_name'] == [f'AlphaFold {kind} model (af_jax)']
 
 
 def test_mmcif_names_the_target_and_reads_as_modelcif():
