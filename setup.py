@@ -45,6 +45,8 @@ setup(
             'scipy>=1.11',
             # Reads written PDB/mmCIF files back in tests (a second, independent parser).
             'gemmi>=0.7',
+            # ModelCIF's own reader, for the metadata of written mmCIF files.
+            'modelcif>=1.8',
         ],
     },
 )

@@ -4,11 +4,12 @@
     features.pkl                   raw features (AlphaFold's names)
     msas/                          the alignments the features came from
     unrelaxed_<model>.pdb / .cif   one per prediction (<model> = model_1_ptm_pred_0, ...);
-                                   a complex's chains are A, B, ... in asym_id order
+                                   a complex's chains are A, B, ... in asym_id order; the
+                                   mmCIF (ModelCIF) names the target and the model
     result_<model>.pkl             the prediction's arrays (AlphaFold's output names)
     confidence_<model>.json        per-residue pLDDT (AlphaFold DB format); for a complex
                                    also per-chain and interface confidence (complex_confidence)
-    pae_<model>.json               PAE (AlphaFold DB format; _ptm models only)
+    pae_<model>.json               PAE (AlphaFold DB format; _ptm and multimer models)
     relaxed_<model>.pdb / .cif     Amber-relaxed predictions (--models_to_relax; the PDB
                                    file has hydrogens, as AlphaFold's)
     relax_metrics.json             per relaxed prediction: remaining violations, energies,
@@ -72,20 +73,28 @@ def plddt_category(score: float) -> str:
 
 
 def confidence_json(plddt: np.ndarray) -> str:
-  """Per-residue pLDDT in the AlphaFold DB's confidence JSON format."""
-  scores = [round(float(s), 2) for s in plddt]
+  """Per-residue pLDDT in the AlphaFold DB's confidence JSON format.
+
+  The text is AlphaFold's `confidence.confidence_json`: compact separators, scores
+  rounded to 2 decimals, each category from the unrounded score (49.996 is written
+  as 50.0 in band D).
+  """
   return json.dumps({
-      'residueNumber': list(range(1, len(scores) + 1)),
-      'confidenceScore': scores,
-      'confidenceCategory': [plddt_category(s) for s in scores],
+      'residueNumber': list(range(1, len(plddt) + 1)),
+      'confidenceScore': [round(float(s), 2) for s in plddt],
+      'confidenceCategory': [plddt_category(float(s)) for s in plddt],
   }, separators=(',', ':'))
 
 
 def pae_json(pae: np.ndarray, max_pae: float) -> str:
-  """Predicted aligned error in the AlphaFold DB's PAE JSON format (a one-entry list)."""
+  """Predicted aligned error in the AlphaFold DB's PAE JSON format (a one-entry list).
+
+  The text is AlphaFold's `confidence.pae_json` as run_alphafold.py calls it: errors
+  rounded to 1 decimal, the maximum written as the float it is (unrounded).
+  """
   return json.dumps([{
-      'predicted_aligned_error': np.round(np.asarray(pae, np.float64), 2).tolist(),
-      'max_predicted_aligned_error': round(float(max_pae), 2),
+      'predicted_aligned_error': np.round(np.asarray(pae, np.float64), 1).tolist(),
+      'max_predicted_aligned_error': float(max_pae),
   }], separators=(',', ':'))
 
 
@@ -211,6 +220,13 @@ def complex_confidence_json(out: Mapping, prot: protein.Protein) -> str:
   return json.dumps(complex_confidence(out, prot), separators=(',', ':'))
 
 
+def _mmcif(target_dir: pathlib.Path, model_name: str, prot: protein.Protein) -> str:
+  """A prediction's mmCIF text, naming the target (its directory) and the model."""
+  model_type = 'Multimer' if 'multimer' in model_name else 'Monomer'
+  return protein.to_mmcif(prot, model_name=model_name, target_name=target_dir.name,
+                          model_type=model_type)
+
+
 def write_prediction(target_dir: pathlib.Path, model_name: str, out: Mapping,
                      prot: protein.Protein) -> None:
   """Structure, result arrays and confidence JSON of one prediction.
@@ -219,10 +235,11 @@ def write_prediction(target_dir: pathlib.Path, model_name: str, out: Mapping,
   chains of `prot`; a monomer's is confidence_json.
   """
   write_atomic(target_dir / f'unrelaxed_{model_name}.pdb', protein.to_pdb(prot))
-  write_atomic(target_dir / f'unrelaxed_{model_name}.cif',
-               protein.to_mmcif(prot, model_name=model_name))
+  write_atomic(target_dir / f'unrelaxed_{model_name}.cif', _mmcif(target_dir, model_name, prot))
   write_atomic(target_dir / f'result_{model_name}.pkl',
                pickle.dumps(_to_numpy(out), protocol=pickle.HIGHEST_PROTOCOL))
+  # DIFFERS FROM AF2: AlphaFold-Multimer writes a complex's file as a monomer's; here the
+  # same three lists come first and per-chain and interface confidence follow them.
   conf = (complex_confidence_json(out, prot) if 'iptm' in out
           else confidence_json(out['plddt']))
   write_atomic(target_dir / f'confidence_{model_name}.json', conf)
@@ -235,8 +252,7 @@ def write_relaxed(target_dir: pathlib.Path, model_name: str, pdb_text: str,
                   prot: protein.Protein) -> None:
   """relaxed_<model>.pdb (OpenMM's text, hydrogens included) and .cif (heavy atoms)."""
   write_atomic(target_dir / f'relaxed_{model_name}.pdb', pdb_text)
-  write_atomic(target_dir / f'relaxed_{model_name}.cif',
-               protein.to_mmcif(prot, model_name=model_name))
+  write_atomic(target_dir / f'relaxed_{model_name}.cif', _mmcif(target_dir, model_name, prot))
 
 
 def write_relax_metrics(target_dir: pathlib.Path, metrics: Mapping[str, Mapping]) -> None:
@@ -268,7 +284,7 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
     else:
       pdb_text, prot = protein.to_pdb(proteins[name]), proteins[name]
     write_atomic(target_dir / f'ranked_{i}.pdb', pdb_text)
-    write_atomic(target_dir / f'ranked_{i}.cif', protein.to_mmcif(prot, model_name=name))
+    write_atomic(target_dir / f'ranked_{i}.cif', _mmcif(target_dir, name, prot))
   ranking = {score_label: {k: float(v) for k, v in scores.items()}, 'order': order}
   if random_params:
     ranking['params'] = 'RANDOM (--random_params): smoke test, the structures are meaningless'

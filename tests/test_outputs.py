@@ -5,28 +5,42 @@ import pickle
 
 import numpy as np
 import pytest
+from alphafold.notebooks import notebook_utils as ref_notebook_utils
 
 from af_jax import outputs, plots
 from af_jax.common import confidence, protein
 from af_jax.errors import InputError
 
 
-def test_confidence_json_bands_and_rounding():
-  text = outputs.confidence_json(np.array([49.994, 50.0, 69.99, 70.0, 89.5, 90.0, 97.126]))
-  data = json.loads(text)
+def test_confidence_json_is_alphafolds():
+  # DeepMind's own expected text (alphafold/common/confidence_test.py upstream; the
+  # reference package installed here lacks confidence.confidence_json).
+  assert outputs.confidence_json(np.array([42, 42.42])) == (
+      '{"residueNumber":[1,2],"confidenceScore":[42.0,42.42],"confidenceCategory":["D","D"]}')
+  # AlphaFold bands the unrounded score: 49.996 is written as 50.0 yet stays D.
+  plddt = np.array([49.996, 50.0, 69.99, 70.0, 89.999, 90.0, 97.126], np.float32)
+  data = json.loads(outputs.confidence_json(plddt))
   assert data['residueNumber'] == [1, 2, 3, 4, 5, 6, 7]
-  assert data['confidenceScore'] == [49.99, 50.0, 69.99, 70.0, 89.5, 90.0, 97.13]
+  assert data['confidenceScore'] == [round(float(s), 2) for s in plddt]
   assert data['confidenceCategory'] == ['D', 'L', 'L', 'M', 'M', 'H', 'H']
 
 
-def test_pae_json_is_alphafold_db_format():
-  pae = np.random.default_rng(0).uniform(0, 31.75, (5, 5)).astype(np.float32)
-  data = json.loads(outputs.pae_json(pae, 31.75))
-  assert isinstance(data, list) and len(data) == 1
-  entry = data[0]
-  assert set(entry) == {'predicted_aligned_error', 'max_predicted_aligned_error'}
-  np.testing.assert_allclose(entry['predicted_aligned_error'], pae, atol=0.005 + 1e-6)
-  assert entry['max_predicted_aligned_error'] == 31.75
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_pae_json_is_alphafolds(dtype):
+  rng = np.random.default_rng(0)
+  # Values near the 1-decimal rounding edges as well as random ones.
+  pae = np.concatenate([rng.uniform(0, 31.75, 33), np.arange(6) + 0.05,
+                        np.arange(6) + 0.95, [0.0, 31.75, 31.749, 12.25]])
+  pae = rng.permutation(pae).reshape(7, 7).astype(dtype)
+  max_pae = dtype(31.75)
+  # run_alphafold.py passes float(max_predicted_aligned_error) to pae_json, whose body
+  # the reference package ships as notebook_utils.get_pae_json.
+  assert outputs.pae_json(pae, max_pae) == ref_notebook_utils.get_pae_json(pae, float(max_pae))
+  assert outputs.pae_json(pae, 31.0) == ref_notebook_utils.get_pae_json(pae, 31.0)
+  # DeepMind's own expected text (alphafold/common/confidence_test.py upstream).
+  assert outputs.pae_json(np.array([[0.01, 13.12345], [20.0987, 0.0]]), 31.75) == (
+      '[{"predicted_aligned_error":[[0.0,13.1],[20.1,0.0]],'
+      '"max_predicted_aligned_error":31.75}]')
 
 
 def _fake_prediction(n_res, n_seq=3, rng=None):
@@ -107,6 +121,27 @@ def test_ranking_orders_by_plddt_and_marks_completion(tmp_path):
   assert not list(tmp_path.glob('.*tmp*'))
   (tmp_path / 'ranked_1.pdb').unlink()
   assert not outputs.is_complete(tmp_path)
+
+
+def test_structure_files_name_the_target_and_model(tmp_path):
+  target_dir = tmp_path / 'T1050'
+  target_dir.mkdir()
+  mono, prot = _fake_prediction(4), _protein(4, 70.0)
+  outputs.write_prediction(target_dir, 'model_1_ptm_pred_0', mono, prot)
+  out, feats = _fake_multimer((3, 4))
+  cplx = outputs.prediction_protein(out, feats['aatype'], feats['residue_index'],
+                                    asym_id=feats['asym_id'])
+  outputs.write_prediction(target_dir, 'model_1_multimer_v3_pred_0', out, cplx)
+  outputs.write_ranking(target_dir, {'model_1_ptm_pred_0': 1.0}, {'model_1_ptm_pred_0': prot})
+  for path, name, p, kind in [
+      ('unrelaxed_model_1_ptm_pred_0.cif', 'model_1_ptm_pred_0', prot, 'Monomer'),
+      ('ranked_0.cif', 'model_1_ptm_pred_0', prot, 'Monomer'),
+      ('unrelaxed_model_1_multimer_v3_pred_0.cif', 'model_1_multimer_v3_pred_0', cplx,
+       'Multimer')]:
+    text = (target_dir / path).read_text()
+    assert text == protein.to_mmcif(p, model_name=name, target_name='T1050', model_type=kind)
+    assert text.startswith('data_T1050\n')
+    assert f'AlphaFold {kind} prediction for T1050 ({name})' in text
 
 
 def test_plots_are_png(tmp_path):

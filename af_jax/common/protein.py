@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from Bio.PDB import MMCIFParser, PDBParser
 
+from af_jax.common import mmcif_metadata as mm
 from af_jax.common import residue_constants as rc
 from af_jax.errors import InputError
 
@@ -127,8 +128,9 @@ def join_chains(chains: Sequence[Protein]) -> Protein:
 
 
 def to_pdb(prot: Protein) -> str:
-  """PDB-format text (ATOM records, TER after each chain, END), pLDDT/B-factor in its
-  column. Chains are named by chain_ids, which must be single characters.
+  """PDB-format text as AlphaFold's protein.to_pdb writes it: MODEL 1, ATOM records,
+  TER after each chain, ENDMDL, END, every record padded to 80 columns; pLDDT/B-factor
+  in its column. Chains are named by chain_ids, which must be single characters.
 
   Raises:
     InputError: more than PDB_MAX_CHAINS chains, or a chain name longer than one
@@ -139,7 +141,7 @@ def to_pdb(prot: Protein) -> str:
     raise InputError(f'{len(runs)} chains named {list(prot.chain_ids)}: PDB files hold at '
                      f'most {PDB_MAX_CHAINS} chains with one-character names; write mmCIF '
                      'instead')
-  lines = []
+  lines = ['MODEL     1']
   serial = 1
   for c, start, end in runs or [(0, 0, 0)]:
     chain_id = prot.chain_ids[c]
@@ -162,15 +164,17 @@ def to_pdb(prot: Protein) -> str:
         serial += 1
     lines.append(f'TER   {serial:>5}      {res_name:>3} {chain_id:>1}{last_res:>4}')
     serial += 1  # TER takes a serial number, as in AlphaFold's files.
-  lines.append('END')
-  return '\n'.join(line.ljust(80) if line.startswith('ATOM') else line for line in lines) + '\n'
+  lines += ['ENDMDL', 'END']
+  return '\n'.join(line.ljust(80) for line in lines) + '\n'
 
 
 def from_pdb_string(text: str, chain_id: str | None = None) -> Protein:
   """Reads one chain from PDB text.
 
   Non-standard residues become UNK (aatype 20) and keep only their atom37-named
-  atoms; atoms outside atom37 are dropped, as in AlphaFold.
+  atoms; atoms outside atom37 are dropped, as in AlphaFold. Waters (HOH, WAT) are
+  dropped, where AlphaFold keeps each as an UNK residue holding one O: solvent is not
+  part of the chain, and as residues the waters would lengthen its sequence.
 
   Args:
     text: PDB file contents (one model).
@@ -189,6 +193,8 @@ def from_pdb_string(text: str, chain_id: str | None = None) -> Protein:
 
 def from_mmcif_string(text: str, chain_id: str | None = None) -> Protein:
   """Reads one chain from mmCIF text; author chain ids and residue numbers.
+
+  Residues and waters are read as by from_pdb_string.
 
   Args:
     text: mmCIF file contents (one model).
@@ -220,7 +226,8 @@ def _from_structure(structure, chain_id: str | None, source: str) -> Protein:
       het, number, icode = res.id
       if het == 'W':
         # DIFFERS FROM AF2: AlphaFold keeps waters as UNK residues (their O is an
-        # atom37 name); a water is not part of the chain.
+        # atom37 name), adding one UNK per water to the chain's sequence; a water is
+        # not part of the chain.
         continue
       pos = np.zeros((rc.atom_type_num, 3), np.float32)
       mask = np.zeros(rc.atom_type_num, np.float32)
@@ -261,9 +268,10 @@ _ATOM_SITE_COLUMNS = (
     'auth_asym_id', 'auth_atom_id', 'pdbx_PDB_model_num')
 
 
-def to_mmcif(prot: Protein, *, model_name: str = 'af_jax') -> str:
-  """mmCIF text of the chains: entities, sequences and atom records, pLDDT/B-factor in
-  B_iso_or_equiv.
+def to_mmcif(prot: Protein, *, model_name: str = 'af_jax', target_name: str | None = None,
+             model_type: str = 'Monomer') -> str:
+  """mmCIF text of the chains with AlphaFold's ModelCIF metadata; pLDDT/B-factor in
+  B_iso_or_equiv and as the model's quality metrics.
 
   Chains with the same sequence share one entity (a homomer's copies), as in PDB
   entries; entities are numbered from 1 in order of first appearance. SEQRES
@@ -271,17 +279,36 @@ def to_mmcif(prot: Protein, *, model_name: str = 'af_jax') -> str:
   (`label_seq_id`); `residue_index` becomes the author numbering (`auth_seq_id`).
   Chain names are both `label_asym_id` and `auth_asym_id`.
 
+  The file names the target (data block, `_entry.id`, `_struct.title`, each entity's
+  `pdbx_description`) and the prediction (`_ma_model_list.model_name`). The B-factors
+  are read as pLDDT: a residue's (`_ma_qa_metric_local`) is the mean over its atoms,
+  the model's (`_ma_qa_metric_global`) the mean over residues.
+
   Args:
     prot: the chains.
-    model_name: data block and entry name (whitespace becomes '_').
+    model_name: the prediction (e.g. model_1_ptm_pred_0); names the entry too when
+      target_name is None.
+    target_name: what was predicted (the input's name); whitespace becomes '_' in the
+      entry's name.
+    model_type: 'Monomer' or 'Multimer', as AlphaFold's model type.
 
   Returns:
     The file's text.
   """
-  name = re.sub(r'\s+', '_', model_name.strip()) or 'af_jax'
+  # DIFFERS FROM AF2: AlphaFold names the entry after the model's index ('0', '1', ...);
+  # here the target names it, so that a file read on its own says what it models.
+  target = (target_name or model_name).strip() or 'af_jax'
+  entry = re.sub(r'\s+', '_', target)
   res_names = [rc.resnames[int(a)] if 0 <= int(a) < len(rc.resnames) else rc.unk_restype
                for a in np.asarray(prot.aatype)]
   runs = chain_runs(prot) or [(0, 0, 0)]
+  # DIFFERS FROM AF2: AlphaFold gives each chain its own entity, numbered from 0; here the
+  # copies of a sequence share one, numbered from 1, as in PDB entries. AlphaFold also
+  # numbers label_seq_id as the author does and fills SEQRES from 1 with UNK over
+  # numbering gaps; here SEQRES holds the chain's residues and label_seq_id counts them
+  # from 1 (entity_poly_seq.num must be positive, and a homomer's copies keep one SEQRES
+  # whatever their numbering). Predictions are numbered 1..N per chain: the same file.
+  # Chains keep their names (AlphaFold's are A..Z, AA, BA, ... by chain index).
   entities: dict[tuple[str, ...], int] = {}  # sequence -> entity id
   chain_entity = []  # (chain name, entity id, start, end) in file order
   for c, start, end in runs:
@@ -289,38 +316,57 @@ def to_mmcif(prot: Protein, *, model_name: str = 'af_jax') -> str:
     chain_entity.append((prot.chain_ids[c], entity, start, end))
   strands = {e: ','.join(ch for ch, ce, _, _ in chain_entity if ce == e)
              for e in entities.values()}
-  lines = [f'data_{name}', '#', f'_entry.id {name}', '#']
-  lines += _items('_entity', ('id', 'type'), [(e, 'polymer') for e in entities.values()])
-  lines += _items('_entity_poly', ('entity_id', 'type', 'pdbx_strand_id'),
-                  [(e, 'polypeptide(L)', strands[e]) for e in entities.values()])
-  lines += ['loop_', '_entity_poly_seq.entity_id', '_entity_poly_seq.num',
-            '_entity_poly_seq.mon_id', '_entity_poly_seq.hetero']
-  lines += [f'{e} {i + 1} {r} n' for seq, e in entities.items() for i, r in enumerate(seq)]
-  lines += ['#', 'loop_', '_chem_comp.id', '_chem_comp.type']
-  lines += [f"{r} 'L-peptide linking'" for r in sorted(set(res_names))]
-  lines += ['#', 'loop_', '_struct_asym.id', '_struct_asym.entity_id']
-  lines += [f'{chain} {entity}' for chain, entity, _, _ in chain_entity]
-  lines += ['#', 'loop_'] + [f'_atom_site.{c}' for c in _ATOM_SITE_COLUMNS]
+  descriptions = {e: target if len(entities) == 1 else f'{target} (chains {strands[e]})'
+                  for e in entities.values()}
+
+  mask = np.asarray(prot.atom_mask) >= 0.5
+  counts = mask.sum(axis=1)
+  sums = np.where(mask, np.asarray(prot.b_factors, np.float64), 0.0).sum(axis=1)
+  plddt = sums / np.maximum(counts, 1)
+  local = [(chain, i - start + 1, res_names[i], float(plddt[i]))
+           for chain, _, start, end in chain_entity for i in range(start, end) if counts[i]]
+  # DIFFERS FROM AF2: AlphaFold's global pLDDT is the mean over atoms, which weighs a
+  # residue by its size; here it is the mean over residues: the mean pLDDT that ranks
+  # monomers (ranking_debug.json) and the mean of the per-residue values beside it.
+  global_plddt = float(plddt[counts > 0].mean()) if counts.any() else None
+
+  lines = [f'data_{entry}', '#']
+  lines += mm.category('_entry', ('id',), [(entry,)])
+  lines += mm.category('_struct', ('entry_id', 'title'), [
+      (entry, f'AlphaFold {model_type} prediction for {target} ({model_name})')])
+  lines += mm.category('_entity', ('id', 'type', 'pdbx_description'),
+                       [(e, 'polymer', descriptions[e]) for e in entities.values()])
+  lines += mm.category('_entity_poly', ('entity_id', 'type', 'pdbx_strand_id'),
+                       [(e, 'polypeptide(L)', strands[e]) for e in entities.values()])
+  lines += mm.category('_entity_poly_seq', ('entity_id', 'num', 'mon_id', 'hetero'),
+                       [(e, i + 1, r, 'n') for seq, e in entities.items()
+                        for i, r in enumerate(seq)])
+  # DIFFERS FROM AF2: AlphaFold lists the 20 standard residues, used or not, and never UNK,
+  # which its SEQRES may hold; here each residue the file uses, as in PDB entries.
+  lines += mm.category('_chem_comp', ('id', 'type', 'name'),
+                       [(r, mm.chem_comp_type(r), mm.CHEM_COMP_NAMES[r])
+                        for r in sorted(set(res_names))])
+  lines += mm.category('_struct_asym', ('id', 'entity_id'),
+                       [(chain, entity) for chain, entity, _, _ in chain_entity])
+  lines += mm.model_metadata(
+      model_name=model_name, model_type=model_type, entity_ids=list(entities.values()),
+      asym_entities=[(chain, entity) for chain, entity, _, _ in chain_entity],
+      global_plddt=global_plddt, local_plddt=local,
+      type_symbols=[atom[0] for j, atom in enumerate(rc.atom_types) if mask[:, j].any()])
+  lines += ['loop_'] + [f'_atom_site.{c}' for c in _ATOM_SITE_COLUMNS]
   serial = 1
   for chain, entity, start, end in chain_entity:
+    chain = mm.cif_value(chain)
     for i in range(start, end):
       res_name = res_names[i]
       number = int(prot.residue_index[i])
       for j, atom in enumerate(rc.atom_types):
-        if prot.atom_mask[i, j] < 0.5:
+        if not mask[i, j]:
           continue
         x, y, z = (float(v) for v in prot.atom_positions[i, j])
         lines.append(f'ATOM {serial} {atom[0]} {atom} . {res_name} {chain} {entity} '
-                     f'{i - start + 1} ? {x:.3f} {y:.3f} {z:.3f} 1.00 '
+                     f'{i - start + 1} . {x:.3f} {y:.3f} {z:.3f} 1.00 '
                      f'{float(prot.b_factors[i, j]):.2f} {number} {res_name} {chain} {atom} 1')
         serial += 1
   lines.append('#')
   return '\n'.join(lines) + '\n'
-
-
-def _items(category: str, columns: Sequence[str], rows: Sequence[tuple]) -> list[str]:
-  """An mmCIF category: `key value` pairs for one row, a loop for several."""
-  if len(rows) == 1:
-    return [f'{category}.{c} {v}' for c, v in zip(columns, rows[0])] + ['#']
-  return (['loop_'] + [f'{category}.{c}' for c in columns]
-          + [' '.join(str(v) for v in row) for row in rows] + ['#'])

@@ -1,5 +1,6 @@
 """Protein readers agree with AlphaFold's; PDB/mmCIF text reads back in biopython and gemmi."""
 
+import dataclasses
 import gzip
 import io
 
@@ -7,9 +8,11 @@ import gemmi
 import numpy as np
 import pytest
 from alphafold.common import protein as ref_protein
+import modelcif.reader
 from Bio.PDB import MMCIFParser, PDBParser
+from Bio.PDB.MMCIF2Dict import MMCIF2Dict
 
-from af_jax.common import protein
+from af_jax.common import mmcif_metadata, protein
 from af_jax.common import residue_constants as rc
 from af_jax.errors import InputError
 from tests.data.shared_data import CHAIN_2Q2K, SHARED_DATA, TEMPLATE_FIXTURE
@@ -65,6 +68,19 @@ def test_from_pdb_string_matches_alphafold(name, chain):
   ref = ref_protein.from_pdb_string(_without_waters(text), chain)
   _assert_same_protein(ours, ref)
   assert ours.chain_id == (chain or 'A')
+
+
+def test_waters_are_dropped_where_alphafold_reads_them_as_unk():
+  text = (_PDBS / '2rbg.pdb').read_text()
+  ours = protein.from_pdb_string(text, 'A')
+  ref = ref_protein.from_pdb_string(text, 'A')
+  waters = len(ref.aatype) - len(ours.aatype)
+  assert waters > 0
+  _assert_same_protein(ours, ref_protein.from_pdb_string(_without_waters(text), 'A'))
+  # AlphaFold's extra residues are the waters: UNK, each with an O alone.
+  assert set(ref.aatype[-waters:].tolist()) == {rc.unk_restype_index}
+  assert ref.atom_mask[-waters:].sum(1).tolist() == [1] * waters
+  assert ref.atom_mask[-waters:, rc.atom_order['O']].all()
 
 
 @pytest.mark.parametrize('path,chain', [(CHAIN_2Q2K / '2q2k.cif', 'B'),
@@ -209,18 +225,63 @@ def _protein_of(n, **chains):
                          b_factors=rng.uniform(0, 100, (n, 37)) * mask, **chains)
 
 
-def test_one_chain_pdb_text_is_unchanged():
-  # The exact monomer format, pinned: ATOM columns, then TER with the next serial, END.
-  mask = np.zeros((1, 37), np.float32)
-  mask[0, :2] = 1  # N, CA
-  prot = protein.Protein(atom_positions=np.arange(111, dtype=np.float32).reshape(1, 37, 3),
-                         atom_mask=mask, aatype=np.array([7]), residue_index=np.array([12]),
-                         b_factors=np.full((1, 37), 87.125), chain_id='B')
-  assert protein.to_pdb(prot) == (
-      'ATOM      1  N   GLY B  12       0.000   1.000   2.000  1.00 87.12           N  \n'
-      'ATOM      2  CA  GLY B  12       3.000   4.000   5.000  1.00 87.12           C  \n'
-      'TER       3      GLY B  12\n'
-      'END\n')
+def _reference(prot):
+  """The same arrays as AlphaFold's Protein (chains named by index there: A, B, ...)."""
+  return ref_protein.Protein(atom_positions=prot.atom_positions, atom_mask=prot.atom_mask,
+                             aatype=prot.aatype, residue_index=prot.residue_index,
+                             chain_index=prot.chain_index, b_factors=prot.b_factors)
+
+
+def _pdb_cases():
+  rng = np.random.default_rng(5)
+  aatype = np.array([7, 0, 20, 13, 4, 18, 7])
+  mask = rc.STANDARD_ATOM_MASK[aatype].astype(np.float32)
+  mask[2, :3] = 1  # UNK with its backbone
+  mask[4, 4:] = 0  # a residue missing its side chain
+  n = len(aatype)
+  monomer = protein.Protein(
+      atom_positions=(rng.normal(size=(n, 37, 3)) * 40).astype(np.float32), atom_mask=mask,
+      aatype=aatype, residue_index=np.array([-2, -1, 3, 4, 9, 10, 1000]),  # gaps
+      b_factors=rng.uniform(0, 100, (n, 37)).astype(np.float32) * mask)  # per-atom values
+  one_atom = np.zeros((1, 37), np.float32)
+  one_atom[0, 1] = 1
+  single = protein.Protein(atom_positions=np.full((1, 37, 3), -999.9994, np.float32),
+                           atom_mask=one_atom, aatype=np.array([7]), residue_index=np.array([1]),
+                           b_factors=np.full((1, 37), 87.125))
+  return {'monomer': monomer, 'one_atom': single,
+          'complex': _complex(first_numbers=(1, 3, 10)),
+          'complex_with_gaps': _complex(lengths=(4, 6), same=(0, 0), first_numbers=(5, 1),
+                                        seed=7)}
+
+
+@pytest.mark.parametrize('case', ['monomer', 'one_atom', 'complex', 'complex_with_gaps'])
+def test_pdb_text_is_alphafolds(case):
+  prot = _pdb_cases()[case]
+  if case == 'complex_with_gaps':  # a numbering gap inside each chain
+    index = np.asarray(prot.residue_index).copy()
+    index[2:4] += 10
+    index[7:] += 3
+    prot = dataclasses.replace(prot, residue_index=index)
+  text = protein.to_pdb(prot)
+  assert text.splitlines() == ref_protein.to_pdb(_reference(prot)).splitlines()
+  assert text == ref_protein.to_pdb(_reference(prot))
+  lines = text.splitlines()
+  assert lines[0].rstrip() == 'MODEL     1' and [x.rstrip() for x in lines[-2:]] == [
+      'ENDMDL', 'END']
+  assert {len(line) for line in lines} == {80}
+  bio = PDBParser(QUIET=True).get_structure('x', io.StringIO(text))
+  gem = gemmi.read_pdb_string(text)
+  assert len(bio) == 1 and len(gem) == 1
+  expected = _expected_complex_atoms(prot)
+  for atoms in (_atoms_biopython(bio), _atoms_gemmi(gem)):
+    assert atoms.keys() == expected.keys()
+    for key, (xyz, b) in expected.items():
+      np.testing.assert_allclose(atoms[key][0], xyz, atol=1.1e-3, err_msg=str(key))
+      assert abs(atoms[key][1] - b) <= 0.011, key
+
+
+def test_join_chains_of_one_writes_the_same_files():
+  prot = _pdb_cases()['one_atom']
   joined = protein.join_chains([prot])
   assert protein.to_pdb(joined) == protein.to_pdb(prot)
   assert protein.to_mmcif(joined, model_name='x') == protein.to_mmcif(prot, model_name='x')
@@ -230,7 +291,7 @@ def test_complex_pdb_has_chains_ter_and_per_chain_numbers():
   cplx = _complex()
   text = protein.to_pdb(cplx)
   records = text.splitlines()
-  ter = [line for line in records if line.startswith('TER')]
+  ter = [line.rstrip() for line in records if line.startswith('TER')]
   resname = lambda i: rc.resnames[cplx.aatype[i]]  # noqa: E731
   assert ter == [f'TER   {s:>5}      {resname(e)} {c}{n:>4}' for s, e, c, n in
                  ((int(cplx.atom_mask[:5].sum()) + 1, 4, 'A', 5),
@@ -311,6 +372,110 @@ def test_complex_mmcif_entities_and_asym_ids():
   assert entities['1'].full_sequence == [rc.resnames[a] for a in cplx.aatype[:5]]
   assert entities['2'].full_sequence == [rc.resnames[a] for a in cplx.aatype[5:12]]
   assert [ch.name for ch in structure[0]] == ['A', 'B', 'C']
+
+
+# ---------------------------------------------------------------------------
+# mmCIF: AlphaFold's ModelCIF categories and values, read back by ModelCIF's reader.
+
+# Keys whose values differ from AlphaFold's on purpose (see the DIFFERS notes in
+# protein.to_mmcif and mmcif_metadata).
+_ENTITY_KEYS = ('_entity.id', '_entity_poly.entity_id', '_entity_poly_seq.entity_id',
+                '_struct_asym.entity_id', '_atom_site.label_entity_id',
+                '_ma_target_entity.entity_id', '_ma_target_entity_instance.entity_id')
+_OWN_KEYS = ('_software.name', '_software.version', '_ma_model_list.model_name',
+             '_ma_model_list.model_group_name', '_ma_qa_metric_global.metric_value',
+             '_chem_comp.id', '_chem_comp.type', '_chem_comp.name')
+_NOT_WRITTEN = ('_audit_author', '_pdbx_data_usage')
+
+
+def _heteromer():
+  """Three chains of different sequences numbered from 1, an UNK among them, as predicted."""
+  cplx = _complex(lengths=(5, 7, 4), same=(0, 0), first_numbers=(1, 1, 1), seed=3)
+  aatype = np.asarray(cplx.aatype).copy()
+  aatype[6] = rc.unk_restype_index
+  mask = np.asarray(cplx.atom_mask).copy()
+  mask[6] = 0
+  mask[6, :3] = 1
+  return dataclasses.replace(cplx, aatype=aatype, atom_mask=mask,
+                             b_factors=np.asarray(cplx.b_factors)[:, :1] * mask)
+
+
+@pytest.mark.parametrize('kind', ['Monomer', 'Multimer'])
+def test_mmcif_has_alphafolds_categories_and_values(kind):
+  prot = _heteromer()
+  if kind == 'Monomer':  # chain B alone (with its UNK), named A as AlphaFold names it
+    chain = protein.split_chains(prot)[1]
+    prot = protein.Protein(atom_positions=chain.atom_positions, atom_mask=chain.atom_mask,
+                           aatype=chain.aatype, residue_index=chain.residue_index,
+                           b_factors=chain.b_factors)
+  text = protein.to_mmcif(prot, model_name='model_1_pred_0', target_name='T1050',
+                          model_type=kind)
+  ours = MMCIF2Dict(io.StringIO(text))
+  ref = MMCIF2Dict(io.StringIO(ref_protein.to_mmcif(_reference(prot), 'T1050', kind)))
+  category = lambda key: key.split('.')[0]  # noqa: E731
+  assert {category(k) for k in ours} - {category(k) for k in ref} == {
+      '_struct', '_ma_qa_metric_local'}
+  assert {category(k) for k in ref} - {category(k) for k in ours} == set(_NOT_WRITTEN)
+  for key, values in ref.items():
+    if category(key) in _NOT_WRITTEN or key in _OWN_KEYS:
+      continue
+    if key in _ENTITY_KEYS:  # AlphaFold numbers entities from 0
+      assert ours[key] == [str(int(v) + 1) for v in values], key
+    else:
+      assert ours[key] == values, key
+  # The residues used, with AlphaFold's names and types (it omits UNK, which we use).
+  used = sorted({rc.resnames[a] for a in prot.aatype})
+  assert ours['_chem_comp.id'] == used
+  ref_rows = dict(zip(ref['_chem_comp.id'], zip(ref['_chem_comp.type'], ref['_chem_comp.name'])))
+  ref_rows['UNK'] = ('L-peptide linking', 'UNKNOWN')
+  assert list(zip(ours['_chem_comp.type'], ours['_chem_comp.name'])) == [ref_rows[r]
+                                                                         for r in used]
+  # pLDDT per residue and its mean over residues (AlphaFold's is over atoms).
+  plddt = np.asarray(prot.b_factors)[:, 0]
+  assert ours['_ma_qa_metric_global.metric_value'] == [f'{plddt.mean():.2f}']
+  assert ours['_ma_qa_metric_local.metric_value'] == [f'{v:.2f}' for v in plddt]
+  assert ours['_ma_qa_metric_local.label_asym_id'] == [
+      prot.chain_ids[c] for c in prot.chain_index]
+  assert ours['_ma_qa_metric_local.label_seq_id'] == [str(i) for i in prot.residue_index]
+  assert ours['_ma_qa_metric_local.metric_id'] == ['2'] * len(plddt)
+  assert ours['_software.name'] == ['af_jax']
+  assert ours['_ma_model_list.model_name'] == ['model_1_pred_0']
+  assert ours['_ma_model_list.model_group_name'] == [f'AlphaFold {kind} model (af_jax)']
+
+
+def test_mmcif_names_the_target_and_reads_as_modelcif():
+  prot = _heteromer()
+  text = protein.to_mmcif(prot, model_name='model_2_multimer_v3_pred_1',
+                          target_name="my target's complex", model_type='Multimer')
+  block = gemmi.cif.read_string(text).sole_block()
+  assert block.name == "my_target's_complex"
+  (system,) = modelcif.reader.read(io.StringIO(text))
+  assert system.id == "my_target's_complex"
+  assert "my target's complex" in system.title and 'model_2_multimer_v3_pred_1' in system.title
+  assert [e.description for e in system.entities] == [
+      f"my target's complex (chains {c})" for c in 'ABC']
+  assert [a.id for a in system.asym_units] == ['A', 'B', 'C']
+  assert [(s.name, s.version) for s in system.software] == [
+      ('af_jax', f'v{mmcif_metadata.software_version()}')]
+  assert system.citations[0].doi == '10.1038/s41586-021-03819-2'
+  (group,) = system.model_groups
+  (model,) = group
+  assert model.name == 'model_2_multimer_v3_pred_1'
+  metrics = [(type(m).__name__, m.value) for m in model.qa_metrics]
+  plddt = np.asarray(prot.b_factors)[:, 0]
+  assert sorted(metrics) == sorted([('pLDDT', round(float(v), 2)) for v in plddt]
+                                   + [('pLDDT', round(float(plddt.mean()), 2))])
+  assert len(list(model.get_atoms())) == int(np.asarray(prot.atom_mask).sum())
+  bio = MMCIFParser(QUIET=True).get_structure('x', io.StringIO(text))
+  assert _atoms_biopython(bio).keys() == _expected_complex_atoms(prot).keys()
+  gem = gemmi.make_structure_from_block(block)
+  assert _atoms_gemmi(gem).keys() == _expected_complex_atoms(prot).keys()
+  # One entity: the target alone names it; without a target the model does.
+  mono = protein.to_mmcif(protein.split_chains(prot)[0], model_name='model_1_pred_0',
+                          target_name='T1')
+  assert MMCIF2Dict(io.StringIO(mono))['_entity.pdbx_description'] == ['T1']
+  unnamed = protein.to_mmcif(prot, model_name='model_1_pred_0')
+  assert gemmi.cif.read_string(unnamed).sole_block().find_value('_entry.id') == 'model_1_pred_0'
 
 
 def test_chain_names_beyond_pdb():
