@@ -8,7 +8,9 @@ and read by each side's own loader. Templates as users have them:
   (hit mmCIFs with missing atoms, no atoms where a hit does not cover the query);
 - 2Q2K A's own chain with only N, CA, C, O and CB observed, a stretch without
   any atom, and every other residue glycine or alanine;
-and no templates (model_3_ptm). Two kinds of random weights: scaled relative
+and no templates (model_3_ptm). The 2Q2K case also carries a chain break
+(residue numbers jump by 50, as numbering from a PDB file or a linker-free
+complex gives) and an unknown residue X in the query. Two kinds of random weights: scaled relative
 noise (`ref_utils.perturb`) and noise at each array's own spread
 (`ref_utils.perturb_by_spread`). The reference's undefined template torsions
 (rounding noise) are pinned to zero, as af_jax does (all_atom.py).
@@ -22,6 +24,7 @@ from alphafold.model import model as ref_model
 
 import af_jax
 from af_jax import params as af_params
+from af_jax.common import residue_constants as rc
 from af_jax.inference import Predictor, build_model
 from tests.parity import ref_utils, template_inputs
 from tests.parity.ref_features import raw_features
@@ -60,10 +63,24 @@ def test_end_to_end(tmp_path, preset, inputs, weights):
   elif inputs == 'no templates':
     raw = raw_features(with_template=False)
   else:
-    raw = template_inputs.edit_raw_templates(raw_features(with_template=True),
-                                             template_inputs.strip_gap_and_glycine_alanine)
+    raw = with_chain_break_and_unknown_residue(template_inputs.edit_raw_templates(
+        raw_features(with_template=True), template_inputs.strip_gap_and_glycine_alanine))
   with ref_utils.undefined_torsions_pinned():
     _run_and_compare(tmp_path, preset, raw, weights)
+
+
+def with_chain_break_and_unknown_residue(raw: dict, at: int = 35, x_at: int = 12) -> dict:
+  """Residue numbers jump by 50 from `at` on; residue `x_at` of the query becomes X."""
+  raw = dict(raw)
+  raw['residue_index'] = raw['residue_index'] + 50 * (np.arange(len(raw['residue_index'])) >= at)
+  aatype = raw['aatype'].copy()
+  aatype[x_at] = np.eye(aatype.shape[-1])[rc.restypes_with_x.index('X')]
+  msa = raw['msa'].copy()
+  msa[0, x_at] = rc.HHBLITS_AA_TO_ID['X']
+  sequence = raw['sequence'][0].decode()
+  raw.update(aatype=aatype, msa=msa, sequence=np.array(
+      [(sequence[:x_at] + 'X' + sequence[x_at + 1:]).encode()], dtype=object))
+  return raw
 
 
 def _run_and_compare(tmp_path, preset, raw, weights):
@@ -87,11 +104,12 @@ def _run_and_compare(tmp_path, preset, raw, weights):
 
   # Reference: its own loader, recycles driven by hand in float32 (REFERENCE.md).
   ref_params = ref_data.get_model_haiku_params(preset, str(tmp_path))
-  prev = zeros
+  prev, iterations = zeros, []
   for r in range(3):
     out = runner.apply(ref_params, jax.random.PRNGKey(0),
                        {**{k: v[r:r + 1] for k, v in batch.items()}, 'prev': prev})
     prev = {k: np.asarray(v, np.float32) for k, v in out['prev'].items()}
+    iterations.append(out)
   ref_pos = np.asarray(out['structure_module']['final_atom_positions'])
   ref_plddt = np.asarray(out['plddt'])
 
@@ -110,6 +128,26 @@ def _run_and_compare(tmp_path, preset, raw, weights):
   assert ptm_err <= 1e-4
   np.testing.assert_allclose(ours['predicted_aligned_error'], out['predicted_aligned_error'],
                              atol=1e-3)
+  if preset == 'model_3_ptm':
+    _check_early_stop(cfg, params_dir / f'params_{preset}.npz', batch, iterations)
+
+
+def _check_early_stop(cfg, params_path, batch, iterations):
+  """Recycling stops where the reference's RunModel.predict stops, with its outputs.
+
+  The reference stops after iteration r > 0 once its CA change `tol` falls below
+  `recycle_early_stop_tolerance`; a tolerance just above iteration 1's change
+  stops both after 2 iterations.
+  """
+  tol_1, tol_2 = (float(it['tol']) for it in iterations[1:3])
+  assert tol_1 > 0 and tol_2 > 0
+  cfg.model.recycle_early_stop_tolerance = tol_1 * 1.01
+  ours = Predictor(cfg, af_jax.load_params(params_path)).predict_processed(batch)
+  assert ours['num_recycles'] == 1
+  want = np.asarray(iterations[1]['structure_module']['final_atom_positions'])
+  err = float(np.max(np.abs(ours['structure_module']['final_atom_positions'] - want)))
+  print(f'early stop after 2 iterations (tol {tol_1:.3f} A): max |dpos| = {err:.2e} A')
+  assert err <= POS_TOL
 
 
 def inputs_label(raw) -> str:

@@ -5,7 +5,8 @@ reference pipeline's, tests/data/test_pipeline_multimer.py), each chain with
 its real MSAs, against the 7A4D coiled-coil peptide alone (homomer copies are
 covered by the trunk test):
 - 2Q2K A, its own chain as a template with only N, CA, C, O and CB observed,
-  a stretch without atoms and every other residue glycine or alanine;
+  a stretch without atoms and every other residue glycine or alanine; the
+  chain's numbering jumps by 50 (a chain break) and one residue is X;
 - the short query, with its HHsearch hits featurized by af_jax's template
   pipeline.
 Random parameters in the published v3 layout (scaled relative noise, or noise
@@ -22,6 +23,7 @@ from alphafold.model import modules_multimer
 from flax import nnx
 
 from af_jax import params as af_params
+from af_jax.common import residue_constants as rc
 from af_jax.data import parsers, pipeline_multimer
 from af_jax.model.alphafold_multimer import AlphaFoldMultimer, recycle_key
 from configs import model_config
@@ -56,8 +58,16 @@ def complex_features(chain: str, workdir) -> dict:
   first = pipeline_multimer.ChainInput.from_dir(record, msa_dir, template_features=template)
   peptide = pipeline_multimer.ChainInput(parsers.FastaRecord('pep', 'pep', PEPTIDE_7A4D))
   feats = pipeline_multimer.make_multimer_features([first, peptide], min_num_seq=64)
-  return {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in feats.items()
-          if v.dtype != object}
+  feats = {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in feats.items()
+           if v.dtype != object}
+  if chain == '2q2k':  # a chain break inside chain A, and an unknown residue
+    first = feats['asym_id'] == feats['asym_id'][0]
+    feats['residue_index'] = feats['residue_index'] + 50 * (
+        first & (np.arange(len(first)) >= 35))
+    feats['aatype'] = feats['aatype'].copy()
+    feats['msa'] = feats['msa'].copy()
+    feats['aatype'][12] = feats['msa'][0, 12] = rc.restypes_with_x.index('X')
+  return feats
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """Parity of the template paths on template inputs as users have them (float32).
 
 The template pair embedding and the template rows of the MSA (torsion angles)
-of the monomer and the multimer, against the reference within 1e-5 relative,
-on:
+of the monomer and the multimer, and the monomer's whole trunk with the
+template switches flipped, against the reference within 1e-5 relative, on:
 - real HHsearch hits of the short query featurized by af_jax's pipeline (missing
   atoms, no atoms where a hit does not cover the query);
 - the same hits with only N, CA, C, O and CB observed, and residues without
@@ -23,7 +23,7 @@ from alphafold.model import modules, modules_multimer
 from flax import nnx
 
 from af_jax.common import residue_constants as rc
-from af_jax.model import embedders_multimer
+from af_jax.model import embedders, embedders_multimer
 from af_jax.model.evoformer import TEMPLATE_FEATURES, EmbeddingsAndEvoformer
 from af_jax.model.template_multimer import TemplateEmbeddingMultimer
 from tests.parity import ref_utils, template_inputs
@@ -61,9 +61,16 @@ def _init_and_perturb(transformed, seed, *args):
   return ref_utils.perturb_by_spread(hk.data_structures.to_mutable_dict(params), seed + 1)
 
 
-@pytest.mark.parametrize('case', CASES)
-def test_monomer_template_embedding_and_rows(pipeline_raw, case):
-  """The reference's whole trunk runs; its template outputs are read where they are made."""
+@pytest.mark.parametrize('case,switch', [(case, None) for case in CASES] + [
+    ('backbone and CB, gaps', 'template.embed_torsion_angles=False'),
+    ('backbone and CB, gaps', 'template.use_template_unit_vector=True'),
+    ('backbone and CB, gaps', 'template.enabled=False')])
+def test_monomer_template_paths_and_trunk(pipeline_raw, case, switch):
+  """The reference's trunk (1 Evoformer, 1 extra-MSA block); its template outputs read where made.
+
+  Compared: the template pair update and the template MSA rows (when the
+  config has them), and the trunk's outputs (pair, MSA, single, first row).
+  """
   cfg = ref_utils.ref_model_config('model_1_ptm')
   cfg.update_from_flattened_dict({
       'model.embeddings_and_evoformer.evoformer_num_block': 1,
@@ -71,12 +78,18 @@ def test_monomer_template_embedding_and_rows(pipeline_raw, case):
       'data.eval.max_msa_clusters': 8, 'data.common.max_extra_msa': 8,
       'data.common.num_recycle': 0, 'model.num_recycle': 0})
   c, gc = cfg.model.embeddings_and_evoformer, cfg.model.global_config
+  if switch:
+    key, value = switch.split('=')
+    c.update_from_flattened_dict({key: value == 'True'})
   processed = ref_model.RunModel(cfg).process_features(_raw_case(pipeline_raw, case), 0)
   batch = {k: np.asarray(v[0]) for k, v in processed.items()}
   n_res = batch['aatype'].shape[0]
-  batch.update(prev_pos=np.zeros((n_res, 37, 3), np.float32),
-               prev_msa_first_row=np.zeros((n_res, c.msa_channel), np.float32),
-               prev_pair=np.zeros((n_res, n_res, c.pair_channel), np.float32))
+  rng = np.random.default_rng(2)
+  # A recycled state as the second iteration sees it (zeros would hide its embedding).
+  batch.update(prev_pos=batch['template_all_atom_positions'][0] + rng.normal(
+                   size=(n_res, 37, 3)).astype(np.float32),
+               prev_msa_first_row=rng.normal(size=(n_res, c.msa_channel)).astype(np.float32),
+               prev_pair=rng.normal(size=(n_res, n_res, c.pair_channel)).astype(np.float32))
   assert batch['template_mask'].sum() == 4
 
   def trunk(b):
@@ -91,37 +104,43 @@ def test_monomer_template_embedding_and_rows(pipeline_raw, case):
       return out
 
     with hk.intercept_methods(capture):
-      modules.EmbeddingsAndEvoformer(c, gc)(b, is_training=False)
-    (pair_in, _, mask_2d), pair_update = seen['template_embedding']
-    return pair_in, mask_2d, pair_update, seen['template_projection'][1]
+      out = modules.EmbeddingsAndEvoformer(c, gc)(b, is_training=False)
+    return out, seen
 
   transformed = hk.transform(trunk)
   with ref_utils.undefined_torsions_pinned():
     params = _init_and_perturb(transformed, 0, batch)
-    pair_in, mask_2d, ref_pair, ref_rows = jax.jit(transformed.apply)(
-        params, jax.random.PRNGKey(1), batch)
+    ref_out, seen = jax.jit(transformed.apply)(params, jax.random.PRNGKey(1), batch)
 
   ours = EmbeddingsAndEvoformer(c, gc, rngs=nnx.Rngs(0))
   ref_utils.load_into(ours, ref_utils.flatten(params), 'evoformer')
+  jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
+  prev = {k: jbatch[k] for k in ('prev_pos', 'prev_msa_first_row', 'prev_pair')}
+  out = nnx.jit(lambda m, b, p: m(b, p))(ours, jbatch, prev)
+  compared = [(name, out[name], ref_out[name])
+              for name in ('pair', 'msa', 'single', 'msa_first_row')]
 
-  @nnx.jit
-  def template_paths(m, b, pair_in, mask_2d):
-    from af_jax.model import embedders
-    pair = m.template_embedding(pair_in, {k: b[k] for k in TEMPLATE_FEATURES}, mask_2d)
-    feats, row_mask = embedders.template_single_features(b, gc.zero_init)
-    return pair, m.template_projection(jax.nn.relu(m.template_single_embedding(feats))), row_mask
-
-  pair, rows, row_mask = template_paths(ours, {k: jnp.asarray(v) for k, v in batch.items()},
-                                        pair_in, mask_2d)
-  ref_torsions = modules.all_atom.atom37_to_torsion_angles(
-      batch['template_aatype'], batch['template_all_atom_positions'],
-      batch['template_all_atom_masks'])
-  np.testing.assert_array_equal(row_mask, ref_torsions['torsion_angles_mask'][:, :, 2])
-  # Partial side chains: chis whose frame exists but whose last atom is missing.
-  assert float(jnp.sum(ref_torsions['torsion_angles_mask'][..., 3] == 0)) > 10
-  for name, got, want in (('pair', pair, ref_pair), ('rows', rows, ref_rows)):
+  if c.template.enabled:
+    (pair_in, _, mask_2d), ref_pair = seen['template_embedding']
+    pair = nnx.jit(lambda m, p, t, mk: m.template_embedding(p, t, mk))(
+        ours, pair_in, {k: jbatch[k] for k in TEMPLATE_FEATURES}, mask_2d)
+    compared.append(('template pair', pair, ref_pair))
+  if c.template.enabled and c.template.embed_torsion_angles:
+    feats, row_mask = embedders.template_single_features(jbatch, gc.zero_init)
+    rows = nnx.jit(lambda m, f: m.template_projection(
+        jax.nn.relu(m.template_single_embedding(f))))(ours, feats)
+    compared.append(('template rows', rows, seen['template_projection'][1]))
+    ref_torsions = modules.all_atom.atom37_to_torsion_angles(
+        batch['template_aatype'], batch['template_all_atom_positions'],
+        batch['template_all_atom_masks'])
+    np.testing.assert_array_equal(row_mask, ref_torsions['torsion_angles_mask'][:, :, 2])
+    # Partial side chains: chis whose frame exists but whose last atom is missing.
+    assert float(jnp.sum(ref_torsions['torsion_angles_mask'][..., 3] == 0)) > 10
+  else:
+    assert 'template_projection' not in seen
+  for name, got, want in compared:
     err = ref_utils.rel_err(got, want)
-    print(f'{case} {name}: relative error {err:.2e}')
+    print(f'{case} {switch or ""} {name}: relative error {err:.2e}')
     assert err <= TOL, (name, err)
 
 
