@@ -5,7 +5,8 @@ Compile each shape once, ever: `configure()` points JAX's persistent cache at a 
 (label, compile seconds, last use) and keeps the directory under a size by evicting the least
 recently used. `compile_with_cache()` compiles one lowered function through it and reports
 hit or miss; `warmup()` fills it ahead of time from shapes alone. `python -m compile_cache
-stats|list|prune|clear|verify|warmup` inspects and maintains it.
+stats|list|prune|clear|verify|mark|warmup` inspects and maintains it; the commands that delete
+act only on a root marked as the cache's, and there only on the cache's own files.
 
 Typical use::
 

@@ -1,4 +1,4 @@
-"""`python -m compile_cache stats|list|prune|clear|verify|warmup`: inspect and fill the cache.
+"""`python -m compile_cache stats|list|prune|clear|verify|mark|warmup`: inspect and fill the cache.
 
 Examples:
   python -m compile_cache stats
@@ -7,6 +7,15 @@ Examples:
   python -m compile_cache verify
   python -m compile_cache warmup --specs my_pkg.warm:specs --arg buckets=[128,256] \\
       --autotune_profile max_autotune
+
+prune, clear and verify delete only in a directory marked as a cache root (it holds
+compile_cache_root.json, written when a program's configure() creates the cache), and there
+only the cache's own files: entries and their metadata, in the root or in a profile
+subdirectory; symlinks are never followed. A directory without the mark is refused (exit 2)
+and left as it is. A cache made by plain JAX or by a compile_cache older than the mark, which
+no program has used since, is adopted with `python -m compile_cache mark --cache_dir DIR`.
+
+Exit status: 0 done; 1 verify found broken entries; 2 bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -40,9 +49,13 @@ def _parser() -> argparse.ArgumentParser:
                      help='size to keep under, e.g. 800MB, 1.5GB, 2GiB')
   sub.add_parser('clear', parents=[common], help='remove every entry and autotune result')
   verify_cmd = sub.add_parser('verify', parents=[common],
-                          help='check every entry decodes and loads; remove broken ones')
+                          help='check every entry decodes and loads; remove broken ones; '
+                               'exit 1 when any was broken')
   verify_cmd.add_argument('--keep_broken', action='store_true',
                       help='report broken entries without removing them')
+  sub.add_parser('mark', parents=[common],
+                 help='mark an existing cache directory as a cache root, so that prune, '
+                      'clear and verify act on it (they refuse one without the mark)')
   warm_cmd = sub.add_parser('warmup', parents=[common],
                         help='compile the specs a provider returns, skipping cached ones')
   warm_cmd.add_argument('--specs', required=True,
@@ -77,10 +90,25 @@ def _warmup(args: argparse.Namespace) -> None:
   warm.warmup(provider(**kwargs))
 
 
-def run(argv: list[str]) -> None:
-  """Runs one command; `argv` excludes the program name."""
+def _mark(root: Path) -> None:
+  try:
+    added = store.mark_root(root)
+  except OSError as e:
+    raise CompileCacheError(f'cannot write the mark into cache_dir={str(root)!r} ({e}); run '
+                            'mark as a user who may write there') from e
+  entries = store.list_entries(root)
+  others = store.foreign_names(root)
+  print(f'{"marked" if added else "already marked"} {str(root)!r} as a compile cache root: '
+        f'{len(entries)} entries; prune, clear and verify delete only the cache\'s own files'
+        + (f', never the {len(others)} other names in it' if others else ''))
+
+
+def run(argv: list[str]) -> int:
+  """Runs one command; `argv` excludes the program name. Returns the exit status."""
   args = _parser().parse_args(argv)
   root = _root(args)
+  if args.command in ('prune', 'clear', 'verify'):
+    store.require_root(root, args.command)
   if args.command == 'stats':
     print(report.stats(root))
   elif args.command == 'list':
@@ -95,7 +123,7 @@ def run(argv: list[str]) -> None:
     print(f'pruned {len(removed)} entries; {units.format_size(total)} left '
           f'(limit {units.format_size(limit)})')
   elif args.command == 'clear':
-    print(f'removed {store.clear(root)} entries from {root}')
+    print(f'removed {store.clear(root)} entries from {str(root)!r}')
   elif args.command == 'verify':
     checks = verify.verify(root, remove_broken=not args.keep_broken)
     for check in checks:
@@ -105,18 +133,22 @@ def run(argv: list[str]) -> None:
     print(f'verified {len(checks)} entries: {sum(c.status == "ok" for c in checks)} loaded, '
           f'{sum(c.status == "decoded" for c in checks)} decoded only, {broken} broken '
           f'({action})')
+    return 1 if broken else 0
+  elif args.command == 'mark':
+    _mark(root)
   elif args.command == 'warmup':
     _warmup(args)
+  return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-  """Command-line entry: bad input is one line on stderr and exit status 2."""
+  """Command-line entry: bad input is one line on stderr and exit status 2; verify's broken
+  entries exit 1."""
   try:
-    run(sys.argv[1:] if argv is None else argv)
+    return run(sys.argv[1:] if argv is None else argv)
   except CompileCacheError as e:
     print(f'compile_cache: error: {e}', file=sys.stderr)
     return 2
-  return 0
 
 
 if __name__ == '__main__':

@@ -102,6 +102,31 @@ def _apply_xla_flags(profile: profiles.Profile) -> None:
   os.environ['XLA_FLAGS'] = wanted
 
 
+def _mark_root(root: Path) -> None:
+  """Marks the root as the cache's when it holds nothing else; says so when it cannot.
+
+  A root this process just created, and one an older compile_cache or plain JAX filled
+  (only entries and profile subdirectories), are marked, so the maintenance commands keep
+  working on caches made before the mark existed. A directory that also holds other files is
+  used but left unmarked: the mark is what lets `clear`, `prune` and `verify` delete in a
+  directory, and a person, not a program, should decide that for one shared with other data.
+  """
+  try:
+    foreign = store.adopt_root(root)
+  except OSError as e:  # e.g. a root-owned shared cache whose profile directory is writable
+    logger.warning('compile cache root %s could not be marked (%s); python -m compile_cache '
+                   'clear|prune|verify refuse it until its owner runs python -m compile_cache '
+                   'mark --cache_dir %s', repr(str(root)), e, store.shell_arg(root))
+    return
+  if foreign:
+    shown = ', '.join(repr(name) for name in foreign[:3]) + (', ...' if len(foreign) > 3 else '')
+    logger.warning('compile cache root %s also holds files that are not the cache\'s (%s), so '
+                   'it is not marked as a cache root and python -m compile_cache '
+                   'clear|prune|verify refuse it; give the cache a directory of its own, or '
+                   'mark this one: python -m compile_cache mark --cache_dir %s', repr(str(root)),
+                   shown, store.shell_arg(root))
+
+
 def configure(cache_dir: str | os.PathLike | None = None, *,
               max_size_bytes: int | str | None = None, autotune_profile: str = 'default',
               xla_flags: str = '') -> Path:
@@ -109,6 +134,8 @@ def configure(cache_dir: str | os.PathLike | None = None, *,
 
   Every executable is stored whatever its compile time or size. On a GPU the profile's XLA
   flags apply to every compilation of the process; on a CPU they are recorded and harmless.
+  A root created here, or holding only the cache's own files, gets the mark
+  (`store.ROOT_MARK`) that the maintenance commands require before they delete anything.
 
   Args:
     cache_dir: the cache root (default: `default_dir()`).
@@ -149,6 +176,8 @@ def configure(cache_dir: str | os.PathLike | None = None, *,
     writable = False
     warnings.warn(f'compile cache {directory} is not writable ({e}); executables load from '
                   'it but new ones are not stored', stacklevel=2)
+  if writable:
+    _mark_root(root)
   if any(a.startswith('--xla') for a in sys.argv[1:]):
     logger.warning('sys.argv holds --xla* arguments, which JAX hashes into every cache key; '
                    'call compile_cache.strip_xla_argv() after parsing the command line')

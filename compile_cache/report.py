@@ -32,6 +32,9 @@ def stats(root: Path) -> str:
   """Entry count, total size, compile seconds saved per load, per profile and in all."""
   entries = store.list_entries(root)
   lines = [f'cache: {root}']
+  if root.is_dir() and store.read_mark(root) is None:
+    lines.append(f'not marked as a cache root ({store.ROOT_MARK}): prune, clear and verify '
+                 'refuse it; python -m compile_cache mark adopts it')
   if not entries:
     lines.append('no entries')
   by_profile = collections.defaultdict(list)

@@ -3,6 +3,7 @@
 Layout (no JAX needed to read it)::
 
   <root>/
+    compile_cache_root.json       the mark: this directory is a cache root (see below)
     <profile>/                    one per autotuning profile (+ hash of free XLA flags)
       profile.json                the profile's name and XLA flags
       <key>-cache                 JAX's entry: compressed [compile time][serialized executable]
@@ -12,8 +13,19 @@ Layout (no JAX needed to read it)::
       xla_gpu_per_fusion_autotune_cache_dir/   XLA's per-fusion autotune results (GPU only)
     <key>-cache                   entries JAX wrote straight into the root (no profile)
 
-`<key>` is JAX's cache key, `<module name>-<sha256>`. Entries without `-meta.json` or `-atime`
-(written by plain JAX) are listed too: the function comes from the key, times from the file.
+`<key>` is JAX's cache key, `<module name>-<64 hex digits>`. Entries without `-meta.json` or
+`-atime` (written by plain JAX) are listed too: the function comes from the key, times from the
+file.
+
+What is the cache's. The commands that delete (clear, prune, verify) act only on a root that
+holds the mark, which `configure()` writes into a root it creates or finds holding nothing but
+the cache's own files (`python -m compile_cache mark` adopts any other). Inside a marked root a
+file is the cache's only by name and place together: a regular file (never a symlink, never
+followed) named `<key>-cache|-atime|-meta.json`, our temporary names or `.lock`, in the root or
+in a profile subdirectory, which is one whose name is a profile's and which holds a
+`profile.json`. Anything else (a user's notes, someone's data directory) is never read,
+listed or removed.
+
 Every write is a temporary file renamed into place, so a reader or a second writer never sees
 half an entry. The metadata's `sha256` is the digest of the `-cache` file as written: a reader
 that finds other bytes (a truncated or bit-flipped file) treats the entry as absent. Writers
@@ -31,10 +43,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
+import re
 import secrets
+import shlex
 import shutil
+import stat
 import time
 from typing import Any, Iterable, Iterator
+
+from compile_cache.errors import CompileCacheError
 
 CACHE_SUFFIX = '-cache'
 ATIME_SUFFIX = '-atime'
@@ -42,6 +59,19 @@ META_SUFFIX = '-meta.json'
 PROFILE_FILE = 'profile.json'
 LOCK_FILE = '.lock'
 AUTOTUNE_DIRNAME = 'xla_gpu_per_fusion_autotune_cache_dir'
+ROOT_MARK = 'compile_cache_root.json'
+# Bumped when the layout changes so that an older compile_cache would misread it.
+MARK_FORMAT = 1
+# JAX's lock file when its own LRU eviction runs (jax._src.lru_cache).
+JAX_LOCK_FILE = '.lockfile'
+
+# JAX 0.10.2 keys are the module name, '-' and a sha256 in hex (jax/_src/cache_key.py).
+_KEY_FILE_RE = re.compile(r'^(?P<key>.+-[0-9a-f]{64})(?P<suffix>-cache|-atime|-meta\.json)$')
+# `atomic_write`'s temporary names: `.<final name>.<pid>.<8 hex>.tmp`.
+_TMP_RE = re.compile(r'^\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.tmp$')
+_PROBE_RE = re.compile(r'^\.write_probe\.\d+\.[0-9a-f]{8}$')
+# A profile's name, plus a hash of the free flags when there are any (profiles.resolve).
+_PROFILE_DIR_RE = re.compile(r'^[a-z0-9_]+(\+[0-9a-f]{10})?$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,10 +170,39 @@ def touch(directory: Path, key: str) -> None:
   atomic_write(directory / (key + ATIME_SUFFIX), time.time_ns().to_bytes(8, 'little'))
 
 
+def _read_regular(path: Path) -> bytes:
+  """The bytes of a regular file; OSError for a symlink (never followed) or anything else."""
+  fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+  with os.fdopen(fd, 'rb') as f:
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+      raise IsADirectoryError(f'{path} is not a regular file')
+    return f.read()
+
+
+def _is_regular(path: Path | os.DirEntry) -> bool:
+  """A regular file itself, not a symlink to one."""
+  try:
+    mode = path.stat(follow_symlinks=False).st_mode
+  except OSError:
+    return False
+  return stat.S_ISREG(mode)
+
+
+def _unlink_regular(path: Path) -> bool:
+  """Deletes `path` if it is a regular file (symlinks and the rest stay); True if deleted."""
+  if not _is_regular(path):
+    return False
+  try:
+    path.unlink()
+  except FileNotFoundError:
+    return False  # another process removed it first
+  return True
+
+
 def read_meta(directory: Path, key: str) -> dict[str, Any]:
   """The entry's metadata, {} when it has none or the file is unreadable."""
   try:
-    meta = json.loads((directory / (key + META_SUFFIX)).read_text())
+    meta = json.loads(_read_regular(directory / (key + META_SUFFIX)))
   except (OSError, ValueError):
     return {}
   return meta if isinstance(meta, dict) else {}
@@ -177,36 +236,180 @@ def write_profile_marker(directory: Path, name: str, flags: Iterable[str]) -> No
     atomic_write(path, data)
 
 
+def _mark_bytes() -> bytes:
+  return json.dumps({
+      'written_by': 'compile_cache',
+      'format': MARK_FORMAT,
+      'about': 'A persistent XLA compilation cache. python -m compile_cache clear|prune|verify '
+               'delete only in a directory holding this file, and only the cache\'s own '
+               'files.',
+  }, indent=1).encode() + b'\n'
+
+
+def read_mark(root: Path) -> dict[str, Any] | None:
+  """The root's mark when it is a regular file that compile_cache wrote, else None."""
+  try:
+    mark = json.loads(_read_regular(root / ROOT_MARK))
+  except (OSError, ValueError):
+    return None
+  if (not isinstance(mark, dict) or mark.get('written_by') != 'compile_cache'
+      or not isinstance(mark.get('format'), int)):
+    return None
+  return mark
+
+
+def shell_arg(path: Path) -> str:
+  """`path` quoted for a shell command in a message; escaped when it holds control characters
+  (which no message prints raw)."""
+  text = str(path)
+  return shlex.quote(text) if text.isprintable() else repr(text)
+
+
+def require_root(root: Path, command: str) -> None:
+  """Raises unless `root` is a directory holding compile_cache's mark, of a format we read.
+
+  Args:
+    root: the directory a command was given.
+    command: the command's name, for the message.
+
+  Raises:
+    CompileCacheError: missing directory, no mark, or a mark of a newer format.
+  """
+  if not root.is_dir():
+    raise CompileCacheError(
+        f'cache_dir={str(root)!r} does not exist or is not a directory; pass the directory '
+        f'that a program configured as its compile cache (--cache_dir or $COMPILE_CACHE_DIR)')
+  mark = read_mark(root)
+  if mark is None:
+    raise CompileCacheError(
+        f'cache_dir={str(root)!r} is not marked as a compile cache (no {ROOT_MARK}), so '
+        f'{command} changes nothing in it; if it is one (made by plain JAX or an older '
+        f'compile_cache), mark it first: python -m compile_cache mark --cache_dir '
+        f'{shell_arg(root)}')
+  if mark['format'] > MARK_FORMAT:
+    raise CompileCacheError(
+        f'cache_dir={str(root)!r} was marked by a newer compile_cache (format '
+        f'{mark["format"]}, this one reads {MARK_FORMAT}); run {command} with that version')
+
+
+def mark_root(root: Path) -> bool:
+  """Writes the mark into `root`; False when it was already there.
+
+  Raises:
+    CompileCacheError: `root` is not a directory, or holds a file of the mark's name that
+      compile_cache did not write (left as it is).
+    OSError: the mark cannot be written.
+  """
+  if not root.is_dir():
+    raise CompileCacheError(f'cache_dir={str(root)!r} does not exist or is not a directory; '
+                            'pass an existing cache directory')
+  if read_mark(root) is not None:
+    return False
+  path = root / ROOT_MARK
+  if os.path.lexists(path):
+    raise CompileCacheError(
+        f'{str(path)!r} exists but is not a mark compile_cache wrote; move it away, or use '
+        'another directory for the cache')
+  atomic_write(path, _mark_bytes())
+  return True
+
+
+def _is_profile_dir(path: Path) -> bool:
+  """A real directory named like a profile that holds a readable `profile.json`."""
+  if not _PROFILE_DIR_RE.match(path.name) or path.is_symlink() or not path.is_dir():
+    return False
+  try:
+    profile = json.loads(_read_regular(path / PROFILE_FILE))
+  except (OSError, ValueError):
+    return False
+  return isinstance(profile, dict) and isinstance(profile.get('name'), str)
+
+
+def _is_own_file(name: str) -> bool:
+  """A name the cache or JAX writes into a cache directory, that `clear` may delete.
+
+  The mark is not one, nor JAX's `.lockfile` (a running JAX process may hold it).
+  """
+  if _KEY_FILE_RE.match(name) or _PROBE_RE.match(name) or name == LOCK_FILE:
+    return True
+  tmp = _TMP_RE.match(name)
+  return bool(tmp) and (tmp['name'] in (PROFILE_FILE, ROOT_MARK)
+                        or bool(_KEY_FILE_RE.match(tmp['name'])))
+
+
+def foreign_names(root: Path) -> list[str]:
+  """Names in `root` that are not the cache's own files or profile subdirectories."""
+  foreign = []
+  for child in sorted(root.iterdir()):
+    if child.name == ROOT_MARK and read_mark(root) is not None:
+      continue
+    if _is_regular(child) and (_is_own_file(child.name) or child.name == JAX_LOCK_FILE):
+      continue
+    if child.name == AUTOTUNE_DIRNAME and not child.is_symlink() and child.is_dir():
+      continue
+    if _is_profile_dir(child):
+      continue
+    foreign.append(child.name)
+  return foreign
+
+
+def adopt_root(root: Path) -> list[str]:
+  """Marks `root` when it holds nothing but the cache's own files (an unmarked cache).
+
+  Returns:
+    The foreign names that kept an unmarked root unmarked ([] when it is marked now).
+
+  Raises:
+    OSError: the mark cannot be written.
+  """
+  if read_mark(root) is not None:
+    return []
+  foreign = foreign_names(root)
+  if not foreign:
+    mark_root(root)
+  return foreign
+
+
 def entry_dirs(root: Path) -> list[Path]:
   """The root and its profile subdirectories (everything that may hold `-cache` files)."""
   if not root.is_dir():
     return []
-  subdirs = sorted(d for d in root.iterdir() if d.is_dir() and d.name != AUTOTUNE_DIRNAME)
-  return [root, *subdirs]
+  return [root, *sorted(d for d in root.iterdir() if _is_profile_dir(d))]
 
 
 def _read_atime(directory: Path, key: str) -> float | None:
   try:
-    data = (directory / (key + ATIME_SUFFIX)).read_bytes()
+    data = _read_regular(directory / (key + ATIME_SUFFIX))
   except OSError:
     return None
   return int.from_bytes(data, 'little') / 1e9 if len(data) == 8 else None
 
 
 def load_entry(directory: Path, key: str, profile: str) -> Entry | None:
-  """Reads one entry's file sizes, times and metadata; None when its `-cache` file is gone."""
+  """Reads one entry's file sizes, times and metadata; None when its `-cache` file is gone
+  (or is not a regular file)."""
   try:
-    stat = (directory / (key + CACHE_SUFFIX)).stat()
+    info = (directory / (key + CACHE_SUFFIX)).stat(follow_symlinks=False)
   except OSError:
+    return None
+  if not stat.S_ISREG(info.st_mode):
     return None
   meta = read_meta(directory, key)
   seconds = meta.get('compile_seconds')
   return Entry(
-      key=key, directory=directory, profile=profile, size=stat.st_size,
-      created=float(meta.get('created', stat.st_mtime)),
-      last_used=_read_atime(directory, key) or stat.st_mtime,
+      key=key, directory=directory, profile=profile, size=info.st_size,
+      created=float(meta.get('created', info.st_mtime)),
+      last_used=_read_atime(directory, key) or info.st_mtime,
       function=meta.get('label') or function_from_key(key),
       compile_seconds=float(seconds) if seconds is not None else None, meta=meta)
+
+
+def _own_files(directory: Path, suffix: str) -> Iterator[tuple[str, Path]]:
+  """(key, path) of the regular files in `directory` named `<key><suffix>`."""
+  for child in directory.iterdir():
+    match = _KEY_FILE_RE.match(child.name)
+    if match and match['suffix'] == suffix and _is_regular(child):
+      yield match['key'], child
 
 
 def list_entries(root: Path) -> list[Entry]:
@@ -214,8 +417,8 @@ def list_entries(root: Path) -> list[Entry]:
   entries = []
   for directory in entry_dirs(root):
     profile = '' if directory == root else directory.name
-    for path in directory.glob('*' + CACHE_SUFFIX):
-      entry = load_entry(directory, path.name[:-len(CACHE_SUFFIX)], profile)
+    for key, _ in _own_files(directory, CACHE_SUFFIX):
+      entry = load_entry(directory, key, profile)
       if entry is not None:
         entries.append(entry)
   return sorted(entries, key=lambda e: (e.last_used, e.key))
@@ -224,7 +427,7 @@ def list_entries(root: Path) -> list[Entry]:
 def remove_key(directory: Path, key: str) -> None:
   """Deletes the files of the entry `key`; one already removed is not an error."""
   for suffix in (CACHE_SUFFIX, ATIME_SUFFIX, META_SUFFIX):
-    (directory / (key + suffix)).unlink(missing_ok=True)
+    _unlink_regular(directory / (key + suffix))
 
 
 def remove(entry: Entry) -> None:
@@ -234,6 +437,9 @@ def remove(entry: Entry) -> None:
 
 def evict_to_size(root: Path, max_bytes: int, protect: Iterable[str] = ()) -> list[Entry]:
   """Removes least-recently-used entries until the entries total at most `max_bytes`.
+
+  Only entries `list_entries` finds are removed. A command given a directory by a person
+  calls `require_root` first; a configured cache evicts in the root it configured.
 
   Args:
     root: the cache root.
@@ -260,8 +466,7 @@ def evict_to_size(root: Path, max_bytes: int, protect: Iterable[str] = ()) -> li
 
 def find_by_fingerprint(directory: Path, fingerprint: str) -> Entry | None:
   """The entry whose metadata records `fingerprint` and whose executable is still there."""
-  for meta_path in directory.glob('*' + META_SUFFIX):
-    key = meta_path.name[:-len(META_SUFFIX)]
+  for key, _ in _own_files(directory, META_SUFFIX):
     if read_meta(directory, key).get('fingerprint') == fingerprint:
       entry = load_entry(directory, key, directory.name)
       if entry is not None:
@@ -270,8 +475,15 @@ def find_by_fingerprint(directory: Path, fingerprint: str) -> Entry | None:
 
 
 def dir_bytes(path: Path) -> int:
-  """Total size of the files under `path` (0 when it does not exist)."""
-  return sum(p.stat().st_size for p in path.rglob('*') if p.is_file()) if path.is_dir() else 0
+  """Total size of the regular files under `path`, symlinks not followed (0 when absent)."""
+  if path.is_symlink() or not path.is_dir():
+    return 0
+  total = 0
+  for parent, _, names in os.walk(path):
+    for name in names:
+      info = os.lstat(os.path.join(parent, name))
+      total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+  return total
 
 
 def autotune_bytes(root: Path) -> int:
@@ -280,22 +492,32 @@ def autotune_bytes(root: Path) -> int:
 
 
 def clear(root: Path) -> int:
-  """Removes every entry, metadata file and autotune result under `root`.
+  """Removes every entry, metadata file and autotune result under a marked `root`.
+
+  Only the cache's own files go (see the module docstring); a profile subdirectory left
+  empty is removed, the root and its mark stay.
 
   Returns:
     The number of entries removed.
+
+  Raises:
+    CompileCacheError: `root` is not a marked cache root.
   """
+  require_root(root, 'clear')
   entries = list_entries(root)
   for entry in entries:
     remove(entry)
   for directory in entry_dirs(root):
-    shutil.rmtree(directory / AUTOTUNE_DIRNAME, ignore_errors=True)
-    for suffix in (ATIME_SUFFIX, META_SUFFIX):  # orphans of entries removed by hand
-      for path in directory.glob('*' + suffix):
-        path.unlink(missing_ok=True)
-    (directory / LOCK_FILE).unlink(missing_ok=True)
+    autotune = directory / AUTOTUNE_DIRNAME
+    if not autotune.is_symlink() and autotune.is_dir():
+      # XLA's own directory, inside ours; rmtree removes symlinks in it without following.
+      shutil.rmtree(autotune, ignore_errors=True)
+    for child in directory.iterdir():
+      # Orphans of entries removed by hand, temporary files of a killed writer, locks.
+      if _is_own_file(child.name):
+        _unlink_regular(child)
     if directory != root:
-      (directory / PROFILE_FILE).unlink(missing_ok=True)
+      _unlink_regular(directory / PROFILE_FILE)
       try:
         directory.rmdir()
       except OSError:

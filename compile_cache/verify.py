@@ -69,11 +69,17 @@ def verify(root: Path, *, remove_broken: bool = True) -> list[Check]:
 
   Args:
     root: the cache root.
-    remove_broken: delete entries that fail (JAX would recompile them on next use).
+    remove_broken: delete entries that fail (JAX would recompile them on next use); the
+      root must then hold compile_cache's mark.
 
   Returns:
     One check per entry, least recently used first.
+
+  Raises:
+    CompileCacheError: `remove_broken` and `root` is not a marked cache root.
   """
+  if remove_broken:
+    store.require_root(root, 'verify')
   devices = jax.devices()
   checks = [_check(entry, devices) for entry in store.list_entries(root)]
   if remove_broken:

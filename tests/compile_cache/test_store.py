@@ -20,18 +20,20 @@ def _fake_entry(directory, key, size, used_ns, meta=None):
 
 @pytest.fixture
 def cache(tmp_path):
-  """Four 1000-byte entries used in the order 2, 0, 3, 1 (oldest first)."""
+  """A marked root with four 1000-byte entries used in the order 2, 0, 3, 1 (oldest first)."""
   _fake_entry(tmp_path / 'default', KEYS[0], 1000, 2_000_000_000_000_000_000,
               {'label': 'model/L64', 'compile_seconds': 12.5})
   _fake_entry(tmp_path / 'default', KEYS[1], 1000, 4_000_000_000_000_000_000)
+  store.write_profile_marker(tmp_path / 'default', 'default', [])
   _fake_entry(tmp_path / 'max_autotune', KEYS[2], 1000, 1_000_000_000_000_000_000,
               {'label': 'model/L128', 'compile_seconds': 30.0})
-  (tmp_path / 'max_autotune' / store.PROFILE_FILE).write_text(
-      json.dumps({'name': 'max_autotune', 'flags': ['--xla_gpu_autotune_level=4']}))
+  store.write_profile_marker(tmp_path / 'max_autotune', 'max_autotune',
+                             ['--xla_gpu_autotune_level=4'])
   _fake_entry(tmp_path, KEYS[3], 1000, 3_000_000_000_000_000_000)  # plain JAX, no metadata
   autotune = tmp_path / 'default' / store.AUTOTUNE_DIRNAME
   autotune.mkdir()
   (autotune / 'fusion.textproto').write_text('results')
+  assert store.adopt_root(tmp_path) == []  # nothing but the cache's files: marked
   return tmp_path
 
 
@@ -78,7 +80,7 @@ def test_clear_removes_entries_and_autotune_results(cache, capsys):
   assert 'removed 4 entries' in capsys.readouterr().out
   assert store.list_entries(cache) == []
   assert store.autotune_bytes(cache) == 0
-  assert list(cache.iterdir()) == []
+  assert list(cache.iterdir()) == [cache / store.ROOT_MARK]  # still a (now empty) cache
 
 
 def test_find_by_fingerprint_needs_the_executable(cache):

@@ -27,13 +27,13 @@ def test_verify_removes_a_truncated_entry(tmp_path, capsys):
   assert checks['jit__lambda'].status in ('ok', 'decoded')
   assert broken.path.exists()
 
-  cli.run(['verify', '--cache_dir', str(tmp_path)])
+  assert cli.run(['verify', '--cache_dir', str(tmp_path)]) == 1  # found broken: not 0
   out = capsys.readouterr().out
   assert 'broken   mm1/n32' in out and '1 broken (removed)' in out
   assert sorted(e.function for e in store.list_entries(tmp_path)) == ['jit__lambda', 'mm0/n32']
 
 
-def test_entry_without_device_count_is_decoded_not_loaded(tmp_path):
+def test_entry_without_device_count_is_decoded_not_loaded(tmp_path, capsys):
   child.run_code(f'''
       jax.config.update('jax_compilation_cache_dir', {str(tmp_path)!r})  # plain JAX, no metadata
       jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -41,6 +41,11 @@ def test_entry_without_device_count_is_decoded_not_loaded(tmp_path):
       fn.lower(*args).compile()
       result()
       ''')
+  # Plain JAX writes no mark: verify refuses until a person adopts the directory.
+  assert cli.main(['verify', '--cache_dir', str(tmp_path)]) == 2
+  assert 'python -m compile_cache mark' in capsys.readouterr().err
+  assert cli.main(['mark', '--cache_dir', str(tmp_path)]) == 0
+  assert 'marked' in capsys.readouterr().out
   [check] = verify.verify(tmp_path)
   assert check.status == 'decoded' and 'device count' in check.detail
   assert check.entry.profile == '' and check.entry.function == 'jit_mm0'
