@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 from flax import nnx
 
+from af_jax.common import files
 from af_jax.errors import ParamsError
 
 ROOT = 'alphafold/alphafold_iteration'
@@ -123,10 +124,6 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def write_npz(path: str | os.PathLike, flat: Mapping[str, np.ndarray]) -> None:
   """Write flat arrays as `.npz`, atomically (temporary name, then rename)."""
-  path = os.fspath(path)
-  tmp = f'{path}.tmp-{os.getpid()}'
   buf = io.BytesIO()
   np.savez(buf, **{k: np.asarray(v) for k, v in flat.items()})
-  with open(tmp, 'wb') as f:
-    f.write(buf.getvalue())
-  os.replace(tmp, path)
+  files.write_atomic(path, buf.getvalue())

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from absl import logging
 
+from af_jax.common import files
 from af_jax.errors import ToolError
 
 # Debian package that provides each binary, for the install hint.
@@ -155,7 +156,7 @@ def run_to_file(tool: str, command: Callable[[pathlib.Path], list[str]],
     ToolError: the tool failed, timed out, or wrote nothing.
   """
   out_path = pathlib.Path(out_path)
-  with tempfile.TemporaryDirectory(prefix=f'af_jax_{tool}_', dir=out_path.parent) as tmp:
+  with tempfile.TemporaryDirectory(prefix=files.temp_dir_prefix(tool), dir=out_path.parent) as tmp:
     raw = pathlib.Path(tmp) / f'hits{out_path.suffix}'
     run_tool(command(raw), timeout=timeout, cwd=tmp)
     if not raw.exists():
