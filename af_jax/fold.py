@@ -22,7 +22,7 @@ from af_jax import params as af_params
 from af_jax import relax
 from af_jax.chunking import ChunkPlan, autochunk
 from af_jax.common import protein
-from af_jax.data import features, parsers, pipeline, pipeline_multimer, transforms
+from af_jax.data import features, names, parsers, pipeline, pipeline_multimer, transforms
 from af_jax.data import transforms_multimer
 from af_jax.errors import ConfigError, InputError, ParamsError
 from configs import buckets as bucket_lists
@@ -33,6 +33,7 @@ MODEL_PRESETS = {
     'monomer_ptm': tuple(f'model_{i}_ptm' for i in range(1, 6)),
     'multimer': MULTIMER_PRESETS,
 }
+FEATURES_FILES = ('features.pkl',)  # in each target's directory
 PARAMS_HELP = ('get them with AlphaFold\'s scripts/download_alphafold_params.sh '
                '(https://storage.googleapis.com/alphafold/alphafold_params_2022-12-06.tar)')
 
@@ -128,9 +129,10 @@ def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (),
                  multimer: bool = False) -> list[Target]:
   """The targets, sorted by length; names unique.
 
-  Monomer presets: every record of every FASTA file (and every features.pkl) is a
-  target. Multimer presets: every FASTA file is one complex (its records, and
-  `A:B` chains within a record), named after the file.
+  Monomer presets: every record of every FASTA file (and every features.pkl, named by
+  features_target_name) is a target. Multimer presets: every
+  FASTA file is one complex (its records, and `A:B` chains within a record), named
+  after the file. Every name is checked to be one safe directory name.
   """
   targets = []
   if multimer:
@@ -145,11 +147,12 @@ def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (),
   for path in fasta_paths if not multimer else ():
     targets += [Target(r) for r in parsers.read_fasta(path)]
   for path in features_paths:
+    name = names.check_path_name(
+        features_target_name(path), f'--features_paths entry {names.shown(str(path))}',
+        'rename the file (<name>.pkl) or the directory holding features.pkl')
     feats = features.load_features_pkl(path)
-    p = pathlib.Path(path)
-    name = p.parent.name if p.name.startswith('features.pkl') else p.name.split('.')[0]
-    sequence = _sequence_of(feats)
-    targets.append(Target(parsers.FastaRecord(name, name, sequence), features_path=str(path)))
+    targets.append(Target(parsers.FastaRecord(name, name, _sequence_of(feats)),
+                          features_path=str(path)))
   if not targets:
     raise InputError('no targets: pass --fasta_paths (or --features_paths)')
   seen: dict[str, int] = {}
@@ -160,6 +163,13 @@ def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (),
     raise InputError(f'target names {dupes} occur more than once across the inputs; each '
                      'names an output directory, so rename the records')
   return sorted(targets, key=lambda t: (len(t.record.sequence), t.record.name))
+
+
+def features_target_name(path: str | os.PathLike) -> str:
+  """The target a features file names: the directory holding it for AlphaFold's layout
+  (<target>/features.pkl or .pkl.gz), else the file name up to its first '.'."""
+  p = pathlib.Path(os.path.abspath(path))  # './features.pkl' is in a directory with a name
+  return p.parent.name if p.name.startswith(FEATURES_FILES) else p.name.split('.')[0]
 
 
 def _sequence_of(feats: Mapping) -> str:
@@ -261,7 +271,7 @@ class Folder:
       raw = features.load_features_pkl(target.features_path)
     else:
       raw = pipeline.make_raw_features(target.record, target_dir, opts.pipeline)
-    features.write_features_pkl(target_dir / 'features.pkl', raw)
+    features.write_features_pkl(target_dir / FEATURES_FILES[0], raw)
     timings['features'] = time.time() - start
     logging.info('%s: features in %.1f s', target.record.name, timings['features'])
 
@@ -323,7 +333,7 @@ class Folder:
     cplx = pipeline_multimer.Complex(target.record.name, target.chains)
     raw = pipeline_multimer.make_complex_features(cplx, target_dir, opts.pipeline,
                                                   uniprot_database=opts.uniprot_database)
-    features.write_features_pkl(target_dir / 'features.pkl', raw)
+    features.write_features_pkl(target_dir / FEATURES_FILES[0], raw)
     timings['features'] = time.time() - start
     num_res = transforms_multimer.natural_sizes(raw)[0]
     logging.info('%s: %d chains, %d residues, %d MSA rows; features in %.1f s',

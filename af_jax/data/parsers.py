@@ -17,10 +17,10 @@ import numpy as np
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from af_jax.common import residue_constants as rc
+from af_jax.data import names
 from af_jax.errors import InputError
 
 _FASTA_LETTERS = frozenset(rc.restypes_with_x)
-_UNSAFE_NAME_CHARS = ('/', '\\', '\0')
 _MAX_LISTED = 5  # bad letters listed in an error before '... and N more'
 _ROW_BLOCK = 1024  # Stockholm rows converted at once
 
@@ -51,12 +51,11 @@ class FastaRecord:
 
 def _check_name(name: str, description: str, index: int, source: str) -> None:
   """Rejects record names that cannot be one path component of an output directory."""
-  where = f'record {index + 1} (>{_clip(description, 40)}) of {source}'
-  if not name:
-    raise InputError(f'{where} has an empty name: write a name right after ">", e.g. ">t1"')
-  if name in ('.', '..') or any(c in name for c in _UNSAFE_NAME_CHARS) or not name.isprintable():
-    raise InputError(f'record name {name!r} in {where} is not safe as a directory name: '
-                     "use letters, digits, '_', '-' or '.' without '/'")
+  names.check_path_name(
+      name, f'record {index + 1} (>{names.shown(_clip(description, 40))}) of '
+      f'{names.shown(source)}',
+      'write the name right after ">" in the header line, e.g. ">t1"' if not name
+      else "rename the record in its header line (the first word after '>')")
 
 
 def _clean_sequence(raw: str, name: str, source: str) -> str:
