@@ -33,7 +33,7 @@ MODEL_PRESETS = {
     'monomer_ptm': tuple(f'model_{i}_ptm' for i in range(1, 6)),
     'multimer': MULTIMER_PRESETS,
 }
-FEATURES_FILES = ('features.pkl',)  # in each target's directory
+FEATURES_FILES = ('features.pkl', 'features.npz')  # in each target's directory
 PARAMS_HELP = ('get them with AlphaFold\'s scripts/download_alphafold_params.sh '
                '(https://storage.googleapis.com/alphafold/alphafold_params_2022-12-06.tar)')
 
@@ -43,8 +43,10 @@ class Target:
   """One job: a name, its sequence, and where its raw features come from."""
 
   record: parsers.FastaRecord
-  features_path: str | None = None  # a features.pkl to use instead of the data pipeline
+  features_path: str | None = None  # a features.pkl/.npz to use instead of the data pipeline
   chains: tuple[parsers.FastaRecord, ...] = ()  # a complex's chains (multimer presets)
+  # The features read from features_path, kept so that a pickle is loaded once per run.
+  features: Mapping | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +131,8 @@ def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (),
                  multimer: bool = False) -> list[Target]:
   """The targets, sorted by length; names unique.
 
-  Monomer presets: every record of every FASTA file (and every features.pkl, named by
-  features_target_name) is a target. Multimer presets: every
+  Monomer presets: every record of every FASTA file (and every features.pkl or
+  features.npz, named by features_target_name) is a target. Multimer presets: every
   FASTA file is one complex (its records, and `A:B` chains within a record), named
   after the file. Every name is checked to be one safe directory name.
   """
@@ -150,9 +152,9 @@ def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (),
     name = names.check_path_name(
         features_target_name(path), f'--features_paths entry {names.shown(str(path))}',
         'rename the file (<name>.pkl) or the directory holding features.pkl')
-    feats = features.load_features_pkl(path)
+    feats = features.load_features(path)
     targets.append(Target(parsers.FastaRecord(name, name, _sequence_of(feats)),
-                          features_path=str(path)))
+                          features_path=str(path), features=feats))
   if not targets:
     raise InputError('no targets: pass --fasta_paths (or --features_paths)')
   seen: dict[str, int] = {}
@@ -167,7 +169,7 @@ def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (),
 
 def features_target_name(path: str | os.PathLike) -> str:
   """The target a features file names: the directory holding it for AlphaFold's layout
-  (<target>/features.pkl or .pkl.gz), else the file name up to its first '.'."""
+  (<target>/features.pkl, .pkl.gz or .npz), else the file name up to its first '.'."""
   p = pathlib.Path(os.path.abspath(path))  # './features.pkl' is in a directory with a name
   return p.parent.name if p.name.startswith(FEATURES_FILES) else p.name.split('.')[0]
 
@@ -267,11 +269,13 @@ class Folder:
       return
     timings: dict[str, float] = {}
     start = time.time()
-    if target.features_path:
-      raw = features.load_features_pkl(target.features_path)
+    if target.features is not None:
+      raw = target.features
+    elif target.features_path:
+      raw = features.load_features(target.features_path)
     else:
       raw = pipeline.make_raw_features(target.record, target_dir, opts.pipeline)
-    features.write_features_pkl(target_dir / FEATURES_FILES[0], raw)
+    write_features(target_dir, raw)
     timings['features'] = time.time() - start
     logging.info('%s: features in %.1f s', target.record.name, timings['features'])
 
@@ -333,7 +337,7 @@ class Folder:
     cplx = pipeline_multimer.Complex(target.record.name, target.chains)
     raw = pipeline_multimer.make_complex_features(cplx, target_dir, opts.pipeline,
                                                   uniprot_database=opts.uniprot_database)
-    features.write_features_pkl(target_dir / FEATURES_FILES[0], raw)
+    write_features(target_dir, raw)
     timings['features'] = time.time() - start
     num_res = transforms_multimer.natural_sizes(raw)[0]
     logging.info('%s: %d chains, %d residues, %d MSA rows; features in %.1f s',
@@ -384,6 +388,12 @@ class Folder:
     outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
                           relaxed=relaxed, score_label=outputs.MULTIMER_SCORE_LABEL)
+
+
+def write_features(target_dir: pathlib.Path, raw: Mapping) -> None:
+  """features.pkl (AlphaFold's file) and the same features as a pickle-free features.npz."""
+  features.write_features_pkl(target_dir / FEATURES_FILES[0], raw)
+  features.write_features_npz(target_dir / FEATURES_FILES[1], raw)
 
 
 def complex_bucket_sizes(raw: Mapping, cfg, length_buckets: Sequence[int]) -> dict[str, int]:
