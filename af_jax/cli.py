@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from absl import flags, logging
 
+from af_jax.data.names import shown
 from af_jax.errors import AfJaxError, ConfigError
 
 _PREFIX = '--config.'
@@ -95,10 +96,14 @@ def configure_compile_cache(values: flags.FlagValues) -> None:
 
 
 def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
-  """absl-style entry: AfJaxError (or CompileCacheError) becomes one line on stderr, exit 2."""
+  """absl-style entry: AfJaxError (or CompileCacheError) becomes one line on stderr, exit 2.
+
+  The line escapes unprintable characters, so no control sequence from an input reaches
+  the terminal.
+  """
   from compile_cache import CompileCacheError
   try:
     main(list(sys.argv if argv is None else argv))
   except (AfJaxError, CompileCacheError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {shown(str(e))}', file=sys.stderr)
     sys.exit(2)

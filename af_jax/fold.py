@@ -8,6 +8,7 @@ whole run, a target whose outputs are complete skipped, and every stage timed.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import pathlib
 import time
@@ -21,11 +22,12 @@ from af_jax import cli, outputs, plots
 from af_jax import params as af_params
 from af_jax import relax
 from af_jax.chunking import ChunkPlan, autochunk
-from af_jax.common import protein
+from af_jax.common import files, protein
 from af_jax.data import features, names, parsers, pipeline, pipeline_multimer, transforms
 from af_jax.data import transforms_multimer
 from af_jax.errors import ConfigError, InputError, ParamsError
 from configs import buckets as bucket_lists
+from configs import model as model_configs
 from configs.model_multimer import MULTIMER_PRESETS
 
 MODEL_PRESETS = {
@@ -108,6 +110,7 @@ def model_config(model_name: str, options: FoldOptions):
     raise ConfigError(f'--precision={options.precision!r}: choose float32 or bfloat16')
   cfg.model.global_config.bfloat16 = options.precision == 'bfloat16'
   cli.apply_overrides(cfg, dict(options.config_overrides))
+  model_configs.check_values(cfg)  # 0 blocks, heads or channels: one line, not a traceback
   if options.random_params:
     # AlphaFold zero-initialises output layers, which would put every atom at the origin.
     cfg.model.global_config.zero_init = False
@@ -195,6 +198,41 @@ def check_output_dir(output_dir: pathlib.Path) -> None:
                      'writable directory') from None
 
 
+def check_target_dirs(output_dir: pathlib.Path, targets: Sequence[Target]) -> None:
+  """Fail before any work when something other than a directory holds a target's name."""
+  for t in targets:
+    path = output_dir / t.record.name
+    if os.path.lexists(path) and not path.is_dir():
+      raise InputError(f'{names.shown(str(path))} exists and is not a directory, but target '
+                       f'{t.record.name} needs it for its outputs: move it away or choose '
+                       'another --output_dir')
+
+
+_FILE_ERROR_FIXES = {
+    errno.ENOSPC: 'free space on that file system, or choose another --output_dir',
+    errno.EDQUOT: 'free space within your quota, or choose another --output_dir',
+    errno.EFBIG: 'raise the file size limit (ulimit -f), or choose another --output_dir',
+    errno.EACCES: 'make it writable, or choose another --output_dir',
+    errno.EPERM: 'make it writable, or choose another --output_dir',
+    errno.EROFS: 'choose an --output_dir on a writable file system',
+    errno.EEXIST: 'move the file in the way, or choose another --output_dir',
+    errno.ENOTDIR: 'move the file in the way, or choose another --output_dir',
+    errno.EISDIR: 'move the directory in the way, or choose another --output_dir',
+}
+
+
+def file_error(e: OSError, target: str) -> InputError:
+  """An OSError while folding `target` as one line: what failed, on which file, the fix.
+
+  Files are written under temporary names (common.files), so nothing partial is left;
+  targets folded before stay complete.
+  """
+  where = f' ({names.shown(os.fsdecode(e.filename))})' if e.filename else ''
+  fix = _FILE_ERROR_FIXES.get(e.errno, 'check that file and its file system')
+  return InputError(f'target {target}: {e.strerror or e}{where}: {fix}, then run again '
+                    '(finished targets are kept)')
+
+
 class Folder:
   """Runs the models over targets; Predictors (and their compiled shapes) live for the run."""
 
@@ -256,7 +294,12 @@ class Folder:
         continue
       logging.info('[%d/%d] %s (%d residues)', i, len(targets), name, length)
       start = time.time()
-      self.fold_target(target, target_dir if self.primary else _scratch_dir(target_dir))
+      try:
+        self.fold_target(target, target_dir if self.primary else _scratch_dir(target_dir))
+      except OSError as e:  # a full disk, a permission, a file in the way: not a bug
+        raise file_error(e, name) from None
+      if self.primary:
+        files.remove_stale(target_dir)  # what a killed run of this target left behind
       logging.info('[%d/%d] %s done in %.1f s', i, len(targets), name, time.time() - start)
     return dirs
 
@@ -527,6 +570,7 @@ def fold(fasta_paths: Sequence[str], options: FoldOptions,
   check_relax_options(options)
   targets = read_targets(fasta_paths, features_paths, multimer=options.multimer)
   check_output_dir(options.output_dir)
+  check_target_dirs(options.output_dir, targets)
   logging.info('%d targets, models %s, %d seed(s) each', len(targets),
                ', '.join(options.model_names), options.num_seeds)
   if all(outputs.is_complete(options.output_dir / t.record.name, options.models_to_relax)

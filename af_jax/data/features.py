@@ -252,7 +252,34 @@ def _normalize(features: dict, path: str) -> FeatureDict:
   if not any(k.startswith('template_') for k in feats):
     feats.update(empty_template_features(num_res))
   _check_shapes(feats, num_res, num_seq, path)
+  _check_values(feats, path)
   return feats
+
+
+def _check_values(feats: FeatureDict, path: str) -> None:
+  """Values each feature can hold; a damaged file (a pickle has no checksum) fails here.
+
+  aatype and template_aatype one-hot, msa in HHblits' 22 codes, deletion counts and
+  template masks not negative, template coordinates finite.
+  """
+  def refuse(name: str, what: str):
+    raise InputError(f'{name} in {shown(path)} {what}: the file is damaged or not raw '
+                     'features; regenerate it from the FASTA and MSAs')
+
+  for name in ('aatype', 'template_aatype'):
+    if name in feats and feats[name].size:
+      onehot = np.asarray(feats[name])
+      if not (np.isin(onehot, (0, 1)).all() and (onehot.sum(-1) == 1).all()):
+        refuse(name, 'is not one-hot (one 1 per residue, zeros elsewhere)')
+  msa = np.asarray(feats['msa'])
+  if msa.size and (msa.min() < 0 or msa.max() >= len(rc.restypes_with_x_and_gap)):
+    refuse('msa', f'holds codes outside 0..{len(rc.restypes_with_x_and_gap) - 1}')
+  for name in ('deletion_matrix_int', 'template_all_atom_masks'):
+    if name in feats and np.size(feats[name]) and np.min(feats[name]) < 0:
+      refuse(name, 'holds negative values')
+  positions = feats.get('template_all_atom_positions')
+  if positions is not None and not np.isfinite(positions).all():
+    refuse('template_all_atom_positions', 'holds NaN or infinite coordinates')
 
 
 def _check_shapes(feats: FeatureDict, num_res: int, num_seq: int, path: str) -> None:
@@ -321,13 +348,16 @@ def load_features_pkl(path: str | os.PathLike) -> FeatureDict:
     with (gzip.open(path, 'rb') if gzipped else open(path, 'rb')) as f:
       features = pickle.load(f)
   except FileNotFoundError:
-    raise InputError(f'features file {path} does not exist: check the path') from None
-  except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
-    raise InputError(f'cannot unpickle features file {path} ({type(e).__name__}: {e}): pass '
-                     'a features.pkl written by AlphaFold, ColabFold or af_jax') from None
+    raise InputError(f'features file {shown(path)} does not exist: check the path') from None
+  except MemoryError:
+    raise  # a genuine out-of-memory, not a corrupt file
+  except Exception as e:  # noqa: BLE001 - a corrupt pickle can raise almost anything
+    raise InputError(f'cannot unpickle features file {shown(path)} ({type(e).__name__}: '
+                     f'{shown(str(e)[:200])}): pass a features.pkl written by AlphaFold, '
+                     'ColabFold or af_jax, or its features.npz') from None
   if not isinstance(features, dict):
-    raise InputError(f'{path} holds a {type(features).__name__}, not a feature dict: pass a '
-                     'features.pkl')
+    raise InputError(f'{shown(path)} holds a {type(features).__name__}, not a feature dict: '
+                     'pass a features.pkl')
   return _normalize(features, path)
 
 
