@@ -14,7 +14,8 @@ relaxed_*.pdb/.cif with --models_to_relax,
 ranked_*.pdb/.cif, result_*.pkl, relax_metrics.json,
 confidence_*.json, pae_*.json, plddt.png, pae.png, timings.json, ranking_debug.json).
 Any config value can be overridden: --config.model.embeddings_and_evoformer.evoformer_num_block=2.
-Bad input ends with one line on stderr and exit status 2.
+Bad input ends with one line on stderr and exit status 2; SIGINT (Ctrl-C) and SIGTERM end
+the run with one line and exit status 130 and 143, leaving no temporary files.
 """
 
 import os
@@ -25,7 +26,13 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from af_jax import cli, fold  # noqa: E402
+from af_jax import cli  # noqa: E402
+
+if __name__ == '__main__':
+  # Before the slower imports, so that even an early Ctrl-C ends with one line.
+  cli.exit_on_signals('targets without ranking_debug.json are folded again by the next run')
+
+from af_jax import fold  # noqa: E402
 from af_jax.chunking import autochunk  # noqa: E402
 from af_jax.data import msa_search, pipeline, pipeline_multimer  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
