@@ -149,7 +149,8 @@ def _report(signum: int) -> None:
 
 
 def exit_on_signals(note: str) -> None:
-  """From now on SIGINT and SIGTERM end the process with one line and 128 + signum.
+  """From now on SIGINT and SIGTERM (unless ignored) end the process with one line and
+  128 + signum.
 
   The first signal raises Interrupted in the main thread, so the run unwinds and its
   temporary files are removed. If the main thread is still busy UNWIND_SECONDS later
@@ -175,7 +176,10 @@ def exit_on_signals(note: str) -> None:
       raise Interrupted(signum)
 
   for signum in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(signum, handler)
+    # An ignored signal stays ignored (nohup, a background job of a non-interactive shell),
+    # as Python leaves an ignored SIGINT.
+    if signal.getsignal(signum) is not signal.SIG_IGN:
+      signal.signal(signum, handler)
   threading.Thread(target=_watch, args=(read_fd,), name='exit_on_signals', daemon=True).start()
 
 

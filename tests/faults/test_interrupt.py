@@ -23,9 +23,18 @@ from tests.faults.names_support import ROOT, command, env, fasta, temporary_file
 NOTE = 'targets without ranking_debug.json are folded again by the next run'
 
 
+def _as_in_a_terminal():
+  # A job started in the background by a non-interactive shell (as CI may start the tests)
+  # inherits SIGINT ignored, and af_jax leaves an ignored signal ignored; a command typed in
+  # a terminal has both signals at their defaults.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start(args, **extra_env):
   return subprocess.Popen(command(args), cwd=ROOT, env=env(**extra_env), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          preexec_fn=_as_in_a_terminal)
 
 
 def _wait_for(proc, needle: str, timeout: float = 300) -> list[str]:
@@ -137,7 +146,8 @@ def test_signal_inside_xla_ends_the_run_in_seconds(tmp_path, signals):
   unwind = 3 if len(signals) == 1 else 3600
   script.write_text(CHILD.format(root=str(ROOT), out=str(out), note=NOTE, unwind=unwind))
   proc = subprocess.Popen([sys.executable, str(script)], env=env(), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          preexec_fn=_as_in_a_terminal)
   seen = _wait_for(proc, 'computing')
   time.sleep(1)  # inside the loop by now
   for signum in signals:
@@ -148,6 +158,26 @@ def test_signal_inside_xla_ends_the_run_in_seconds(tmp_path, signals):
   # ends the process, UNWIND_SECONDS after one signal, at once after a second one.
   assert seconds < 30, seconds
   assert sorted(p.name for p in tmp_path.iterdir()) == ['child.py']  # no temporary file
+
+
+def test_an_ignored_signal_stays_ignored(tmp_path):
+  script = tmp_path / 'child.py'
+  script.write_text(textwrap.dedent(f"""\
+      import signal, sys, time
+      sys.path.insert(0, {str(ROOT)!r})
+      signal.signal(signal.SIGINT, signal.SIG_IGN)  # as nohup or a non-interactive shell's '&'
+      from af_jax import cli
+      cli.exit_on_signals('note')
+      print('ready', file=sys.stderr, flush=True)
+      time.sleep(3)
+      print('not interrupted', file=sys.stderr, flush=True)
+      """))
+  proc = subprocess.Popen([sys.executable, str(script)], env=env(), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  seen = _wait_for(proc, 'ready')
+  proc.send_signal(signal.SIGINT)
+  code, _, stderr = _finish(proc, seen)
+  assert code == 0 and 'not interrupted' in stderr, stderr
 
 
 def test_first_run_after_an_interrupt_completes(tmp_path):
