@@ -23,8 +23,9 @@ TINY_ARGS = [f'--config.{k}={v}' for k, v in TINY.items()] + [
     '--random_params']
 SEQUENCE = 'MKVLAAGIVGLLLAAGSW'
 
-# Every temporary name af_jax uses (common.files), and any other name that says 'tmp'.
-_TEMPORARY = re.compile(r'\.tmp-\d+|tmp', re.IGNORECASE)
+# Every temporary name af_jax uses (common.files: .<name>.tmp-<pid>), and any other name
+# that says 'tmp'.
+_TEMPORARY = re.compile('tmp', re.IGNORECASE)
 
 
 def env(**extra: str) -> dict[str, str]:
