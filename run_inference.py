@@ -9,11 +9,13 @@
 With a monomer preset each FASTA record is one target; with --model_preset=multimer each
 FASTA file is one complex (every record a chain, ColabFold's A:B splits a record into
 chains), named after the file. Outputs go to <output_dir>/<target name>/
-(features.pkl, msas/, unrelaxed_*.pdb/.cif, relaxed_*.pdb/.cif with --models_to_relax,
+(features.pkl and its pickle-free features.npz, msas/, unrelaxed_*.pdb/.cif,
+relaxed_*.pdb/.cif with --models_to_relax,
 ranked_*.pdb/.cif, result_*.pkl, relax_metrics.json,
 confidence_*.json, pae_*.json, plddt.png, pae.png, timings.json, ranking_debug.json).
 Any config value can be overridden: --config.model.embeddings_and_evoformer.evoformer_num_block=2.
-Bad input ends with one line on stderr and exit status 2.
+Bad input ends with one line on stderr and exit status 2; SIGINT (Ctrl-C) and SIGTERM end
+the run with one line and exit status 130 and 143, leaving no temporary files.
 """
 
 import os
@@ -24,7 +26,13 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from af_jax import cli, fold  # noqa: E402
+from af_jax import cli  # noqa: E402
+
+if __name__ == '__main__':
+  # Before the slower imports, so that even an early Ctrl-C ends with one line.
+  cli.exit_on_signals('targets without ranking_debug.json are folded again by the next run')
+
+from af_jax import fold  # noqa: E402
 from af_jax.chunking import autochunk  # noqa: E402
 from af_jax.data import msa_search, pipeline, pipeline_multimer  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
@@ -33,8 +41,12 @@ from configs import buckets  # noqa: E402
 
 flags.DEFINE_list('fasta_paths', [], 'FASTA files; every record is one target (names must be '
                   'unique across files). Targets are folded shortest first.')
-flags.DEFINE_list('features_paths', [], 'AlphaFold/ColabFold features.pkl files to fold as they '
-                  'are, instead of (or besides) --fasta_paths; the MSA flags do not apply to them.')
+flags.DEFINE_list('features_paths', [], 'Raw features to fold as they are, instead of (or '
+                  'besides) --fasta_paths; the MSA flags do not apply to them. A features.npz '
+                  '(af_jax writes one beside each features.pkl) is read without pickle. An '
+                  'AlphaFold/ColabFold features.pkl is a pickle, and loading a pickle can run '
+                  'any code in it: pass only .pkl files you or a pipeline you trust wrote. '
+                  '<dir>/features.pkl (or .npz) is named <dir>, <name>.pkl is named <name>.')
 flags.DEFINE_string('output_dir', None, 'Where each target gets its directory.')
 flags.DEFINE_string('params_dir', None, 'Directory with params_model_*.npz, or AlphaFold\'s '
                     'data_dir holding params/params_model_*.npz. Required unless --random_params.')

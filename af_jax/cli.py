@@ -1,14 +1,21 @@
 """Shared command-line plumbing: `--config.a.b=value` overrides, the compilation-cache flags,
-one-line errors."""
+one-line errors, SIGINT and SIGTERM as one line and exit status 128 + the signal's number."""
 
 from __future__ import annotations
 
 import ast
+import os
+import select
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 from absl import flags, logging
 
+from af_jax.common import files
+from af_jax.data.names import shown
 from af_jax.errors import AfJaxError, ConfigError
 
 _PREFIX = '--config.'
@@ -95,10 +102,99 @@ def configure_compile_cache(values: flags.FlagValues) -> None:
 
 
 def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
-  """absl-style entry: AfJaxError (or CompileCacheError) becomes one line on stderr, exit 2."""
+  """absl-style entry: AfJaxError (or CompileCacheError) becomes one line on stderr, exit 2.
+
+  After exit_on_signals, SIGINT and SIGTERM become one line and exit 130 and 143. The
+  line escapes unprintable characters, so no control sequence from an input reaches the
+  terminal.
+  """
   from compile_cache import CompileCacheError
   try:
     main(list(sys.argv if argv is None else argv))
   except (AfJaxError, CompileCacheError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {shown(str(e))}', file=sys.stderr)
     sys.exit(2)
+  except Interrupted as e:
+    _report(e.signum)
+    sys.exit(128 + e.signum)
+
+
+class Interrupted(BaseException):
+  """SIGINT or SIGTERM arrived after exit_on_signals: the run unwinds (finally blocks and
+  common.files remove temporary files) to run_main, which exits 128 + signum."""
+
+  def __init__(self, signum: int):
+    super().__init__(signal.Signals(signum).name)
+    self.signum = signum
+
+
+# What the one line says after the signal's name (exit_on_signals), and whether it was said.
+_SIGNAL_NOTE = ['']
+_REPORTED = []
+_REPORT_LOCK = threading.Lock()
+# Seconds the main thread has to unwind after a signal before the process is ended without
+# it: a signal handler runs only between Python bytecodes, so a long XLA compilation or
+# computation would otherwise hold the exit back until it returns.
+UNWIND_SECONDS = 3.0
+
+
+def _report(signum: int) -> None:
+  """The one line for a signal, once, even when the main thread and the watcher race."""
+  with _REPORT_LOCK:
+    if _REPORTED:
+      return
+    _REPORTED.append(signum)
+    line = f'error: stopped by {signal.Signals(signum).name}; {_SIGNAL_NOTE[0]}\n'
+    os.write(sys.stderr.fileno(), line.encode())
+
+
+def exit_on_signals(note: str) -> None:
+  """From now on SIGINT and SIGTERM (unless ignored) end the process with one line and
+  128 + signum.
+
+  The first signal raises Interrupted in the main thread, so the run unwinds and its
+  temporary files are removed. If the main thread is still busy UNWIND_SECONDS later
+  (inside XLA, where Python signal handlers cannot run), or a second signal arrives, a
+  watcher thread removes the temporary files being written (common.files), prints the
+  line and ends the process. Call it from the main thread of a command line, early.
+
+  Args:
+    note: what the line says after 'stopped by SIGINT; ', e.g. what a rerun does.
+  """
+  _SIGNAL_NOTE[0] = note
+  read_fd, write_fd = os.pipe()
+  os.set_blocking(write_fd, False)
+  # Python's C-level handler writes each signal's number to this pipe at once, even while
+  # the main thread is inside native code.
+  signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+  caught = []
+
+  def handler(signum, frame):
+    del frame
+    if not caught:  # later signals are the watcher's: raising again would cut the unwinding
+      caught.append(signum)
+      raise Interrupted(signum)
+
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    # An ignored signal stays ignored (nohup, a background job of a non-interactive shell),
+    # as Python leaves an ignored SIGINT.
+    if signal.getsignal(signum) is not signal.SIG_IGN:
+      signal.signal(signum, handler)
+  threading.Thread(target=_watch, args=(read_fd,), name='exit_on_signals', daemon=True).start()
+
+
+def _watch(read_fd: int) -> None:
+  """Waits for a signal, then for the main thread to unwind; ends the process if it does not."""
+  ours = (signal.SIGINT, signal.SIGTERM)
+  first = None
+  while first is None:
+    number = os.read(read_fd, 1)[0]
+    first = number if number in ours else None
+  deadline = time.monotonic() + UNWIND_SECONDS
+  while True:
+    ready, _, _ = select.select([read_fd], [], [], max(deadline - time.monotonic(), 0))
+    if not ready or os.read(read_fd, 1)[0] in ours:
+      break  # the deadline passed, or a second SIGINT/SIGTERM asks to stop now
+  files.remove_active()
+  _report(first)
+  os._exit(128 + first)

@@ -8,6 +8,7 @@ whole run, a target whose outputs are complete skipped, and every stage timed.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import pathlib
 import time
@@ -21,11 +22,12 @@ from af_jax import cli, outputs, plots
 from af_jax import params as af_params
 from af_jax import relax
 from af_jax.chunking import ChunkPlan, autochunk
-from af_jax.common import protein
-from af_jax.data import features, parsers, pipeline, pipeline_multimer, transforms
+from af_jax.common import files, protein
+from af_jax.data import features, names, parsers, pipeline, pipeline_multimer, transforms
 from af_jax.data import transforms_multimer
 from af_jax.errors import ConfigError, InputError, ParamsError
 from configs import buckets as bucket_lists
+from configs import model as model_configs
 from configs.model_multimer import MULTIMER_PRESETS
 
 MODEL_PRESETS = {
@@ -33,6 +35,7 @@ MODEL_PRESETS = {
     'monomer_ptm': tuple(f'model_{i}_ptm' for i in range(1, 6)),
     'multimer': MULTIMER_PRESETS,
 }
+FEATURES_FILES = ('features.pkl', 'features.npz')  # in each target's directory
 PARAMS_HELP = ('get them with AlphaFold\'s scripts/download_alphafold_params.sh '
                '(https://storage.googleapis.com/alphafold/alphafold_params_2022-12-06.tar)')
 
@@ -42,8 +45,10 @@ class Target:
   """One job: a name, its sequence, and where its raw features come from."""
 
   record: parsers.FastaRecord
-  features_path: str | None = None  # a features.pkl to use instead of the data pipeline
+  features_path: str | None = None  # a features.pkl/.npz to use instead of the data pipeline
   chains: tuple[parsers.FastaRecord, ...] = ()  # a complex's chains (multimer presets)
+  # The features read from features_path, kept so that a pickle is loaded once per run.
+  features: Mapping | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +110,7 @@ def model_config(model_name: str, options: FoldOptions):
     raise ConfigError(f'--precision={options.precision!r}: choose float32 or bfloat16')
   cfg.model.global_config.bfloat16 = options.precision == 'bfloat16'
   cli.apply_overrides(cfg, dict(options.config_overrides))
+  model_configs.check_values(cfg)  # 0 blocks, heads or channels: one line, not a traceback
   if options.random_params:
     # AlphaFold zero-initialises output layers, which would put every atom at the origin.
     cfg.model.global_config.zero_init = False
@@ -128,9 +134,10 @@ def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (),
                  multimer: bool = False) -> list[Target]:
   """The targets, sorted by length; names unique.
 
-  Monomer presets: every record of every FASTA file (and every features.pkl) is a
-  target. Multimer presets: every FASTA file is one complex (its records, and
-  `A:B` chains within a record), named after the file.
+  Monomer presets: every record of every FASTA file (and every features.pkl or
+  features.npz, named by features_target_name) is a target. Multimer presets: every
+  FASTA file is one complex (its records, and `A:B` chains within a record), named
+  after the file. Every name is checked to be one safe directory name.
   """
   targets = []
   if multimer:
@@ -145,11 +152,12 @@ def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (),
   for path in fasta_paths if not multimer else ():
     targets += [Target(r) for r in parsers.read_fasta(path)]
   for path in features_paths:
-    feats = features.load_features_pkl(path)
-    p = pathlib.Path(path)
-    name = p.parent.name if p.name.startswith('features.pkl') else p.name.split('.')[0]
-    sequence = _sequence_of(feats)
-    targets.append(Target(parsers.FastaRecord(name, name, sequence), features_path=str(path)))
+    name = names.check_path_name(
+        features_target_name(path), f'--features_paths entry {names.shown(str(path))}',
+        'rename the file (<name>.pkl) or the directory holding features.pkl')
+    feats = features.load_features(path)
+    targets.append(Target(parsers.FastaRecord(name, name, _sequence_of(feats)),
+                          features_path=str(path), features=feats))
   if not targets:
     raise InputError('no targets: pass --fasta_paths (or --features_paths)')
   seen: dict[str, int] = {}
@@ -160,6 +168,13 @@ def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (),
     raise InputError(f'target names {dupes} occur more than once across the inputs; each '
                      'names an output directory, so rename the records')
   return sorted(targets, key=lambda t: (len(t.record.sequence), t.record.name))
+
+
+def features_target_name(path: str | os.PathLike) -> str:
+  """The target a features file names: the directory holding it for AlphaFold's layout
+  (<target>/features.pkl, .pkl.gz or .npz), else the file name up to its first '.'."""
+  p = pathlib.Path(os.path.abspath(path))  # './features.pkl' is in a directory with a name
+  return p.parent.name if p.name.startswith(FEATURES_FILES) else p.name.split('.')[0]
 
 
 def _sequence_of(feats: Mapping) -> str:
@@ -181,6 +196,41 @@ def check_output_dir(output_dir: pathlib.Path) -> None:
   except OSError as e:
     raise InputError(f'cannot write to --output_dir={output_dir} ({e.strerror}); choose a '
                      'writable directory') from None
+
+
+def check_target_dirs(output_dir: pathlib.Path, targets: Sequence[Target]) -> None:
+  """Fail before any work when something other than a directory holds a target's name."""
+  for t in targets:
+    path = output_dir / t.record.name
+    if os.path.lexists(path) and not path.is_dir():
+      raise InputError(f'{names.shown(str(path))} exists and is not a directory, but target '
+                       f'{t.record.name} needs it for its outputs: move it away or choose '
+                       'another --output_dir')
+
+
+_FILE_ERROR_FIXES = {
+    errno.ENOSPC: 'free space on that file system, or choose another --output_dir',
+    errno.EDQUOT: 'free space within your quota, or choose another --output_dir',
+    errno.EFBIG: 'raise the file size limit (ulimit -f), or choose another --output_dir',
+    errno.EACCES: 'make it writable, or choose another --output_dir',
+    errno.EPERM: 'make it writable, or choose another --output_dir',
+    errno.EROFS: 'choose an --output_dir on a writable file system',
+    errno.EEXIST: 'move the file in the way, or choose another --output_dir',
+    errno.ENOTDIR: 'move the file in the way, or choose another --output_dir',
+    errno.EISDIR: 'move the directory in the way, or choose another --output_dir',
+}
+
+
+def file_error(e: OSError, target: str) -> InputError:
+  """An OSError while folding `target` as one line: what failed, on which file, the fix.
+
+  Files are written under temporary names (common.files), so nothing partial is left;
+  targets folded before stay complete.
+  """
+  where = f' ({names.shown(os.fsdecode(e.filename))})' if e.filename else ''
+  fix = _FILE_ERROR_FIXES.get(e.errno, 'check that file and its file system')
+  return InputError(f'target {target}: {e.strerror or e}{where}: {fix}, then run again '
+                    '(finished targets are kept)')
 
 
 class Folder:
@@ -244,7 +294,12 @@ class Folder:
         continue
       logging.info('[%d/%d] %s (%d residues)', i, len(targets), name, length)
       start = time.time()
-      self.fold_target(target, target_dir if self.primary else _scratch_dir(target_dir))
+      try:
+        self.fold_target(target, target_dir if self.primary else _scratch_dir(target_dir))
+      except OSError as e:  # a full disk, a permission, a file in the way: not a bug
+        raise file_error(e, name) from None
+      if self.primary:
+        files.remove_stale(target_dir)  # what a killed run of this target left behind
       logging.info('[%d/%d] %s done in %.1f s', i, len(targets), name, time.time() - start)
     return dirs
 
@@ -257,11 +312,13 @@ class Folder:
       return
     timings: dict[str, float] = {}
     start = time.time()
-    if target.features_path:
-      raw = features.load_features_pkl(target.features_path)
+    if target.features is not None:
+      raw = target.features
+    elif target.features_path:
+      raw = features.load_features(target.features_path)
     else:
       raw = pipeline.make_raw_features(target.record, target_dir, opts.pipeline)
-    features.write_features_pkl(target_dir / 'features.pkl', raw)
+    write_features(target_dir, raw)
     timings['features'] = time.time() - start
     logging.info('%s: features in %.1f s', target.record.name, timings['features'])
 
@@ -323,7 +380,7 @@ class Folder:
     cplx = pipeline_multimer.Complex(target.record.name, target.chains)
     raw = pipeline_multimer.make_complex_features(cplx, target_dir, opts.pipeline,
                                                   uniprot_database=opts.uniprot_database)
-    features.write_features_pkl(target_dir / 'features.pkl', raw)
+    write_features(target_dir, raw)
     timings['features'] = time.time() - start
     num_res = transforms_multimer.natural_sizes(raw)[0]
     logging.info('%s: %d chains, %d residues, %d MSA rows; features in %.1f s',
@@ -374,6 +431,12 @@ class Folder:
     outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
                           relaxed=relaxed, score_label=outputs.MULTIMER_SCORE_LABEL)
+
+
+def write_features(target_dir: pathlib.Path, raw: Mapping) -> None:
+  """features.pkl (AlphaFold's file) and the same features as a pickle-free features.npz."""
+  features.write_features_pkl(target_dir / FEATURES_FILES[0], raw)
+  features.write_features_npz(target_dir / FEATURES_FILES[1], raw)
 
 
 def complex_bucket_sizes(raw: Mapping, cfg, length_buckets: Sequence[int]) -> dict[str, int]:
@@ -507,6 +570,7 @@ def fold(fasta_paths: Sequence[str], options: FoldOptions,
   check_relax_options(options)
   targets = read_targets(fasta_paths, features_paths, multimer=options.multimer)
   check_output_dir(options.output_dir)
+  check_target_dirs(options.output_dir, targets)
   logging.info('%d targets, models %s, %d seed(s) each', len(targets),
                ', '.join(options.model_names), options.num_seeds)
   if all(outputs.is_complete(options.output_dir / t.record.name, options.models_to_relax)

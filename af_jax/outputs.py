@@ -21,7 +21,8 @@
     ranking_debug.json             ranking scores and order; written last, so its presence
                                    (with every file it names) means the target is complete
 
-Every file is written under a temporary name and renamed when complete.
+Every file is written under a temporary name and renamed when complete (common.files);
+temporary files a killed run left behind are removed by the next run that completes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from af_jax.common import confidence, protein
+from af_jax.common import confidence, files, protein
 from af_jax.errors import InputError
 
 RANKING_FILE = 'ranking_debug.json'
@@ -45,20 +46,16 @@ RELAX_METRICS_FILE = 'relax_metrics.json'
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-  """Write `data` to `path` through a temporary file in the same directory."""
-  path = pathlib.Path(path)
-  tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-  with open(tmp, 'wb' if isinstance(data, bytes) else 'w') as f:
-    f.write(data)
-  os.replace(tmp, path)
+  """Write `data` to `path` through a temporary file in the same directory (removed on
+  failure; see common.files)."""
+  files.write_atomic(path, data)
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
-  """Let `writer(tmp_path)` write a file (e.g. matplotlib's savefig), then rename it."""
-  path = pathlib.Path(path)
-  tmp = path.with_name(f'.tmp-{os.getpid()}-{path.name}')
-  writer(str(tmp))
-  os.replace(tmp, path)
+  """Let `writer(tmp_path)` write a file (e.g. matplotlib's savefig, told the format: the
+  temporary name has no extension), then rename it."""
+  with files.writing(path) as tmp:
+    writer(str(tmp))
 
 
 def plddt_category(score: float) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 from flax import nnx
 
+from af_jax.common import files
 from af_jax.errors import ParamsError
 
 ROOT = 'alphafold/alphafold_iteration'
@@ -116,17 +117,18 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
   except FileNotFoundError:
     raise ParamsError(f'params file {str(path)!r} not found; pass the path to a '
                       'params_model_*.npz from AlphaFold\'s parameter release') from None
-  except (ValueError, OSError) as e:
-    raise ParamsError(f'params file {str(path)!r} is not a readable .npz ({e}); '
-                      're-download or regenerate it') from None
+  except MemoryError:
+    raise
+  except Exception as e:  # noqa: BLE001 - zipfile, zlib and numpy each raise their own
+    # A truncated download is a zipfile.BadZipFile, a damaged member a zlib.error or a
+    # CRC error, an odd entry a ValueError: all say the file is not what it should be.
+    raise ParamsError(f'params file {str(path)!r} is not a readable .npz '
+                      f'({type(e).__name__}: {str(e)[:200]}); re-download or regenerate '
+                      'it') from None
 
 
 def write_npz(path: str | os.PathLike, flat: Mapping[str, np.ndarray]) -> None:
   """Write flat arrays as `.npz`, atomically (temporary name, then rename)."""
-  path = os.fspath(path)
-  tmp = f'{path}.tmp-{os.getpid()}'
   buf = io.BytesIO()
   np.savez(buf, **{k: np.asarray(v) for k, v in flat.items()})
-  with open(tmp, 'wb') as f:
-    f.write(buf.getvalue())
-  os.replace(tmp, path)
+  files.write_atomic(path, buf.getvalue())

@@ -11,12 +11,14 @@ import gzip
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
+from absl import logging
 
+from af_jax.common import files
 from af_jax.common import residue_constants as rc
+from af_jax.data.names import shown
 from af_jax.data.parsers import Msa
 from af_jax.errors import InputError
 
@@ -250,7 +252,34 @@ def _normalize(features: dict, path: str) -> FeatureDict:
   if not any(k.startswith('template_') for k in feats):
     feats.update(empty_template_features(num_res))
   _check_shapes(feats, num_res, num_seq, path)
+  _check_values(feats, path)
   return feats
+
+
+def _check_values(feats: FeatureDict, path: str) -> None:
+  """Values each feature can hold; a damaged file (a pickle has no checksum) fails here.
+
+  aatype and template_aatype one-hot, msa in HHblits' 22 codes, deletion counts and
+  template masks not negative, template coordinates finite.
+  """
+  def refuse(name: str, what: str):
+    raise InputError(f'{name} in {shown(path)} {what}: the file is damaged or not raw '
+                     'features; regenerate it from the FASTA and MSAs')
+
+  for name in ('aatype', 'template_aatype'):
+    if name in feats and feats[name].size:
+      onehot = np.asarray(feats[name])
+      if not (np.isin(onehot, (0, 1)).all() and (onehot.sum(-1) == 1).all()):
+        refuse(name, 'is not one-hot (one 1 per residue, zeros elsewhere)')
+  msa = np.asarray(feats['msa'])
+  if msa.size and (msa.min() < 0 or msa.max() >= len(rc.restypes_with_x_and_gap)):
+    refuse('msa', f'holds codes outside 0..{len(rc.restypes_with_x_and_gap) - 1}')
+  for name in ('deletion_matrix_int', 'template_all_atom_masks'):
+    if name in feats and np.size(feats[name]) and np.min(feats[name]) < 0:
+      refuse(name, 'holds negative values')
+  positions = feats.get('template_all_atom_positions')
+  if positions is not None and not np.isfinite(positions).all():
+    refuse('template_all_atom_positions', 'holds NaN or infinite coordinates')
 
 
 def _check_shapes(feats: FeatureDict, num_res: int, num_seq: int, path: str) -> None:
@@ -282,12 +311,22 @@ def _check_shapes(feats: FeatureDict, num_res: int, num_seq: int, path: str) -> 
                        'unmodified features.pkl')
 
 
-def load_features_pkl(path: str) -> FeatureDict:
+def load_features(path: str | os.PathLike) -> FeatureDict:
+  """Raw features from a features.npz (by its name: never unpickled) or a features.pkl.
+
+  See load_features_npz and load_features_pkl.
+  """
+  path = str(path)
+  return load_features_npz(path) if path.endswith('.npz') else load_features_pkl(path)
+
+
+def load_features_pkl(path: str | os.PathLike) -> FeatureDict:
   """A raw features.pkl (plain or .gz) from AlphaFold, ColabFold, Uni-Fold or af_jax.
 
   The pickle is trusted input: unpickling can run code, so only load files you or a
-  pipeline you trust wrote. Known variants are normalized to AlphaFold's monomer names:
-  float `deletion_matrix` and Uni-Fold's sparse deletion matrix become
+  pipeline you trust wrote (load_features_npz reads the pickle-free features.npz that
+  af_jax writes beside each features.pkl). Known variants are normalized to AlphaFold's
+  monomer names: float `deletion_matrix` and Uni-Fold's sparse deletion matrix become
   `deletion_matrix_int`, `template_all_atom_mask` becomes `template_all_atom_masks`,
   uint8 `msa` becomes int32, index `aatype` becomes one-hot; missing template features
   become zero templates. AlphaFold-Multimer dicts are refused.
@@ -309,17 +348,85 @@ def load_features_pkl(path: str) -> FeatureDict:
     with (gzip.open(path, 'rb') if gzipped else open(path, 'rb')) as f:
       features = pickle.load(f)
   except FileNotFoundError:
-    raise InputError(f'features file {path} does not exist: check the path') from None
-  except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
-    raise InputError(f'cannot unpickle features file {path} ({type(e).__name__}: {e}): pass '
-                     'a features.pkl written by AlphaFold, ColabFold or af_jax') from None
+    raise InputError(f'features file {shown(path)} does not exist: check the path') from None
+  except MemoryError:
+    raise  # a genuine out-of-memory, not a corrupt file
+  except Exception as e:  # noqa: BLE001 - a corrupt pickle can raise almost anything
+    raise InputError(f'cannot unpickle features file {shown(path)} ({type(e).__name__}: '
+                     f'{shown(str(e)[:200])}): pass a features.pkl written by AlphaFold, '
+                     'ColabFold or af_jax, or its features.npz') from None
   if not isinstance(features, dict):
-    raise InputError(f'{path} holds a {type(features).__name__}, not a feature dict: pass a '
-                     'features.pkl')
+    raise InputError(f'{shown(path)} holds a {type(features).__name__}, not a feature dict: '
+                     'pass a features.pkl')
   return _normalize(features, path)
 
 
-def write_features_pkl(path: str, features: FeatureDict) -> None:
+# The keys of a features.npz whose arrays were object arrays of bytes or str (AlphaFold's
+# sequence, domain_name, template_domain_names, ...), stored as fixed-width byte or unicode
+# arrays so that no pickle is needed, and turned back into object arrays when loaded.
+_OBJECT_KEYS = '__object_arrays__'
+
+
+def _without_objects(features: FeatureDict) -> tuple[dict[str, np.ndarray], list[str]]:
+  """Arrays savable without pickle; object arrays of text re-encoded, others left out."""
+  arrays, object_keys = {}, []
+  for key, value in features.items():
+    array = np.asarray(value)
+    if array.dtype == object:
+      items = array.reshape(-1).tolist()
+      if all(isinstance(x, bytes) for x in items):
+        array = array.astype(bytes)
+      elif all(isinstance(x, str) for x in items):
+        array = array.astype(str)
+      else:
+        logging.warning('features.npz leaves out %r: its objects are not text', key)
+        continue
+      object_keys.append(key)
+    arrays[key] = array
+  return arrays, object_keys
+
+
+def write_features_npz(path: str | os.PathLike, features: FeatureDict) -> None:
+  """The raw features as a compressed .npz that loads without pickle (load_features_npz).
+
+  Object arrays of bytes or text (sequence, domain_name, template names, species
+  identifiers) are stored as fixed-width arrays and restored on load; written under a
+  temporary name and renamed, like features.pkl.
+  """
+  arrays, object_keys = _without_objects(features)
+  arrays[_OBJECT_KEYS] = np.array(object_keys, dtype=str)
+  with files.writing(path) as tmp, open(tmp, 'wb') as f:
+    np.savez_compressed(f, **arrays)
+
+
+def load_features_npz(path: str | os.PathLike) -> FeatureDict:
+  """Raw features from a features.npz (write_features_npz), read without unpickling.
+
+  Normalized and checked as load_features_pkl's.
+
+  Raises:
+    InputError: missing, truncated or corrupt file, object arrays (which would need
+      pickle), or a missing or mis-shaped feature (named).
+  """
+  path = str(path)
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      arrays = {k: data[k] for k in data.files}
+  except FileNotFoundError:
+    raise InputError(f'features file {shown(path)} does not exist: check the path') from None
+  except MemoryError:
+    raise
+  except Exception as e:  # noqa: BLE001 - zipfile, zlib and numpy each raise their own
+    raise InputError(f'cannot read features file {shown(path)} ({type(e).__name__}: '
+                     f'{shown(str(e)[:200])}): pass a complete features.npz written by af_jax '
+                     '(object arrays are refused: they would need pickle)') from None
+  for key in arrays.pop(_OBJECT_KEYS, np.array([], str)).tolist():
+    if key in arrays:
+      arrays[key] = arrays[key].astype(object)
+  return _normalize(arrays, path)
+
+
+def write_features_pkl(path: str | os.PathLike, features: FeatureDict) -> None:
   """Pickles `features` to `path` atomically, as AlphaFold's features.pkl (protocol 4).
 
   Written to a temporary file in the same directory and renamed when complete, so a
@@ -329,18 +436,9 @@ def write_features_pkl(path: str, features: FeatureDict) -> None:
     path: destination; gzip-compressed when it ends in .gz.
     features: the raw feature dict.
   """
-  path = str(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix='.features-', suffix='.tmp', dir=directory)
-  try:
-    with os.fdopen(fd, 'wb') as raw:
-      if path.endswith('.gz'):
-        with gzip.GzipFile(fileobj=raw, mode='wb') as f:
-          pickle.dump(dict(features), f, protocol=4)
-      else:
-        pickle.dump(dict(features), raw, protocol=4)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from a shared cluster group
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  with files.writing(path) as tmp, open(tmp, 'wb') as raw:
+    if str(path).endswith('.gz'):
+      with gzip.GzipFile(fileobj=raw, mode='wb') as f:
+        pickle.dump(dict(features), f, protocol=4)
+    else:
+      pickle.dump(dict(features), raw, protocol=4)

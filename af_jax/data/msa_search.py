@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from absl import logging
 
+from af_jax.common import files
 from af_jax.data.tools import hhblits
 from af_jax.data.tools import hhsearch
 from af_jax.data.tools import jackhmmer
@@ -185,10 +186,8 @@ def _precomputed(msa_dir: pathlib.Path, msa_paths: Sequence[str]) -> list[pathli
       raise InputError(f'--msa_paths has two files named {dst.name!r}: give each MSA a '
                        'distinct file name and at most one .hhr')
     if not (dst.exists() and os.path.samefile(src, dst)):
-      fd, tmp = tempfile.mkstemp(prefix=f'.{dst.name}.', suffix='.tmp', dir=msa_dir)
-      os.close(fd)
-      shutil.copyfile(src, tmp)
-      os.replace(tmp, dst)
+      with files.writing(dst) as tmp:
+        shutil.copyfile(src, tmp)
       logging.info('Copied %s to %s', src, dst)
     if dst.name in MAX_HITS:
       jackhmmer.truncate_stockholm(dst, dst, MAX_HITS[dst.name])
@@ -284,7 +283,7 @@ def search_msas(sequence: str, target_name: str, msa_dir: pathlib.Path, mode: st
         databases=(databases.pdb70,), flags=(DATABASE_FLAGS['pdb70'],), n_cpu=n_cpu,
         timeout=timeout)
 
-  with tempfile.TemporaryDirectory(prefix='.af_jax_search_', dir=msa_dir) as tmp:
+  with tempfile.TemporaryDirectory(prefix=files.temp_dir_prefix('search'), dir=msa_dir) as tmp:
     work = pathlib.Path(tmp)
     query = work / 'query.fasta'
     query.write_text(f'>{target_name}\n{sequence}\n')

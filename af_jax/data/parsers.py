@@ -12,15 +12,17 @@ import dataclasses
 import gzip
 import io
 import re
+import zlib
 
 import numpy as np
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from af_jax.common import residue_constants as rc
+from af_jax.data import names
 from af_jax.errors import InputError
 
 _FASTA_LETTERS = frozenset(rc.restypes_with_x)
-_UNSAFE_NAME_CHARS = ('/', '\\', '\0')
+_BOM = '\ufeff'  # a UTF-8 byte-order mark, which some editors put first; not text
 _MAX_LISTED = 5  # bad letters listed in an error before '... and N more'
 _ROW_BLOCK = 1024  # Stockholm rows converted at once
 
@@ -51,12 +53,11 @@ class FastaRecord:
 
 def _check_name(name: str, description: str, index: int, source: str) -> None:
   """Rejects record names that cannot be one path component of an output directory."""
-  where = f'record {index + 1} (>{_clip(description, 40)}) of {source}'
-  if not name:
-    raise InputError(f'{where} has an empty name: write a name right after ">", e.g. ">t1"')
-  if name in ('.', '..') or any(c in name for c in _UNSAFE_NAME_CHARS) or not name.isprintable():
-    raise InputError(f'record name {name!r} in {where} is not safe as a directory name: '
-                     "use letters, digits, '_', '-' or '.' without '/'")
+  names.check_path_name(
+      name, f'record {index + 1} (>{names.shown(_clip(description, 40))}) of '
+      f'{names.shown(source)}',
+      'write the name right after ">" in the header line, e.g. ">t1"' if not name
+      else "rename the record in its header line (the first word after '>')")
 
 
 def _clean_sequence(raw: str, name: str, source: str) -> str:
@@ -91,7 +92,7 @@ def parse_fasta(text: str, source: str = '<string>') -> list[FastaRecord]:
     InputError: empty input, text before the first '>', an empty sequence, a
       duplicate or unsafe name, or letters outside the 20 amino acids and X.
   """
-  stripped = text.lstrip()
+  stripped = text.lstrip(_BOM).lstrip()
   if not stripped:
     raise InputError(f'{source} is empty: give at least one record such as ">t1" followed by '
                      'its sequence')
@@ -114,18 +115,20 @@ def parse_fasta(text: str, source: str = '<string>') -> list[FastaRecord]:
 
 
 def _read_text(path: str, what: str) -> str:
-  """File text (gzip-compressed when the name ends in .gz); problems raise InputError."""
+  """File text, UTF-8 with or without a byte-order mark (gzip-compressed when the name ends
+  in .gz); problems raise InputError."""
   path = str(path)
   try:
     if path.endswith('.gz'):
-      with gzip.open(path, 'rt') as f:
+      with gzip.open(path, 'rt', encoding='utf-8-sig') as f:
         return f.read()
-    with open(path) as f:
+    with open(path, encoding='utf-8-sig') as f:
       return f.read()
   except FileNotFoundError:
-    raise InputError(f'{what} {path} does not exist: check the path') from None
-  except (OSError, UnicodeDecodeError, EOFError) as e:
-    raise InputError(f'cannot read {what} {path} ({e}): pass a readable text file') from None
+    raise InputError(f'{what} {names.shown(path)} does not exist: check the path') from None
+  except (OSError, UnicodeDecodeError, EOFError, zlib.error) as e:
+    raise InputError(f'cannot read {what} {names.shown(path)} ({type(e).__name__}: '
+                     f'{names.shown(str(e))}): pass a readable UTF-8 text file') from None
 
 
 def read_fasta(path: str) -> list[FastaRecord]:
@@ -161,7 +164,7 @@ def parse_complex_fasta(text: str, source: str = '<string>',
       trailing ':'), letters outside the 20 amino acids and X, an unsafe name, or more
       than `max_chains` chains.
   """
-  stripped = text.lstrip()
+  stripped = text.lstrip(_BOM).lstrip()
   if not stripped:
     raise InputError(f'{source} is empty: give the chains of the complex as FASTA records, '
                      'e.g. ">complex" followed by "SEQ1:SEQ2"')

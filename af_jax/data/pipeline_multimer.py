@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 
 from af_jax.common import residue_constants as rc
-from af_jax.data import features, msa_pairing, msa_search, parsers, pipeline
+from af_jax.data import features, msa_pairing, msa_search, names, parsers, pipeline
 from af_jax.data.tools import jackhmmer, runner
 from af_jax.errors import ConfigError, InputError
 
@@ -348,8 +348,10 @@ class Complex:
 def read_complex(path: str | pathlib.Path) -> Complex:
   """The complex in a FASTA file: all records, ColabFold's 'A:B' split (see parsers)."""
   path = pathlib.Path(path)
-  return Complex(pathlib.Path(_base_name(path)).stem,
-                 tuple(parsers.read_complex_fasta(str(path))))
+  name = names.check_path_name(
+      pathlib.Path(_base_name(path)).stem, f'FASTA file {names.shown(str(path))} (a complex, '
+      'named after its file)', 'rename the file (its name without .fasta names the complex)')
+  return Complex(name, tuple(parsers.read_complex_fasta(str(path))))
 
 
 def _search_uniprot(record: parsers.FastaRecord, msa_dir: pathlib.Path,

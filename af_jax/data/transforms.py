@@ -38,10 +38,19 @@ def num_slices(config: ml_collections.ConfigDict) -> int:
 
 
 def max_msa_clusters(config: ml_collections.ConfigDict) -> int:
-  """Cluster centres sampled at most (AlphaFold leaves room for templates in some presets)."""
+  """Cluster centres sampled at most (AlphaFold leaves room for templates in some presets).
+
+  Raises:
+    ConfigError: when the templates' room leaves no cluster for the query.
+  """
   data = config.data
   reserved = int(data.eval.max_templates) if data.common.reduce_msa_clusters_by_max_templates else 0
-  return int(data.eval.max_msa_clusters) - reserved
+  clusters = int(data.eval.max_msa_clusters) - reserved
+  if clusters < 1:
+    raise ConfigError(f'data.eval.max_msa_clusters={data.eval.max_msa_clusters} leaves no '
+                      f'cluster for the query beside data.eval.max_templates={reserved}: raise '
+                      '--config.data.eval.max_msa_clusters above it')
+  return clusters
 
 
 def natural_sizes(raw: Mapping[str, np.ndarray],
@@ -188,9 +197,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   if data.eval.subsample_templates:
     raise ConfigError('data.eval.subsample_templates=True is not supported; '
                       'set --config.data.eval.subsample_templates=false')
-  if max_msa_clusters(config) < 1:
-    raise ConfigError(f'data.eval.max_msa_clusters={data.eval.max_msa_clusters} leaves no '
-                      'cluster for the query; raise it above data.eval.max_templates')
+  max_msa_clusters(config)  # raises when no cluster is left for the query
 
 
 def _padded_size(name: str, requested: int | None, natural: int, default: int) -> int:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from af_jax.chunking import axial_map
+from af_jax.errors import ConfigError
 from af_jax.model import primitives
 from af_jax.parallel import NO_DAP, Dap
 
@@ -76,7 +77,11 @@ class _GatedAttentionParams(nnx.Module):
     self.dtype = jnp.dtype(dtype)
     key_dim = c_q if key_dim is None else key_dim
     value_dim = c_m if value_dim is None else value_dim
-    assert key_dim % num_head == 0 and value_dim % num_head == 0
+    if num_head < 1 or key_dim % num_head or value_dim % num_head:
+      # A config value (an override), not a bug: one line, as every config error.
+      raise ConfigError(f'num_head={num_head} does not divide key_dim={key_dim} and '
+                        f'value_dim={value_dim} (the input channels where those are unset): '
+                        'choose a num_head that divides them')
     self.num_head = num_head
     self.key_dim = key_dim // num_head
     self.value_dim = value_dim // num_head

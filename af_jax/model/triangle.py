@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from af_jax.chunking import axial_map
+from af_jax.errors import ConfigError
 from af_jax.model import primitives
 from af_jax.model.attention import Attention, per_head_bias
 from af_jax.parallel import NO_DAP, Dap
@@ -29,7 +30,8 @@ class TriangleMultiplication(nnx.Module):
     self.dtype = jnp.dtype(dtype)
     self.equation = config.equation
     if self.equation not in ('ikc,jkc->ijc', 'kjc,kic->ijc'):
-      raise ValueError(f'unsupported triangle equation {self.equation!r}')
+      raise ConfigError(f'unsupported triangle equation {self.equation!r}: use AlphaFold\'s '
+                        "'ikc,jkc->ijc' (outgoing) or 'kjc,kic->ijc' (incoming)")
     final = primitives.final_init(zero_init)
     lin = functools.partial(primitives.Linear, dtype=dtype)
     self.layer_norm_input = primitives.LayerNorm(c_z)

@@ -220,10 +220,15 @@ def test_multi_record_fasta_is_cleaned():
     ('>t1\nMK*V\n', r"'\*' at 3"),
     ('>t1\nM1KV-\n', r"'1' at 2, '-' at 5"),
     ('>t1\nBBBBBBBB\n', r"'B' at 5 and 3 more"),
-    ('>\nMKV\n', r'record 1 \(>\) of in\.fasta has an empty name'),
-    ('>../evil\nMKV\n', r"record name '\.\./evil' in record 1 .* is not safe as a directory"),
-    ('>a/b c\nMKV\n', r"record name 'a/b' .* not safe"),
-    ('>..\nMKV\n', r"record name '\.\.' .* not safe"),
+    ('>\nMKV\n', r'record 1 \(>\) of in\.fasta: the name is empty'),
+    ('>../evil\nMKV\n', r"record 1 \(>\.\./evil\) .*: the name '\.\./evil' contains a path "
+                       'separator, so it cannot name an output directory'),
+    ('>a/b c\nMKV\n', r"the name 'a/b' contains a path separator"),
+    ('>..\nMKV\n', r"the name '\.\.' is a special directory name"),
+    ('>t\x1b[31mred\nMKV\n', r"record 1 \(>t\\x1b\[31mred\) .* 't\\x1b\[31mred' contains "
+                          'unprintable'),
+    ('>' + 'a' * 256 + '\nMKV\n', r"'a{20}'\.\.\. is 256 bytes long, more than the 255"),
+    ('>' + '\u00e9' * 128 + '\nMKV\n', r'is 256 bytes long'),  # 128 characters, 2 bytes each
 ])
 def test_fasta_errors_name_the_problem(text, pattern):
   with pytest.raises(InputError, match=pattern) as e:

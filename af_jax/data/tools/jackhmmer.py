@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import tempfile
 
+from af_jax.common import files
 from af_jax.data.tools import runner
 
 
@@ -143,10 +143,8 @@ def truncate_stockholm(src: str | os.PathLike, dst: str | os.PathLike,
   dst = pathlib.Path(dst)
   if not dropped and dst.exists() and os.path.samefile(src, dst):
     return len(kept)  # Nothing to drop: leave the file as it is.
-  fd, tmp = tempfile.mkstemp(prefix=dst.name + '.', suffix='.tmp', dir=dst.parent)
-  with open(src) as f_in, os.fdopen(fd, 'w') as f_out:
+  with files.writing(dst) as tmp, open(src) as f_in, open(tmp, 'w') as f_out:
     for line in f_in:
       if _keep(line, kept):
         f_out.write(line)
-  os.replace(tmp, dst)
   return len(kept)

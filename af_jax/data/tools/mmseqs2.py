@@ -13,6 +13,7 @@ import tempfile
 
 from absl import logging
 
+from af_jax.common import files
 from af_jax.data.tools import runner
 from af_jax.errors import ToolError
 
@@ -82,7 +83,8 @@ class MMseqs2:
     self.check()
     out_a3m = pathlib.Path(out_a3m)
     threads = ('--threads', str(self.n_cpu))
-    with tempfile.TemporaryDirectory(prefix='af_jax_mmseqs_', dir=out_a3m.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=files.temp_dir_prefix('mmseqs'),
+                                     dir=out_a3m.parent) as tmp:
       work = pathlib.Path(tmp)
       (work / 'query.fasta').write_text(f'>{target_name}\n{sequence}\n')
       self._run('createdb', work / 'query.fasta', work / 'qdb', '-v', '1', cwd=tmp)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from absl import logging
 
+from af_jax.common import files
 from af_jax.errors import ToolError
 
 # Debian package that provides each binary, for the install hint.
@@ -86,6 +87,15 @@ def _tail(text: str) -> str:
   return ' | '.join(lines[-_STDERR_LINES:]) or 'no message'
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+  """Kill a tool started in its own session, with every process it started, and reap it."""
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except ProcessLookupError:  # The whole group exited just now.
+    pass
+  proc.communicate()
+
+
 def run_tool(cmd: Sequence[str | os.PathLike], *, timeout: float,
              cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
   """Runs one tool to completion, logging its wall time.
@@ -117,13 +127,14 @@ def run_tool(cmd: Sequence[str | os.PathLike], *, timeout: float,
   try:
     stdout, stderr = proc.communicate(timeout=timeout)
   except subprocess.TimeoutExpired:
-    try:
-      os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # The whole group exited just now.
-      pass
-    proc.communicate()
+    _kill_group(proc)
     raise ToolError(f'{tool} ran past its time limit of {timeout:g} s and was killed: '
                     'raise the timeout or search a smaller database') from None
+  except BaseException:
+    # SIGINT/SIGTERM (or any error) while waiting: the tool's own session does not get the
+    # terminal's Ctrl-C, so it would run on, orphaned, for as long as its search takes.
+    _kill_group(proc)
+    raise
   wall = time.perf_counter() - start
   logging.info('%s finished in %.1f s (exit code %d)', tool, wall, proc.returncode)
   if proc.returncode != 0:
@@ -155,7 +166,7 @@ def run_to_file(tool: str, command: Callable[[pathlib.Path], list[str]],
     ToolError: the tool failed, timed out, or wrote nothing.
   """
   out_path = pathlib.Path(out_path)
-  with tempfile.TemporaryDirectory(prefix=f'af_jax_{tool}_', dir=out_path.parent) as tmp:
+  with tempfile.TemporaryDirectory(prefix=files.temp_dir_prefix(tool), dir=out_path.parent) as tmp:
     raw = pathlib.Path(tmp) / f'hits{out_path.suffix}'
     run_tool(command(raw), timeout=timeout, cwd=tmp)
     if not raw.exists():
