@@ -35,7 +35,9 @@ flags.DEFINE_list('fasta_paths', [], 'FASTA files; every record is one target (n
                   'unique across files). Targets are folded shortest first.')
 flags.DEFINE_list('features_paths', [], 'AlphaFold/ColabFold features.pkl files to fold as they '
                   'are, instead of (or besides) --fasta_paths; the MSA flags do not apply to them.')
-flags.DEFINE_string('output_dir', None, 'Where each target gets its directory.')
+flags.DEFINE_string('output_dir', None, 'Where each target gets its directory. A target whose '
+                    'outputs there record the same job (inputs, weights, models, seeds, '
+                    'settings) is skipped; any other is folded again, its old outputs replaced.')
 flags.DEFINE_string('params_dir', None, 'Directory with params_model_*.npz, or AlphaFold\'s '
                     'data_dir holding params/params_model_*.npz. Required unless --random_params.')
 flags.DEFINE_bool('random_params', False, 'Random weights, for a smoke test without the '

@@ -18,18 +18,21 @@
                                    0.8 ipTM + 0.2 pTM (relaxed where relaxed)
     plddt.png, pae.png             pictures of the confidences
     timings.json                   seconds per stage
-    ranking_debug.json             ranking scores and order; written last, so its presence
-                                   (with every file it names) means the target is complete
+    ranking_debug.json             ranking scores and order, and the job that made them
+                                   (af_jax.job); written last, so its presence (with every
+                                   file it names) means the target is complete for that job
 
 Every file is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import pathlib
 import pickle
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -42,6 +45,16 @@ RANKING_FILE = 'ranking_debug.json'
 MONOMER_SCORE_LABEL = 'plddts'
 MULTIMER_SCORE_LABEL = 'iptm+ptm'
 RELAX_METRICS_FILE = 'relax_metrics.json'
+JOB_KEY = 'job'  # ranking_debug.json's key for the job record (af_jax.job)
+
+# Every file a fold writes into a target's directory (msas/ holds inputs and is not one).
+# features.npz: the pickle-free copy of features.pkl.
+OUTPUT_PATTERNS = (
+    RANKING_FILE, RELAX_METRICS_FILE, 'timings.json', 'plddt.png', 'pae.png', 'features.pkl',
+    'features.npz', 'ranked_*.pdb', 'ranked_*.cif', 'unrelaxed_*.pdb', 'unrelaxed_*.cif',
+    'relaxed_*.pdb', 'relaxed_*.cif', 'result_*.pkl', 'confidence_*.json', 'pae_*.json')
+# Temporary names of those files: write_atomic's, write_with's, write_features_pkl's.
+_TEMP_NAME = re.compile(r'^\.(?:(?P<atomic>.+)\.tmp-\d+|tmp-\d+-(?P<with>.+)|features-\w+\.tmp)$')
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
@@ -266,7 +279,8 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
                   proteins: Mapping[str, protein.Protein], *,
                   random_params: bool = False,
                   relaxed: Mapping[str, tuple[str, protein.Protein]] | None = None,
-                  score_label: str = MONOMER_SCORE_LABEL) -> list[str]:
+                  score_label: str = MONOMER_SCORE_LABEL,
+                  job: Mapping | None = None) -> list[str]:
   """ranked_<i>.pdb/.cif by score (best first), then ranking_debug.json last.
 
   The scores are what AlphaFold ranks by: mean pLDDT for monomers, the
@@ -275,6 +289,7 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
   AlphaFold's keys) beside 'order'. A prediction in `relaxed` (name -> (relaxed PDB
   text, relaxed Protein)) is ranked by its relaxed structure, as AlphaFold does. With
   random weights the ranking file says so, so nobody mistakes a smoke test for a fold.
+  `job` (af_jax.job.make_job) is recorded under JOB_KEY: what is_complete compares.
   """
   order = sorted(scores, key=lambda name: scores[name], reverse=True)
   relaxed = relaxed or {}
@@ -288,6 +303,8 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
   ranking = {score_label: {k: float(v) for k, v in scores.items()}, 'order': order}
   if random_params:
     ranking['params'] = 'RANDOM (--random_params): smoke test, the structures are meaningless'
+  if job is not None:
+    ranking[JOB_KEY] = dict(job)
   write_atomic(target_dir / RANKING_FILE, json.dumps(ranking, indent=4))
   return order
 
@@ -308,19 +325,30 @@ def relax_targets(order: list[str], models_to_relax: str) -> list[str]:
   return {'best': order[:1], 'all': list(order), 'none': []}[models_to_relax]
 
 
-def is_complete(target_dir: pathlib.Path, models_to_relax: str = 'none') -> bool:
+def read_ranking(target_dir: pathlib.Path) -> dict | None:
+  """ranking_debug.json's contents, or None when it is missing or unreadable."""
+  try:
+    ranking = json.loads((target_dir / RANKING_FILE).read_text())
+  except (OSError, ValueError):
+    return None
+  return ranking if isinstance(ranking, dict) else None
+
+
+def is_complete(target_dir: pathlib.Path, models_to_relax: str = 'none',
+                job: Mapping | None = None) -> bool:
   """True when ranking_debug.json exists and every file it implies is there.
 
-  With relaxation asked for, relax_metrics.json must also report on each prediction
-  to relax (a failure reported there counts: running again would fail again).
+  With `job` (af_jax.job.make_job), the job recorded there must also equal it: outputs
+  of another job (other sequence, weights, settings) are not this job's result. With
+  relaxation asked for, relax_metrics.json must also report on each prediction to relax
+  (a failure reported there counts: running again would fail again).
   """
-  ranking = target_dir / RANKING_FILE
-  if not ranking.is_file():
+  ranking = read_ranking(target_dir)
+  if ranking is None or not isinstance(ranking.get('order'), list):
     return False
-  try:
-    order = json.loads(ranking.read_text())['order']
-  except (ValueError, KeyError):
+  if job is not None and ranking.get(JOB_KEY) != json.loads(json.dumps(job)):
     return False
+  order = ranking['order']
   needed = [f'ranked_{i}.pdb' for i in range(len(order))]
   needed += [f'unrelaxed_{name}.pdb' for name in order]
   needed += [f'result_{name}.pkl' for name in order]
@@ -336,6 +364,36 @@ def is_complete(target_dir: pathlib.Path, models_to_relax: str = 'none') -> bool
   return all(name in metrics and ('error' in metrics[name]
                                   or (target_dir / f'relaxed_{name}.pdb').is_file())
              for name in to_relax)
+
+
+def remove_outputs(target_dir: pathlib.Path, keep: Sequence[str | os.PathLike] = ()) -> list[str]:
+  """Delete the files a fold wrote into target_dir (OUTPUT_PATTERNS and their temporary
+  names), ranking_debug.json first, so that a crash halfway leaves an incomplete target.
+
+  Anything else there (msas/, a user's own files) stays, and so do the files in `keep`
+  (inputs that sit where an output would, e.g. --features_paths=<target>/features.pkl).
+
+  Returns:
+    The names deleted.
+  """
+  if not target_dir.is_dir():
+    return []
+  kept = {os.path.realpath(p) for p in keep}
+  ours = sorted((p for p in target_dir.iterdir() if p.is_file() and not p.is_symlink()
+                 and _is_output_name(p.name) and os.path.realpath(p) not in kept),
+                key=lambda p: p.name != RANKING_FILE)
+  for path in ours:
+    path.unlink(missing_ok=True)
+  return [p.name for p in ours]
+
+
+def _is_output_name(name: str) -> bool:
+  temp = _TEMP_NAME.match(name)
+  if temp and name.startswith('.features-'):
+    return True
+  if temp:
+    name = temp.group('atomic') or temp.group('with')
+  return any(fnmatch.fnmatchcase(name, pattern) for pattern in OUTPUT_PATTERNS)
 
 
 def _to_numpy(tree):
