@@ -3,7 +3,8 @@
 The library function behind run_inference.py: targets sorted by length so padded
 buckets (and their executables) are reused, one Predictor per model kept for the
 whole run, a target whose outputs are complete for the same job skipped (af_jax.job),
-any other's old outputs replaced, and every stage timed.
+any other's old outputs replaced, a prediction with non-finite outputs a failure, and
+every stage timed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from af_jax.chunking import ChunkPlan, autochunk
 from af_jax.common import protein
 from af_jax.data import features, parsers, pipeline, pipeline_multimer, transforms
 from af_jax.data import transforms_multimer
-from af_jax.errors import ConfigError, InputError, ParamsError
+from af_jax.errors import ConfigError, InputError, ParamsError, PredictionError
 from configs import buckets as bucket_lists
 from configs.model_multimer import MULTIMER_PRESETS
 
@@ -232,6 +233,8 @@ class Folder:
                                            mesh=self.mesh)
       except ParamsError as e:
         where = params_path(options.params_dir, name) if options.params_dir else 'random'
+        if str(where) in str(e):  # read_npz's messages name the file already
+          raise ParamsError(f'{name} weights: {e}') from None
         raise ParamsError(f'{name} weights from {where}: {e}') from None
 
   @property
@@ -270,10 +273,15 @@ class Folder:
     """Fold every target; returns their output directories.
 
     A target whose recorded job differs from the one asked is folded again; its old
-    outputs are removed once the new inputs are read (fold_target).
+    outputs are removed once the new inputs are read (fold_target). A target whose
+    prediction has non-finite outputs fails (one error line, its outputs removed) while
+    the others fold.
+
+    Raises:
+      PredictionError: after every target, when any failed.
     """
     check_output_dir(self.options.output_dir)
-    dirs = []
+    dirs, failed = [], []
     for i, target in enumerate(targets, 1):
       name, length = target.record.name, len(target.record.sequence)
       target_dir = self.options.output_dir / name
@@ -287,8 +295,18 @@ class Folder:
         _log_replaced(target, target_dir, self.job(target, target_dir))
       logging.info('[%d/%d] %s (%d residues)', i, len(targets), name, length)
       start = time.time()
-      self.fold_target(target, out_dir)
+      try:
+        self.fold_target(target, out_dir)
+      except PredictionError as e:
+        logging.error('%s', e)
+        outputs.remove_outputs(out_dir, keep=_inputs(target))
+        failed.append(name)
+        continue
       logging.info('[%d/%d] %s done in %.1f s', i, len(targets), name, time.time() - start)
+    if failed:
+      others = '; the others are complete' if len(failed) < len(targets) else ''
+      raise PredictionError(f'{len(failed)} of {len(targets)} targets failed ({", ".join(failed)})'
+                            f' with non-finite outputs (see the errors above){others}')
     return dirs
 
   def fold_target(self, target: Target, target_dir: pathlib.Path) -> None:
@@ -334,6 +352,7 @@ class Folder:
         out = predictor.predict_processed(batch, random_seed=seed)
         timings[f'predict_and_compile_{pred_name}'] = time.time() - t0
         out = outputs.unpad_prediction(out, num_res)
+        outputs.check_finite(out, _prediction_name(target, model_name, pred_name, seed))
         plddt = np.asarray(out['plddt'])
         scores[pred_name] = float(plddt.mean())
         plddts[pred_name] = plddt
@@ -395,6 +414,7 @@ class Folder:
         out = outputs.unpad_prediction(predictor.predict_processed(batch, random_seed=seed),
                                        num_res)
         timings[f'predict_and_compile_{pred_name}'] = time.time() - t0
+        outputs.check_finite(out, _prediction_name(target, model_name, pred_name, seed))
         prot = outputs.prediction_protein(out, raw['aatype'], raw['residue_index'],
                                           asym_id=raw['asym_id'])
         scores[pred_name] = float(out['ranking_confidence'])
@@ -546,6 +566,10 @@ def _log_skipped(i: int, n: int, target: Target, target_dir: pathlib.Path) -> No
 def _inputs(target: Target) -> list[str]:
   """Input files that may sit where an output would (--features_paths=<target>/features.pkl)."""
   return [target.features_path] if target.features_path else []
+
+
+def _prediction_name(target: Target, model_name: str, pred_name: str, seed: int) -> str:
+  return f'target {target.record.name}, model {model_name}, seed {seed} ({pred_name})'
 
 
 def _log_replaced(target: Target, target_dir: pathlib.Path, asked: Mapping) -> None:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from af_jax.common import confidence, protein
-from af_jax.errors import InputError
+from af_jax.errors import InputError, PredictionError
 
 RANKING_FILE = 'ranking_debug.json'
 # ranking_debug.json's key for the scores, as AlphaFold's run_alphafold.py writes it.
@@ -76,6 +76,10 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
 
 def plddt_category(score: float) -> str:
   """AlphaFold DB's band: D (<50), L (<70), M (<90), H (>=90)."""
+  if not np.isfinite(score):
+    # Every comparison with NaN is false: it would fall through to H, very high.
+    raise PredictionError(f'pLDDT {score} is not a finite number: a prediction with '
+                          'non-finite outputs has no confidence to write')
   if score < 50:
     return 'D'
   if score < 70:
@@ -96,7 +100,7 @@ def confidence_json(plddt: np.ndarray) -> str:
       'residueNumber': list(range(1, len(plddt) + 1)),
       'confidenceScore': [round(float(s), 2) for s in plddt],
       'confidenceCategory': [plddt_category(float(s)) for s in plddt],
-  }, separators=(',', ':'))
+  }, separators=(',', ':'), allow_nan=False)
 
 
 def pae_json(pae: np.ndarray, max_pae: float) -> str:
@@ -108,7 +112,7 @@ def pae_json(pae: np.ndarray, max_pae: float) -> str:
   return json.dumps([{
       'predicted_aligned_error': np.round(np.asarray(pae, np.float64), 1).tolist(),
       'max_predicted_aligned_error': float(max_pae),
-  }], separators=(',', ':'))
+  }], separators=(',', ':'), allow_nan=False)
 
 
 def residue_axes(path: tuple[str, ...]) -> tuple[int, ...]:
@@ -230,7 +234,7 @@ def complex_confidence(out: Mapping, prot: protein.Protein) -> dict:
 
 def complex_confidence_json(out: Mapping, prot: protein.Protein) -> str:
   """complex_confidence as JSON text (compact, as confidence_json)."""
-  return json.dumps(complex_confidence(out, prot), separators=(',', ':'))
+  return json.dumps(complex_confidence(out, prot), separators=(',', ':'), allow_nan=False)
 
 
 def _mmcif(target_dir: pathlib.Path, model_name: str, prot: protein.Protein) -> str:
@@ -272,7 +276,7 @@ def write_relax_metrics(target_dir: pathlib.Path, metrics: Mapping[str, Mapping]
   """relax_metrics.json: AlphaFold 2.3's per-model entries (remaining_violations,
   remaining_violations_count) plus energies and RMSD, or {'error': ...} for a failure."""
   write_atomic(target_dir / RELAX_METRICS_FILE,
-               json.dumps({k: dict(v) for k, v in metrics.items()}, indent=4))
+               json.dumps({k: dict(v) for k, v in metrics.items()}, indent=4, allow_nan=False))
 
 
 def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
@@ -305,7 +309,7 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
     ranking['params'] = 'RANDOM (--random_params): smoke test, the structures are meaningless'
   if job is not None:
     ranking[JOB_KEY] = dict(job)
-  write_atomic(target_dir / RANKING_FILE, json.dumps(ranking, indent=4))
+  write_atomic(target_dir / RANKING_FILE, json.dumps(ranking, indent=4, allow_nan=False))
   return order
 
 
@@ -315,7 +319,7 @@ def write_timings(target_dir: pathlib.Path, timings: Mapping[str, float],
   data: dict = {k: round(float(v), 3) for k, v in timings.items()}
   if chunk_plans:
     data['chunk_plans'] = {k: dict(v) for k, v in chunk_plans.items()}
-  write_atomic(target_dir / 'timings.json', json.dumps(data, indent=4))
+  write_atomic(target_dir / 'timings.json', json.dumps(data, indent=4, allow_nan=False))
 
 
 def relax_targets(order: list[str], models_to_relax: str) -> list[str]:
@@ -346,7 +350,7 @@ def is_complete(target_dir: pathlib.Path, models_to_relax: str = 'none',
   ranking = read_ranking(target_dir)
   if ranking is None or not isinstance(ranking.get('order'), list):
     return False
-  if job is not None and ranking.get(JOB_KEY) != json.loads(json.dumps(job)):
+  if job is not None and ranking.get(JOB_KEY) != json.loads(json.dumps(job, allow_nan=False)):
     return False
   order = ranking['order']
   needed = [f'ranked_{i}.pdb' for i in range(len(order))]
@@ -394,6 +398,37 @@ def _is_output_name(name: str) -> bool:
   if temp:
     name = temp.group('atomic') or temp.group('with')
   return any(fnmatch.fnmatchcase(name, pattern) for pattern in OUTPUT_PATTERNS)
+
+
+def check_finite(out: Mapping, what: str) -> None:
+  """Raise PredictionError when any floating-point output of a prediction is NaN or inf.
+
+  Args:
+    out: the (unpadded) prediction, AlphaFold's output names.
+    what: the prediction, for the message (target, model and seed).
+  """
+  bad = []
+  def walk(tree, path):
+    if isinstance(tree, Mapping):
+      for k, v in tree.items():
+        walk(v, path + (k,))
+      return
+    value = np.asarray(tree)
+    if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+      bad.append(f'{"/".join(path)} ({int(np.isnan(value).sum())} NaN, '
+                 f'{int(np.isinf(value).sum())} inf of {value.size})')
+  walk(out, ())
+  if bad:
+    # The outputs a user reads first lead the message.
+    bad.sort(key=lambda entry: not entry.startswith(_KEY_OUTPUTS))
+    shown = ', '.join(bad[:3]) + (f' and {len(bad) - 3} more' if len(bad) > 3 else '')
+    raise PredictionError(f'{what}: non-finite outputs in {shown}; no structure written. The '
+                          'weights or the input features hold or produce NaN or inf: check '
+                          'the params file and the target\'s inputs')
+
+
+_KEY_OUTPUTS = ('structure_module/final_atom_positions ', 'plddt ', 'ptm ', 'iptm ',
+                'predicted_aligned_error ')
 
 
 def _to_numpy(tree):
