@@ -400,6 +400,11 @@ def _is_output_name(name: str) -> bool:
   return any(fnmatch.fnmatchcase(name, pattern) for pattern in OUTPUT_PATTERNS)
 
 
+# The outputs a user reads first, named first when several are not finite.
+_KEY_OUTPUTS = ('structure_module/final_atom_positions ', 'plddt ', 'ptm ', 'iptm ',
+                'predicted_aligned_error ')
+
+
 def check_finite(out: Mapping, what: str) -> None:
   """Raise PredictionError when any floating-point output of a prediction is NaN or inf.
 
@@ -419,16 +424,11 @@ def check_finite(out: Mapping, what: str) -> None:
                  f'{int(np.isinf(value).sum())} inf of {value.size})')
   walk(out, ())
   if bad:
-    # The outputs a user reads first lead the message.
     bad.sort(key=lambda entry: not entry.startswith(_KEY_OUTPUTS))
     shown = ', '.join(bad[:3]) + (f' and {len(bad) - 3} more' if len(bad) > 3 else '')
     raise PredictionError(f'{what}: non-finite outputs in {shown}; no structure written. The '
                           'weights or the input features hold or produce NaN or inf: check '
                           'the params file and the target\'s inputs')
-
-
-_KEY_OUTPUTS = ('structure_module/final_atom_positions ', 'plddt ', 'ptm ', 'iptm ',
-                'predicted_aligned_error ')
 
 
 def _to_numpy(tree):
