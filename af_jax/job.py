@@ -156,7 +156,8 @@ def make_job(*, sequences: Sequence[str], data: Mapping, weights: Mapping[str, s
       **data,
       'models': list(configs),
       'weights': dict(weights),
-      'seeds': {'random_seed': int(random_seed), 'num_seeds': int(num_seeds)},
+      # Prediction k of model m uses seed base + k * num_models + m (run_inference.py).
+      'seeds': {'base': int(random_seed), 'per_model': int(num_seeds)},
       'recycles': {name: int(cfg.model.num_recycle) for name, cfg in configs.items()},
       'precision': precision,
       'config': {name: config_digest(cfg) for name, cfg in configs.items()},

@@ -261,4 +261,4 @@ def test_a_killed_refold_leaves_no_old_result_and_no_mix(base, tmp_path):
   files = snapshot(target_dir)
   assert 'ranking_debug.json' in files
   assert not [f for f in files if '_pred_1' in f or '_pred_2' in f or '.tmp' in f]
-  assert recorded_job(target_dir)['seeds'] == {'random_seed': 0, 'num_seeds': 1}
+  assert recorded_job(target_dir)['seeds'] == {'base': 0, 'per_model': 1}
