@@ -17,6 +17,7 @@ import pytest
 
 import af_jax
 from af_jax import job as af_job
+from af_jax import outputs
 from tests.faults import digest_runs
 from tests.cli_runner import ROOT
 from tests.faults.digest_runs import MODEL, recorded_job, run, snapshot
@@ -262,3 +263,23 @@ def test_a_killed_refold_leaves_no_old_result_and_no_mix(base, tmp_path):
   assert 'ranking_debug.json' in files
   assert not [f for f in files if '_pred_1' in f or '_pred_2' in f or '.tmp' in f]
   assert recorded_job(target_dir)['seeds'] == {'base': 0, 'per_model': 1}
+
+
+def test_only_our_output_files_are_removed(tmp_path):
+  ours = ['ranking_debug.json', 'ranked_0.pdb', 'ranked_1.cif', 'unrelaxed_m_pred_0.pdb',
+          'relaxed_m_pred_0.cif', 'result_m_pred_0.pkl', 'confidence_m_pred_0.json',
+          'pae_m_pred_0.json', 'relax_metrics.json', 'timings.json', 'plddt.png', 'pae.png',
+          'features.pkl', '.ranked_0.pdb.tmp-123', '.tmp-99-plddt.png', '.features-x1_y.tmp']
+  theirs = ['notes.txt', 'ranked_0.pdb.bak', 'my_result.pkl', '.hidden', 'features.pkl.gz',
+            '.notes.txt.tmp-1']
+  for name in ours + theirs:
+    (tmp_path / name).write_text('x')
+  (tmp_path / 'msas').mkdir()
+  (tmp_path / 'msas' / 'uniref90_hits.sto').write_text('x')
+  removed = outputs.remove_outputs(tmp_path)
+  assert removed[0] == 'ranking_debug.json' and sorted(removed) == sorted(ours)
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs + ['msas'])
+  assert (tmp_path / 'msas' / 'uniref90_hits.sto').is_file()
+  # An input where an output would be (--features_paths=<target>/features.pkl) stays.
+  (tmp_path / 'features.pkl').write_text('input')
+  assert outputs.remove_outputs(tmp_path, keep=[tmp_path / 'features.pkl']) == []
