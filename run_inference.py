@@ -47,7 +47,9 @@ flags.DEFINE_list('features_paths', [], 'Raw features to fold as they are, inste
                   'AlphaFold/ColabFold features.pkl is a pickle, and loading a pickle can run '
                   'any code in it: pass only .pkl files you or a pipeline you trust wrote. '
                   '<dir>/features.pkl (or .npz) is named <dir>, <name>.pkl is named <name>.')
-flags.DEFINE_string('output_dir', None, 'Where each target gets its directory.')
+flags.DEFINE_string('output_dir', None, 'Where each target gets its directory. A target whose '
+                    'outputs there record the same job (inputs, weights, models, seeds, '
+                    'settings) is skipped; any other is folded again, its old outputs replaced.')
 flags.DEFINE_string('params_dir', None, 'Directory with params_model_*.npz, or AlphaFold\'s '
                     'data_dir holding params/params_model_*.npz. Required unless --random_params.')
 flags.DEFINE_bool('random_params', False, 'Random weights, for a smoke test without the '

@@ -1,10 +1,18 @@
 """af_jax: AlphaFold2 on JAX/XLA. Installs af_jax, compile_cache and configs."""
 
+import pathlib
+import re
+
 from setuptools import find_packages, setup
+
+# One version, af_jax.__version__, which every result records (af_jax/job.py).
+VERSION = re.search(r"^__version__ = '([^']+)'",
+                    (pathlib.Path(__file__).parent / 'af_jax' / '__init__.py').read_text(),
+                    re.M).group(1)
 
 setup(
     name='af_jax',
-    version='0.1.0',
+    version=VERSION,
     description='AlphaFold2 in JAX/Flax NNX: loads AlphaFold parameters, matches its outputs',
     python_requires='>=3.10',
     # AlphaFold's bond lengths and angles, read by af_jax.common.violations.

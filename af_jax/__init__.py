@@ -12,6 +12,9 @@ from configs import PRESETS, model_config
 
 xla_flags.apply_defaults()
 
+# Recorded with every result (af_jax.job): a new version folds old targets again.
+__version__ = '0.1.0'
+
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Read AlphaFold's `params_model_*.npz` (keys `scope//name`) as published."""
@@ -43,5 +46,5 @@ def __getattr__(name):
   raise AttributeError(name)
 
 
-__all__ = ['PRESETS', 'ConfigError', 'InputError', 'ParamsError', 'Predictor',
+__all__ = ['__version__', 'PRESETS', 'ConfigError', 'InputError', 'ParamsError', 'Predictor',
            'load_params', 'model_config', 'save_params']

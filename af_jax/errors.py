@@ -23,3 +23,7 @@ class ParamsError(AfJaxError):
 
 class ToolError(AfJaxError):
   """An external search tool (jackhmmer, hhblits, ...) is missing, failed or timed out."""
+
+
+class PredictionError(AfJaxError):
+  """A prediction failed (non-finite outputs): its target has no result."""

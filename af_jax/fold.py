@@ -2,7 +2,9 @@
 
 The library function behind run_inference.py: targets sorted by length so padded
 buckets (and their executables) are reused, one Predictor per model kept for the
-whole run, a target whose outputs are complete skipped, and every stage timed.
+whole run, a target whose outputs are complete for the same job skipped (af_jax.job),
+any other's old outputs replaced, a prediction with non-finite outputs a failure, and
+every stage timed.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from absl import logging
 
 import af_jax
 from af_jax import cli, outputs, plots
+from af_jax import job as af_job
 from af_jax import params as af_params
 from af_jax import relax
 from af_jax.chunking import ChunkPlan, autochunk
 from af_jax.common import files, protein
 from af_jax.data import features, names, parsers, pipeline, pipeline_multimer, transforms
 from af_jax.data import transforms_multimer
-from af_jax.errors import ConfigError, InputError, ParamsError
+from af_jax.errors import ConfigError, InputError, ParamsError, PredictionError
 from configs import buckets as bucket_lists
 from configs import model as model_configs
 from configs.model_multimer import MULTIMER_PRESETS
@@ -124,10 +127,38 @@ def load_model_params(model_name: str, cfg, options: FoldOptions) -> dict[str, n
     logging.warning('%s: RANDOM weights (--random_params): a smoke test, the structures are '
                     'meaningless', model_name)
     return af_params.module_to_flat(build_model(cfg.model, seed=options.random_seed))
+  return af_jax.load_params(_params_file(model_name, options))
+
+
+def _params_file(model_name: str, options: FoldOptions) -> pathlib.Path:
   if not options.params_dir:
     raise ParamsError(f'no weights for {model_name}: pass --params_dir (the directory with '
                       f'params/params_{model_name}.npz; {PARAMS_HELP}) or --random_params')
-  return af_jax.load_params(params_path(options.params_dir, model_name))
+  return params_path(options.params_dir, model_name)
+
+
+def weights_id(model_name: str, options: FoldOptions) -> str:
+  """What the model's weights are, for the job record: the params file's digest (read
+  once per run), or random weights and their seed."""
+  if options.random_params:
+    return f'random (--random_seed={options.random_seed})'
+  return af_job.file_digest(_params_file(model_name, options))
+
+
+def target_job(target: Target, target_dir: pathlib.Path, options: FoldOptions,
+               configs: Mapping, weights: Mapping[str, str]) -> dict:
+  """The job that folding `target` into target_dir is (af_jax.job.make_job).
+
+  Its MSA field reads target_dir/msas as it is now: before a fold, what the fold would
+  reuse; after it, what it used.
+  """
+  data = af_job.data_fields(
+      target_dir, options.pipeline, features_path=target.features_path,
+      uniprot_database=options.uniprot_database if target.chains else None)
+  return af_job.make_job(
+      sequences=[c.sequence for c in target.chains] or [target.record.sequence], data=data,
+      weights=weights, configs=configs, random_seed=options.random_seed,
+      num_seeds=options.num_seeds, precision=options.precision)
 
 
 def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (), *,
@@ -241,6 +272,7 @@ class Folder:
     check_relax_options(options)
     self.options = options
     self._configs = {name: model_config(name, options) for name in options.model_names}
+    self._weights = {name: weights_id(name, options) for name in options.model_names}
     self.mesh = inference_mesh(options.dap)
     # Weights are read and checked against each model up front: a missing, corrupt or
     # wrong-preset file fails before hours of MSA search. Nothing compiles yet.
@@ -251,6 +283,8 @@ class Folder:
                                            mesh=self.mesh)
       except ParamsError as e:
         where = params_path(options.params_dir, name) if options.params_dir else 'random'
+        if str(where) in str(e):  # read_npz's messages name the file already
+          raise ParamsError(f'{name} weights: {e}') from None
         raise ParamsError(f'{name} weights from {where}: {e}') from None
 
   @property
@@ -281,26 +315,52 @@ class Folder:
                          'predicted_peak_bytes': int(result.predicted_peak_bytes),
                          'budget_bytes': int(result.budget_bytes), 'source': result.source}
 
+  def job(self, target: Target, target_dir: pathlib.Path) -> dict:
+    """The target's job with this run's models, weights and settings."""
+    return target_job(target, target_dir, self.options, self._configs, self._weights)
+
   def fold(self, targets: Sequence[Target]) -> list[pathlib.Path]:
-    """Fold every target; returns their output directories."""
+    """Fold every target; returns their output directories.
+
+    A target whose recorded job differs from the one asked is folded again; its old
+    outputs are removed once the new inputs are read (fold_target). A target whose
+    prediction has non-finite outputs fails (one error line, its outputs removed) while
+    the others fold.
+
+    Raises:
+      PredictionError: after every target, when any failed.
+    """
     check_output_dir(self.options.output_dir)
-    dirs = []
+    dirs, failed = [], []
     for i, target in enumerate(targets, 1):
       name, length = target.record.name, len(target.record.sequence)
       target_dir = self.options.output_dir / name
       dirs.append(target_dir)
-      if outputs.is_complete(target_dir, self.options.models_to_relax):
+      if outputs.is_complete(target_dir, self.options.models_to_relax,
+                             self.job(target, target_dir)):
         _log_skipped(i, len(targets), target, target_dir)
         continue
+      out_dir = target_dir if self.primary else _scratch_dir(target_dir)
+      if self.primary:
+        _log_replaced(target, target_dir, self.job(target, target_dir))
       logging.info('[%d/%d] %s (%d residues)', i, len(targets), name, length)
       start = time.time()
       try:
-        self.fold_target(target, target_dir if self.primary else _scratch_dir(target_dir))
+        self.fold_target(target, out_dir)
+      except PredictionError as e:
+        logging.error('%s', e)
+        outputs.remove_outputs(out_dir, keep=_inputs(target))
+        failed.append(name)
+        continue
       except OSError as e:  # a full disk, a permission, a file in the way: not a bug
         raise file_error(e, name) from None
       if self.primary:
         files.remove_stale(target_dir)  # what a killed run of this target left behind
       logging.info('[%d/%d] %s done in %.1f s', i, len(targets), name, time.time() - start)
+    if failed:
+      others = '; the others are complete' if len(failed) < len(targets) else ''
+      raise PredictionError(f'{len(failed)} of {len(targets)} targets failed ({", ".join(failed)})'
+                            f' with non-finite outputs (see the errors above){others}')
     return dirs
 
   def fold_target(self, target: Target, target_dir: pathlib.Path) -> None:
@@ -318,6 +378,9 @@ class Folder:
       raw = features.load_features(target.features_path)
     else:
       raw = pipeline.make_raw_features(target.record, target_dir, opts.pipeline)
+    # The inputs are read and checked: only now go the outputs of an earlier job (or an
+    # interrupted run), ranking_debug.json first, so bad input leaves an earlier result.
+    outputs.remove_outputs(target_dir, keep=_inputs(target))
     write_features(target_dir, raw)
     timings['features'] = time.time() - start
     logging.info('%s: features in %.1f s', target.record.name, timings['features'])
@@ -345,6 +408,7 @@ class Folder:
         out = predictor.predict_processed(batch, random_seed=seed)
         timings[f'predict_and_compile_{pred_name}'] = time.time() - t0
         out = outputs.unpad_prediction(out, num_res)
+        outputs.check_finite(out, _prediction_name(target, model_name, pred_name, seed))
         plddt = np.asarray(out['plddt'])
         scores[pred_name] = float(plddt.mean())
         plddts[pred_name] = plddt
@@ -369,7 +433,7 @@ class Folder:
       plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order if k in paes}, title)
     outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
-                          relaxed=relaxed)
+                          relaxed=relaxed, job=self.job(target, target_dir))
 
   def fold_complex(self, target: Target, target_dir: pathlib.Path) -> None:
     """A complex: its features, every multimer model x seed, outputs, ranking by
@@ -380,6 +444,7 @@ class Folder:
     cplx = pipeline_multimer.Complex(target.record.name, target.chains)
     raw = pipeline_multimer.make_complex_features(cplx, target_dir, opts.pipeline,
                                                   uniprot_database=opts.uniprot_database)
+    outputs.remove_outputs(target_dir, keep=_inputs(target))  # as fold_target
     write_features(target_dir, raw)
     timings['features'] = time.time() - start
     num_res = transforms_multimer.natural_sizes(raw)[0]
@@ -405,6 +470,7 @@ class Folder:
         out = outputs.unpad_prediction(predictor.predict_processed(batch, random_seed=seed),
                                        num_res)
         timings[f'predict_and_compile_{pred_name}'] = time.time() - t0
+        outputs.check_finite(out, _prediction_name(target, model_name, pred_name, seed))
         prot = outputs.prediction_protein(out, raw['aatype'], raw['residue_index'],
                                           asym_id=raw['asym_id'])
         scores[pred_name] = float(out['ranking_confidence'])
@@ -430,7 +496,8 @@ class Folder:
     plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order}, title, **chains)
     outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
-                          relaxed=relaxed, score_label=outputs.MULTIMER_SCORE_LABEL)
+                          relaxed=relaxed, score_label=outputs.MULTIMER_SCORE_LABEL,
+                          job=self.job(target, target_dir))
 
 
 def write_features(target_dir: pathlib.Path, raw: Mapping) -> None:
@@ -558,6 +625,35 @@ def _log_skipped(i: int, n: int, target: Target, target_dir: pathlib.Path) -> No
                target.record.name, len(target.record.sequence), target_dir)
 
 
+def _inputs(target: Target) -> list[str]:
+  """Input files that may sit where an output would (--features_paths=<target>/features.pkl)."""
+  return [target.features_path] if target.features_path else []
+
+
+def _prediction_name(target: Target, model_name: str, pred_name: str, seed: int) -> str:
+  return f'target {target.record.name}, model {model_name}, seed {seed} ({pred_name})'
+
+
+def _log_replaced(target: Target, target_dir: pathlib.Path, asked: Mapping) -> None:
+  """Say why a target with outputs is folded again: a WARNING when they are another job's."""
+  ranking = outputs.read_ranking(target_dir)
+  if ranking is None:
+    return  # nothing finished there: at most an interrupted run's partial files
+  recorded = ranking.get(outputs.JOB_KEY)
+  if not isinstance(recorded, Mapping):
+    logging.warning('%s: the outputs in %s record no job (an older af_jax made them); folding '
+                    'again and replacing them', target.record.name, target_dir)
+    return
+  changed = af_job.changed_fields(recorded, asked)
+  if changed:
+    logging.warning('%s: the outputs in %s were made by another job (changed: %s); folding '
+                    'again and replacing them', target.record.name, target_dir,
+                    ', '.join(changed))
+  else:
+    logging.info('%s: the outputs in %s are incomplete (a file missing, or relaxation now '
+                 'asked for); folding again', target.record.name, target_dir)
+
+
 def raw_aatype(raw: Mapping) -> np.ndarray:
   """Residue type indices from the raw one-hot aatype."""
   aatype = np.asarray(raw['aatype'])
@@ -573,7 +669,11 @@ def fold(fasta_paths: Sequence[str], options: FoldOptions,
   check_target_dirs(options.output_dir, targets)
   logging.info('%d targets, models %s, %d seed(s) each', len(targets),
                ', '.join(options.model_names), options.num_seeds)
-  if all(outputs.is_complete(options.output_dir / t.record.name, options.models_to_relax)
+  configs = {name: model_config(name, options) for name in options.model_names}
+  weights = {name: weights_id(name, options) for name in options.model_names}
+  if all(outputs.is_complete(
+      options.output_dir / t.record.name, options.models_to_relax,
+      target_job(t, options.output_dir / t.record.name, options, configs, weights))
          for t in targets):
     # Nothing to fold: do not even load the weights.
     for i, t in enumerate(targets, 1):

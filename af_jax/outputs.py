@@ -18,8 +18,9 @@
                                    0.8 ipTM + 0.2 pTM (relaxed where relaxed)
     plddt.png, pae.png             pictures of the confidences
     timings.json                   seconds per stage
-    ranking_debug.json             ranking scores and order; written last, so its presence
-                                   (with every file it names) means the target is complete
+    ranking_debug.json             ranking scores and order, and the job that made them
+                                   (af_jax.job); written last, so its presence (with every
+                                   file it names) means the target is complete for that job
 
 Every file is written under a temporary name and renamed when complete (common.files);
 temporary files a killed run left behind are removed by the next run that completes.
@@ -27,22 +28,34 @@ temporary files a killed run left behind are removed by the next run that comple
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import pathlib
 import pickle
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from af_jax.common import confidence, files, protein
-from af_jax.errors import InputError
+from af_jax.errors import InputError, PredictionError
 
 RANKING_FILE = 'ranking_debug.json'
 # ranking_debug.json's key for the scores, as AlphaFold's run_alphafold.py writes it.
 MONOMER_SCORE_LABEL = 'plddts'
 MULTIMER_SCORE_LABEL = 'iptm+ptm'
 RELAX_METRICS_FILE = 'relax_metrics.json'
+JOB_KEY = 'job'  # ranking_debug.json's key for the job record (af_jax.job)
+
+# Every file a fold writes into a target's directory (msas/ holds inputs and is not one).
+# features.npz: the pickle-free copy of features.pkl.
+OUTPUT_PATTERNS = (
+    RANKING_FILE, RELAX_METRICS_FILE, 'timings.json', 'plddt.png', 'pae.png', 'features.pkl',
+    'features.npz', 'ranked_*.pdb', 'ranked_*.cif', 'unrelaxed_*.pdb', 'unrelaxed_*.cif',
+    'relaxed_*.pdb', 'relaxed_*.cif', 'result_*.pkl', 'confidence_*.json', 'pae_*.json')
+# Temporary names of those files: write_atomic's, write_with's, write_features_pkl's.
+_TEMP_NAME = re.compile(r'^\.(?:(?P<atomic>.+)\.tmp-\d+|tmp-\d+-(?P<with>.+)|features-\w+\.tmp)$')
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
@@ -60,6 +73,10 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
 
 def plddt_category(score: float) -> str:
   """AlphaFold DB's band: D (<50), L (<70), M (<90), H (>=90)."""
+  if not np.isfinite(score):
+    # Every comparison with NaN is false: it would fall through to H, very high.
+    raise PredictionError(f'pLDDT {score} is not a finite number: a prediction with '
+                          'non-finite outputs has no confidence to write')
   if score < 50:
     return 'D'
   if score < 70:
@@ -80,7 +97,7 @@ def confidence_json(plddt: np.ndarray) -> str:
       'residueNumber': list(range(1, len(plddt) + 1)),
       'confidenceScore': [round(float(s), 2) for s in plddt],
       'confidenceCategory': [plddt_category(float(s)) for s in plddt],
-  }, separators=(',', ':'))
+  }, separators=(',', ':'), allow_nan=False)
 
 
 def pae_json(pae: np.ndarray, max_pae: float) -> str:
@@ -92,7 +109,7 @@ def pae_json(pae: np.ndarray, max_pae: float) -> str:
   return json.dumps([{
       'predicted_aligned_error': np.round(np.asarray(pae, np.float64), 1).tolist(),
       'max_predicted_aligned_error': float(max_pae),
-  }], separators=(',', ':'))
+  }], separators=(',', ':'), allow_nan=False)
 
 
 def residue_axes(path: tuple[str, ...]) -> tuple[int, ...]:
@@ -214,7 +231,7 @@ def complex_confidence(out: Mapping, prot: protein.Protein) -> dict:
 
 def complex_confidence_json(out: Mapping, prot: protein.Protein) -> str:
   """complex_confidence as JSON text (compact, as confidence_json)."""
-  return json.dumps(complex_confidence(out, prot), separators=(',', ':'))
+  return json.dumps(complex_confidence(out, prot), separators=(',', ':'), allow_nan=False)
 
 
 def _mmcif(target_dir: pathlib.Path, model_name: str, prot: protein.Protein) -> str:
@@ -256,14 +273,15 @@ def write_relax_metrics(target_dir: pathlib.Path, metrics: Mapping[str, Mapping]
   """relax_metrics.json: AlphaFold 2.3's per-model entries (remaining_violations,
   remaining_violations_count) plus energies and RMSD, or {'error': ...} for a failure."""
   write_atomic(target_dir / RELAX_METRICS_FILE,
-               json.dumps({k: dict(v) for k, v in metrics.items()}, indent=4))
+               json.dumps({k: dict(v) for k, v in metrics.items()}, indent=4, allow_nan=False))
 
 
 def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
                   proteins: Mapping[str, protein.Protein], *,
                   random_params: bool = False,
                   relaxed: Mapping[str, tuple[str, protein.Protein]] | None = None,
-                  score_label: str = MONOMER_SCORE_LABEL) -> list[str]:
+                  score_label: str = MONOMER_SCORE_LABEL,
+                  job: Mapping | None = None) -> list[str]:
   """ranked_<i>.pdb/.cif by score (best first), then ranking_debug.json last.
 
   The scores are what AlphaFold ranks by: mean pLDDT for monomers, the
@@ -272,6 +290,7 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
   AlphaFold's keys) beside 'order'. A prediction in `relaxed` (name -> (relaxed PDB
   text, relaxed Protein)) is ranked by its relaxed structure, as AlphaFold does. With
   random weights the ranking file says so, so nobody mistakes a smoke test for a fold.
+  `job` (af_jax.job.make_job) is recorded under JOB_KEY: what is_complete compares.
   """
   order = sorted(scores, key=lambda name: scores[name], reverse=True)
   relaxed = relaxed or {}
@@ -285,7 +304,9 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
   ranking = {score_label: {k: float(v) for k, v in scores.items()}, 'order': order}
   if random_params:
     ranking['params'] = 'RANDOM (--random_params): smoke test, the structures are meaningless'
-  write_atomic(target_dir / RANKING_FILE, json.dumps(ranking, indent=4))
+  if job is not None:
+    ranking[JOB_KEY] = dict(job)
+  write_atomic(target_dir / RANKING_FILE, json.dumps(ranking, indent=4, allow_nan=False))
   return order
 
 
@@ -295,7 +316,7 @@ def write_timings(target_dir: pathlib.Path, timings: Mapping[str, float],
   data: dict = {k: round(float(v), 3) for k, v in timings.items()}
   if chunk_plans:
     data['chunk_plans'] = {k: dict(v) for k, v in chunk_plans.items()}
-  write_atomic(target_dir / 'timings.json', json.dumps(data, indent=4))
+  write_atomic(target_dir / 'timings.json', json.dumps(data, indent=4, allow_nan=False))
 
 
 def relax_targets(order: list[str], models_to_relax: str) -> list[str]:
@@ -305,19 +326,30 @@ def relax_targets(order: list[str], models_to_relax: str) -> list[str]:
   return {'best': order[:1], 'all': list(order), 'none': []}[models_to_relax]
 
 
-def is_complete(target_dir: pathlib.Path, models_to_relax: str = 'none') -> bool:
+def read_ranking(target_dir: pathlib.Path) -> dict | None:
+  """ranking_debug.json's contents, or None when it is missing or unreadable."""
+  try:
+    ranking = json.loads((target_dir / RANKING_FILE).read_text())
+  except (OSError, ValueError):
+    return None
+  return ranking if isinstance(ranking, dict) else None
+
+
+def is_complete(target_dir: pathlib.Path, models_to_relax: str = 'none',
+                job: Mapping | None = None) -> bool:
   """True when ranking_debug.json exists and every file it implies is there.
 
-  With relaxation asked for, relax_metrics.json must also report on each prediction
-  to relax (a failure reported there counts: running again would fail again).
+  With `job` (af_jax.job.make_job), the job recorded there must also equal it: outputs
+  of another job (other sequence, weights, settings) are not this job's result. With
+  relaxation asked for, relax_metrics.json must also report on each prediction to relax
+  (a failure reported there counts: running again would fail again).
   """
-  ranking = target_dir / RANKING_FILE
-  if not ranking.is_file():
+  ranking = read_ranking(target_dir)
+  if ranking is None or not isinstance(ranking.get('order'), list):
     return False
-  try:
-    order = json.loads(ranking.read_text())['order']
-  except (ValueError, KeyError):
+  if job is not None and ranking.get(JOB_KEY) != json.loads(json.dumps(job, allow_nan=False)):
     return False
+  order = ranking['order']
   needed = [f'ranked_{i}.pdb' for i in range(len(order))]
   needed += [f'unrelaxed_{name}.pdb' for name in order]
   needed += [f'result_{name}.pkl' for name in order]
@@ -333,6 +365,67 @@ def is_complete(target_dir: pathlib.Path, models_to_relax: str = 'none') -> bool
   return all(name in metrics and ('error' in metrics[name]
                                   or (target_dir / f'relaxed_{name}.pdb').is_file())
              for name in to_relax)
+
+
+def remove_outputs(target_dir: pathlib.Path, keep: Sequence[str | os.PathLike] = ()) -> list[str]:
+  """Delete the files a fold wrote into target_dir (OUTPUT_PATTERNS and their temporary
+  names), ranking_debug.json first, so that a crash halfway leaves an incomplete target.
+
+  Anything else there (msas/, a user's own files) stays, and so do the files in `keep`
+  (inputs that sit where an output would, e.g. --features_paths=<target>/features.pkl).
+
+  Returns:
+    The names deleted.
+  """
+  if not target_dir.is_dir():
+    return []
+  kept = {os.path.realpath(p) for p in keep}
+  ours = sorted((p for p in target_dir.iterdir() if p.is_file() and not p.is_symlink()
+                 and _is_output_name(p.name) and os.path.realpath(p) not in kept),
+                key=lambda p: p.name != RANKING_FILE)
+  for path in ours:
+    path.unlink(missing_ok=True)
+  return [p.name for p in ours]
+
+
+def _is_output_name(name: str) -> bool:
+  temp = _TEMP_NAME.match(name)
+  if temp and name.startswith('.features-'):
+    return True
+  if temp:
+    name = temp.group('atomic') or temp.group('with')
+  return any(fnmatch.fnmatchcase(name, pattern) for pattern in OUTPUT_PATTERNS)
+
+
+# The outputs a user reads first, named first when several are not finite.
+_KEY_OUTPUTS = ('structure_module/final_atom_positions ', 'plddt ', 'ptm ', 'iptm ',
+                'predicted_aligned_error ')
+
+
+def check_finite(out: Mapping, what: str) -> None:
+  """Raise PredictionError when any floating-point output of a prediction is NaN or inf.
+
+  Args:
+    out: the (unpadded) prediction, AlphaFold's output names.
+    what: the prediction, for the message (target, model and seed).
+  """
+  bad = []
+  def walk(tree, path):
+    if isinstance(tree, Mapping):
+      for k, v in tree.items():
+        walk(v, path + (k,))
+      return
+    value = np.asarray(tree)
+    if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+      bad.append(f'{"/".join(path)} ({int(np.isnan(value).sum())} NaN, '
+                 f'{int(np.isinf(value).sum())} inf of {value.size})')
+  walk(out, ())
+  if bad:
+    bad.sort(key=lambda entry: not entry.startswith(_KEY_OUTPUTS))
+    shown = ', '.join(bad[:3]) + (f' and {len(bad) - 3} more' if len(bad) > 3 else '')
+    raise PredictionError(f'{what}: non-finite outputs in {shown}; no structure written. The '
+                          'weights or the input features hold or produce NaN or inf: check '
+                          'the params file and the target\'s inputs')
 
 
 def _to_numpy(tree):

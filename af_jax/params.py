@@ -110,10 +110,14 @@ def assign_flat(module: nnx.Module, flat: Mapping[str, np.ndarray], prefix: str 
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Read an AlphaFold `params_model_*.npz` (no pickles)."""
+  """Read an AlphaFold `params_model_*.npz` (no pickles); every array must be finite.
+
+  Raises:
+    ParamsError: the file is missing or unreadable, or an array holds NaN or inf (named).
+  """
   try:
     with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}
+      flat = {k: data[k] for k in data.files}
   except FileNotFoundError:
     raise ParamsError(f'params file {str(path)!r} not found; pass the path to a '
                       'params_model_*.npz from AlphaFold\'s parameter release') from None
@@ -125,6 +129,22 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise ParamsError(f'params file {str(path)!r} is not a readable .npz '
                       f'({type(e).__name__}: {str(e)[:200]}); re-download or regenerate '
                       'it') from None
+  check_finite(flat, f'params file {str(path)!r}')
+  return flat
+
+
+def check_finite(flat: Mapping[str, np.ndarray], where: str) -> None:
+  """Raise ParamsError naming the first array of `flat` that holds NaN or inf.
+
+  Non-finite weights fold every target into non-finite coordinates.
+  """
+  for key, value in flat.items():
+    value = np.asarray(value)
+    if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+      raise ParamsError(f'{key!r} in {where} holds {int(np.isnan(value).sum())} NaN and '
+                        f'{int(np.isinf(value).sum())} inf of {value.size} values: the file is '
+                        'damaged or was saved from a diverged model; re-download or '
+                        're-export it')
 
 
 def write_npz(path: str | os.PathLike, flat: Mapping[str, np.ndarray]) -> None:

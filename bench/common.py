@@ -79,7 +79,7 @@ def write_section(path: str, text: str, begin: str, end: str) -> None:
 
 def write_json(path: str, report: dict) -> str:
   """Write the report (indented JSON) and return its text."""
-  text = json.dumps(report, indent=1)
+  text = json.dumps(report, indent=1, allow_nan=False)
   if path:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp-{os.getpid()}'

@@ -321,7 +321,7 @@ def markdown(report: dict) -> str:
         f"| {yes[sm['same_output']]} |")
   lines += allocator_table(report['lengths'])
   lines += ['', '<details><summary>JSON</summary>', '', '```json',
-            json.dumps(report, indent=1), '```', '', '</details>', MARKERS[1], '']
+            json.dumps(report, indent=1, allow_nan=False), '```', '', '</details>', MARKERS[1], '']
   return '\n'.join(lines)
 
 
@@ -330,7 +330,8 @@ def markdown(report: dict) -> str:
 def main(argv):
   del argv
   if FLAGS.child_length:
-    print('RESULT ' + json.dumps(child(FLAGS.child_length, FLAGS.child_cache_dir)), flush=True)
+    result = child(FLAGS.child_length, FLAGS.child_cache_dir)
+    print('RESULT ' + json.dumps(result, allow_nan=False), flush=True)
     return
   unknown = [m for m in FLAGS.malloc if m not in MALLOCS]
   if unknown:
@@ -347,7 +348,7 @@ def main(argv):
         warm = run_child(length, cache_dir, malloc)
         row = {'length': length, 'malloc': malloc, 'cold': cold, 'warm': warm,
                'summary': summarize(cold, warm)}
-        print(json.dumps(row), file=sys.stderr, flush=True)
+        print(json.dumps(row, allow_nan=False), file=sys.stderr, flush=True)
         rows.append(row)
   finally:
     if not FLAGS.work_dir:
@@ -369,11 +370,11 @@ def main(argv):
                   'trace_lower_max_s': TRACE_LOWER_TARGET_S},
       'lengths': rows,
   }
-  print(json.dumps(report, indent=1))
+  print(json.dumps(report, indent=1, allow_nan=False))
   if FLAGS.json_out:
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json_out)), exist_ok=True)
     with open(FLAGS.json_out, 'w') as f:
-      json.dump(report, f, indent=1)
+      json.dump(report, f, indent=1, allow_nan=False)
   if FLAGS.results_md:
     common.write_section(FLAGS.results_md, markdown(report), *MARKERS)
 

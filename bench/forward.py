@@ -283,7 +283,8 @@ def run_length(n_res: int, ref_runner, ref_params, predictor) -> dict:
                                                 np.asarray(ref.out['plddt'])))),
       'ptm_reference_af_jax': [float(ref.out['ptm']), float(ours.out['ptm'])],
   }
-  print(json.dumps({'L': n_res, 'ratios': result['ratios'], 'sanity': result['sanity']}),
+  print(json.dumps({'L': n_res, 'ratios': result['ratios'], 'sanity': result['sanity']},
+                   allow_nan=False),
         file=sys.stderr, flush=True)
   return result
 
@@ -359,7 +360,7 @@ def markdown(report: dict) -> str:
   if plans:
     lines += ['', "af_jax's chunk plans: " + '; '.join(plans) + '.']
   lines += ['', '<details><summary>JSON</summary>', '', '```json',
-            json.dumps(report, indent=1), '```', '', '</details>', end]
+            json.dumps(report, indent=1, allow_nan=False), '```', '', '</details>', end]
   return '\n'.join(lines) + '\n'
 
 
@@ -415,7 +416,7 @@ def main(argv):
       },
       'results': results,
   }
-  text = json.dumps(report, indent=1)
+  text = json.dumps(report, indent=1, allow_nan=False)
   print(text)
   if FLAGS.json_out:
     with open(FLAGS.json_out, 'w') as f:

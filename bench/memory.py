@@ -189,7 +189,7 @@ def run_child(spec: dict) -> dict:
 
 def spawn(n_res: int, plan) -> dict:
   import dataclasses
-  spec = json.dumps({'L': n_res, 'plan': dataclasses.asdict(plan)})
+  spec = json.dumps({'L': n_res, 'plan': dataclasses.asdict(plan)}, allow_nan=False)
   result = common.run_child(__file__, [
       f'--child={spec}', f'--num_seq={FLAGS.num_seq}', f'--reps={FLAGS.reps}',
       f'--preset={FLAGS.preset}', f'--seed={FLAGS.seed}'])
@@ -258,7 +258,8 @@ def run_length(n_res: int) -> dict:
       continue
     side = spawn(n_res, p)
     result['sides'][name] = side
-    print(f"{name}: {json.dumps({k: side.get(k) for k in ('best_s', 'peak_rss_bytes')})} "
+    shown = {k: side.get(k) for k in ('best_s', 'peak_rss_bytes')}
+    print(f"{name}: {json.dumps(shown, allow_nan=False)} "
           f"{side.get('error', '')}", file=sys.stderr, flush=True)
   a, b = result['sides'].get('unchunked', {}), result['sides'].get('autochunk', {})
   if 'compiled_memory' in a and 'compiled_memory' in b:
@@ -363,15 +364,16 @@ def confirm(spec_text: str) -> None:
   with open(FLAGS.json_out) as f:
     report = json.load(f)
   result = common.run_child(__file__, [
-      f'--confirm_child={json.dumps(spec)}', f'--preset={FLAGS.preset}', f'--seed={FLAGS.seed}'])
+      f'--confirm_child={json.dumps(spec, allow_nan=False)}', f'--preset={FLAGS.preset}',
+      f'--seed={FLAGS.seed}'])
   result.update({k: v for k, v in spec.items() if k not in result})
   result['command'] = 'PYTHONPATH=. python bench/memory.py ' + ' '.join(sys.argv[1:])
   result['machine'] = common.machine_info()
-  print(json.dumps(result), file=sys.stderr, flush=True)
+  print(json.dumps(result, allow_nan=False), file=sys.stderr, flush=True)
   report['confirm_runs'] = [r for r in report.get('confirm_runs', [])
                             if (r['L'], r['dtype']) != (spec['L'], dtype)] + [result]
   with open(FLAGS.json_out, 'w') as f:
-    f.write(json.dumps(report, indent=1) + '\n')
+    f.write(json.dumps(report, indent=1, allow_nan=False) + '\n')
   if FLAGS.results_md:
     common.write_section(FLAGS.results_md, markdown(report), _BEGIN, _END)
 
@@ -558,10 +560,10 @@ def main(argv):
   import jax
   jax.config.update('jax_enable_compilation_cache', False)
   if FLAGS.child:
-    print(json.dumps(run_child(json.loads(FLAGS.child))))
+    print(json.dumps(run_child(json.loads(FLAGS.child)), allow_nan=False))
     return
   if FLAGS.confirm_child:
-    print(json.dumps(run_confirm_child(json.loads(FLAGS.confirm_child))))
+    print(json.dumps(run_confirm_child(json.loads(FLAGS.confirm_child)), allow_nan=False))
     return
   if FLAGS.confirm:
     confirm(FLAGS.confirm)
@@ -586,7 +588,7 @@ def main(argv):
       'json_path': os.path.relpath(FLAGS.json_out, os.getcwd()) if FLAGS.json_out else None,
   }
   carry_over(report)
-  text = json.dumps(report, indent=1)
+  text = json.dumps(report, indent=1, allow_nan=False)
   print(text)
   if FLAGS.json_out:
     os.makedirs(os.path.dirname(FLAGS.json_out), exist_ok=True)

@@ -325,7 +325,8 @@ def run_length(n_res: int, ref_apply, ref_params, ours_jitted, ours_state) -> di
                                               float(oo['ranking_confidence'])],
       'num_recycles_af_jax': int(oo['num_recycles']),
   }
-  print(json.dumps({'L': n_res, 'ratios': result['ratios'], 'sanity': result['sanity']}),
+  print(json.dumps({'L': n_res, 'ratios': result['ratios'], 'sanity': result['sanity']},
+                   allow_nan=False),
         file=sys.stderr, flush=True)
   return result
 

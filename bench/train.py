@@ -135,7 +135,7 @@ def run_child(spec: dict) -> dict:
 
 
 def spawn(remat: bool, chunk: int | None) -> dict:
-  spec = json.dumps({'remat': remat, 'chunk': chunk})
+  spec = json.dumps({'remat': remat, 'chunk': chunk}, allow_nan=False)
   args = [a for a in sys.argv[1:] if not a.startswith(('--json_out', '--results_md'))]
   result = common.run_child(__file__, [f'--child={spec}', *args])
   return {'remat': remat, 'chunk': chunk, **result} if 'error' in result else result
@@ -188,7 +188,7 @@ def main(argv):
   import jax
   jax.config.update('jax_enable_compilation_cache', False)
   if FLAGS.child:
-    print(json.dumps(run_child(json.loads(FLAGS.child))))
+    print(json.dumps(run_child(json.loads(FLAGS.child)), allow_nan=False))
     return
   cfg = train_config(True)
   evo = cfg.model.embeddings_and_evoformer

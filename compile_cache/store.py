@@ -213,7 +213,8 @@ def update_meta(directory: Path, key: str, **fields: Any) -> dict[str, Any]:
   meta = read_meta(directory, key)
   meta.update({k: v for k, v in fields.items() if v is not None})
   meta.setdefault('created', time.time())
-  atomic_write(directory / (key + META_SUFFIX), json.dumps(meta, sort_keys=True).encode())
+  atomic_write(directory / (key + META_SUFFIX),
+               json.dumps(meta, sort_keys=True, allow_nan=False).encode())
   return meta
 
 
@@ -230,7 +231,7 @@ def check_writable(directory: Path) -> None:
 
 def write_profile_marker(directory: Path, name: str, flags: Iterable[str]) -> None:
   """Records which profile and flags a subdirectory's entries were compiled with."""
-  data = json.dumps({'name': name, 'flags': list(flags)}, indent=1).encode()
+  data = json.dumps({'name': name, 'flags': list(flags)}, indent=1, allow_nan=False).encode()
   path = directory / PROFILE_FILE
   if not path.exists() or path.read_bytes() != data:
     atomic_write(path, data)

@@ -511,7 +511,7 @@ def default_cache_dir() -> pathlib.Path:
 def _config_hash(config) -> str:
   mc = config.model if 'model' in config else config
   text = mc.to_json_best_effort(sort_keys=True) if hasattr(mc, 'to_json_best_effort') \
-      else json.dumps(mc, sort_keys=True, default=str)
+      else json.dumps(mc, sort_keys=True, default=str, allow_nan=False)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -536,7 +536,8 @@ def _cache_key(config, shapes, budget: int, device_kind: str, mesh, extra: str |
 
 
 def _cache_path(cache_dir: pathlib.Path, key: dict) -> pathlib.Path:
-  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+  text = json.dumps(key, sort_keys=True, allow_nan=False)
+  digest = hashlib.sha256(text.encode()).hexdigest()[:24]
   return cache_dir / f'{digest}.json'
 
 
@@ -552,7 +553,7 @@ def _write_cache(path: pathlib.Path, entry: dict) -> None:
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'{path.name}.tmp-{os.getpid()}')
-    tmp.write_text(json.dumps(entry, indent=1, sort_keys=True))
+    tmp.write_text(json.dumps(entry, indent=1, sort_keys=True, allow_nan=False))
     os.replace(tmp, path)
   except OSError as e:  # a read-only cache only costs a search next time
     logging.warning('AutoChunk: cannot write decision cache %s: %s', path, e)

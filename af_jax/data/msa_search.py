@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from absl import logging
 
 from af_jax.common import files
+from af_jax.data import parsers
 from af_jax.data.tools import hhblits
 from af_jax.data.tools import hhsearch
 from af_jax.data.tools import jackhmmer
@@ -161,8 +162,13 @@ def _order(paths: Sequence[pathlib.Path]) -> list[pathlib.Path]:
   return sorted(paths, key=lambda p: rank.get(p.name, len(rank)))
 
 
-def _precomputed(msa_dir: pathlib.Path, msa_paths: Sequence[str]) -> list[pathlib.Path]:
-  """Copies the given MSA/hhr files into msa_dir, or lists the ones already there."""
+def _precomputed(msa_dir: pathlib.Path, msa_paths: Sequence[str], sequence: str,
+                 target_name: str) -> list[pathlib.Path]:
+  """Copies the given MSA/hhr files into msa_dir, or lists the ones already there.
+
+  Every given file is checked (parsed; an MSA's first row must be `sequence`) before any
+  is copied: msa_dir is where later precomputed runs look, so nothing bad may land there.
+  """
   if not msa_paths:
     found = sorted(p for p in msa_dir.iterdir()
                    if p.is_file() and (p.suffix in _MSA_SUFFIXES or p.name == TEMPLATES_HHR))
@@ -172,7 +178,7 @@ def _precomputed(msa_dir: pathlib.Path, msa_paths: Sequence[str]) -> list[pathli
     for path in found:
       _reuse(path)
     return found
-  copied = []
+  copies = {}
   for given in msa_paths:
     src = pathlib.Path(given)
     if src.suffix not in _MSA_SUFFIXES + ('.hhr',):
@@ -182,9 +188,19 @@ def _precomputed(msa_dir: pathlib.Path, msa_paths: Sequence[str]) -> list[pathli
       raise InputError(f'--msa_paths entry {given!r} does not exist: fix the path')
     # Template hits take AlphaFold's name, where the template featurizer looks for them.
     dst = msa_dir / (TEMPLATES_HHR if src.suffix == '.hhr' else src.name)
-    if dst in copied:
+    if dst in copies.values():
       raise InputError(f'--msa_paths has two files named {dst.name!r}: give each MSA a '
                        'distinct file name and at most one .hhr')
+    if src.suffix == '.hhr':
+      parsers.parse_hhr(src.read_text(errors='replace'), source=str(src))
+    else:
+      parsers.check_msa_query(parsers.read_msa(src), sequence, str(src), target=target_name)
+    copies[src] = dst
+  if not any(p.suffix in _MSA_SUFFIXES for p in copies.values()):
+    raise InputError(f'--msa_paths={",".join(msa_paths)} holds no MSA (*.a3m, *.sto): add '
+                     'at least one')
+  copied = []
+  for src, dst in copies.items():
     if not (dst.exists() and os.path.samefile(src, dst)):
       with files.writing(dst) as tmp:
         shutil.copyfile(src, tmp)
@@ -192,9 +208,6 @@ def _precomputed(msa_dir: pathlib.Path, msa_paths: Sequence[str]) -> list[pathli
     if dst.name in MAX_HITS:
       jackhmmer.truncate_stockholm(dst, dst, MAX_HITS[dst.name])
     copied.append(dst)
-  if not any(p.suffix in _MSA_SUFFIXES for p in copied):
-    raise InputError(f'--msa_paths={",".join(msa_paths)} holds no MSA (*.a3m, *.sto): add '
-                     'at least one')
   return copied
 
 
@@ -289,7 +302,7 @@ def search_msas(sequence: str, target_name: str, msa_dir: pathlib.Path, mode: st
     query.write_text(f'>{target_name}\n{sequence}\n')
 
     if mode == 'precomputed':
-      given = _precomputed(msa_dir, msa_paths)
+      given = _precomputed(msa_dir, msa_paths, sequence, target_name)
       msas = _order([p for p in given if p.suffix in _MSA_SUFFIXES])
       jobs = []
     elif mode == 'single_sequence':

@@ -424,7 +424,8 @@ def make_complex_features(complex_: Complex, target_dir: str | pathlib.Path,
   msa_root.mkdir(parents=True, exist_ok=True)
   chain_map = {CHAIN_IDS[i]: {'description': r.description, 'sequence': r.sequence}
                for i, r in enumerate(complex_.chains)}
-  (msa_root / CHAIN_ID_MAP).write_text(json.dumps(chain_map, indent=4, sort_keys=True))
+  (msa_root / CHAIN_ID_MAP).write_text(json.dumps(chain_map, indent=4, sort_keys=True,
+                                                  allow_nan=False))
   pairing = len({r.sequence for r in complex_.chains}) > 1
   first_of: dict[str, ChainInput] = {}
   inputs = []

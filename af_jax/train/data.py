@@ -149,7 +149,7 @@ def write_chain_cache(entries: Sequence[ChainEntry], path: str | os.PathLike) ->
            for e in entries}
   tmp = f'{os.fspath(path)}.tmp'
   with open(tmp, 'w') as f:
-    json.dump(cache, f, indent=1)
+    json.dump(cache, f, indent=1, allow_nan=False)
   os.replace(tmp, path)
 
 

@@ -90,6 +90,12 @@ def _to_json(metrics: dict) -> dict:
   return out
 
 
+def _finite_or_null(record: dict) -> dict:
+  """A metrics record with NaN and inf (a diverged step) as null: JSON has neither."""
+  return {k: None if isinstance(v, float) and not np.isfinite(v) else v
+          for k, v in record.items()}
+
+
 def _truncate_metrics(path: pathlib.Path, consumed: int) -> None:
   """Drop the lines of steps after `consumed` (written after the checkpoint a run resumes
   from; a line's `step` counts the batches consumed, so the checkpoint's own is kept)."""
@@ -145,7 +151,8 @@ def train(cfg: ml_collections.ConfigDict, options: TrainOptions) -> TrainState:
     logging.info('starting from %s', options.init_params or f'random weights (seed {cfg.seed})')
   start = int(jax.device_get(state.step))
   if jax.process_index() == 0:
-    write_atomic(output_dir / 'config.json', json.dumps(config_json(cfg), indent=1) + '\n')
+    write_atomic(output_dir / 'config.json',
+                 json.dumps(config_json(cfg), indent=1, allow_nan=False) + '\n')
   metrics_path = output_dir / METRICS_FILE
   if jax.process_index() == 0:
     _truncate_metrics(metrics_path, start)
@@ -170,7 +177,7 @@ def train(cfg: ml_collections.ConfigDict, options: TrainOptions) -> TrainState:
                 'compile_time_s': round(t1 - t0, 3), 'chains': dataset.names(step)}
       if jax.process_index() == 0:
         with open(metrics_path, 'a') as f:
-          f.write(json.dumps(record) + '\n')
+          f.write(json.dumps(_finite_or_null(record), allow_nan=False) + '\n')
       recent = times[-20:] if len(times) > 1 else times
       eta = (options.num_steps - step - 1) * float(np.median(recent))
       logging.info('step %d/%d loss %.4f fape %.3f lr %.2e |g| %.3g %.2f s/step%s ETA %s',

@@ -17,6 +17,8 @@ from tests.data.test_tools import SEQ_2Q2K, build_hhsuite_db, fasta_record
 UNIREF90_MINI = MINI_DATABASES / 'uniref90__subsampled_1000.fasta'
 MGNIFY_MINI = MINI_DATABASES / 'mgy_clusters__subsampled_1000.fa'
 ALIGNMENTS_2Q2K = CHAIN_2Q2K / 'alignments' / '2q2k_A'
+# The template fixture's query, whose alignments these are.
+SEQ_SHORT = parsers.read_fasta(TEMPLATE_FIXTURE / 'short.fasta')[0].sequence
 
 
 @pytest.fixture(scope='session')
@@ -84,12 +86,12 @@ def test_precomputed_template_hits_take_alphafold_name(tmp_path, monkeypatch):
   _forbid_tool_runs(monkeypatch)
   given = [TEMPLATE_FIXTURE / 'alignments' / n for n in ('pdb70_hits.hhr', 'mgnify_hits.sto')]
   msa_dir = tmp_path / 'msas'
-  got = msa_search.search_msas(SEQ_2Q2K, '2q2k', msa_dir, 'precomputed',
+  got = msa_search.search_msas(SEQ_SHORT, 'short', msa_dir, 'precomputed',
                                msa_search.Databases(), msa_paths=[str(p) for p in given],
                                search_templates=True)
   assert got == [msa_dir / 'mgnify_hits.sto', msa_dir / 'pdb_hits.hhr']
   assert got[1].read_text() == given[0].read_text()
-  without = msa_search.search_msas(SEQ_2Q2K, '2q2k', msa_dir, 'precomputed',
+  without = msa_search.search_msas(SEQ_SHORT, 'short', msa_dir, 'precomputed',
                                    msa_search.Databases())
   assert without == [msa_dir / 'mgnify_hits.sto']
 
@@ -100,9 +102,23 @@ def test_precomputed_stockholm_is_cut_to_alphafold_limit(tmp_path, monkeypatch):
   src = TEMPLATE_FIXTURE / 'alignments' / 'mgnify_hits.sto'
   full = parsers.parse_stockholm(src.read_text())
   assert len(full) > 5
-  got = msa_search.search_msas(SEQ_2Q2K, '2q2k', tmp_path, 'precomputed',
+  got = msa_search.search_msas(SEQ_SHORT, 'short', tmp_path, 'precomputed',
                                msa_search.Databases(), msa_paths=[str(src)])
   assert parsers.parse_stockholm(got[0].read_text()).sequences == full.sequences[:5]
+
+
+def test_msa_paths_are_checked_before_any_is_copied(tmp_path):
+  # The second file is another sequence's: nothing may land in msas/, where a later
+  # precomputed run would pick it up.
+  other = tmp_path / 'other'
+  other.mkdir()
+  shutil.copy(TEMPLATE_FIXTURE / 'alignments' / 'mgnify_hits.sto', other / 'bfd.sto')
+  msa_dir = tmp_path / 'msas'
+  with pytest.raises(InputError, match='does not match the target'):
+    msa_search.search_msas(SEQ_2Q2K, '2q2k', msa_dir, 'precomputed', msa_search.Databases(),
+                           msa_paths=[str(ALIGNMENTS_2Q2K / 'mgnify_hits.sto'),
+                                      str(other / 'bfd.sto')])
+  assert not [p for p in msa_dir.iterdir() if p.is_file()]
 
 
 def test_jackhmmer_mode_then_reuse(tmp_path, monkeypatch):
