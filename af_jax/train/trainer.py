@@ -9,6 +9,9 @@ consumed; logs a progress line per step and appends one JSON object per step to
 and after the last step; and exports the EMA parameters to
 `<output_dir>/params/params_<model_preset>.npz`, which run_inference.py
 (`--params_dir=<output_dir>`) and AlphaFold read.
+
+A checkpoint that no longer restores is set aside for the newest one that does
+(see checkpoint.py).
 """
 
 from __future__ import annotations
@@ -117,7 +120,11 @@ def _batch_sizes(cfg: ml_collections.ConfigDict, mesh) -> tuple[int, int]:
 
 
 def train(cfg: ml_collections.ConfigDict, options: TrainOptions) -> TrainState:
-  """Train (or resume training) to `options.num_steps`; returns the final state."""
+  """Train (or resume training) to `options.num_steps`; returns the final state.
+
+  Raises:
+    ConfigError: bad options, or `num_steps` below the newest checkpoint's step.
+  """
   if options.num_steps < 0:
     raise ConfigError(f'--num_steps={options.num_steps} must be >= 0')
   output_dir = pathlib.Path(options.output_dir)
@@ -135,10 +142,17 @@ def train(cfg: ml_collections.ConfigDict, options: TrainOptions) -> TrainState:
       shard_index=jax.process_index(), shard_count=jax.process_count())
 
   checkpoints = Checkpointer.from_config(output_dir / CHECKPOINT_DIR, cfg)
+  newest = checkpoints.latest_step()
+  if newest is not None and options.num_steps < newest:
+    # Training cannot go back: the state at num_steps is gone (and exporting the newest
+    # checkpoint's weights as if they were num_steps' would be a wrong answer).
+    raise ConfigError(f'--num_steps={options.num_steps} is below step {newest} of the newest '
+                      f'checkpoint in {checkpoints.directory}; ask for --num_steps={newest} or '
+                      'more to continue this run, or use another --output_dir')
   position = None
-  if checkpoints.latest_step() is not None:
+  if newest is not None:
     state, position, _ = checkpoints.restore(abstract_train_state(cfg, mesh=mesh))
-    logging.info('resuming from %s/%d%s', checkpoints.directory, checkpoints.latest_step(),
+    logging.info('resuming from %s/%d%s', checkpoints.directory, int(jax.device_get(state.step)),
                  ' (--init_params ignored)' if options.init_params else '')
   else:
     state = init_train_state(cfg, options.init_params, mesh=mesh)
