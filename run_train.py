@@ -18,6 +18,10 @@ no longer restores (a damaged file) is renamed aside to checkpoints/<step>.broke
 with a warning, and the run resumes from the newest one that restores. --num_steps
 below the newest checkpoint's step is an error (training does not go back).
 
+SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption) during the steps saves a
+checkpoint once the step in flight is done, then exits with status 130 or 143 and
+one line on stderr; the same command resumes from it. A second signal stops at once,
+without that checkpoint.
 Bad input ends with one line on stderr and exit status 2.
 """
 
@@ -31,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from af_jax import cli  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from af_jax.parallel import distributed  # noqa: E402
+from af_jax.train import interrupt  # noqa: E402
 
 flags.DEFINE_string('config', 'initial', 'Training preset (initial, finetune, small) or a '
                     'config file path.py[:arg] whose get_config(arg) returns a training config. '
@@ -96,4 +101,9 @@ def entry(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run_main(entry)
+  with interrupt.raise_on_signals():
+    try:
+      cli.run_main(entry)
+    except interrupt.Interrupted as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(e.exit_status)
