@@ -102,8 +102,9 @@ class StopRequest:
   def _handle(self, signum: int, frame) -> None:
     del frame
     if self.signum is not None:
-      raise Interrupted(signum, f'stopped by a second {signal_name(signum)}, without a '
-                        'checkpoint of the step in flight')
+      raise Interrupted(signum, f'stopped by a second {signal_name(signum)} before the '
+                        'checkpoint was saved; the same command resumes from the newest '
+                        'complete one')
     self.signum = signum
     # A compile or a long step can keep the loop busy for minutes: say at once that the
     # signal was heard.
