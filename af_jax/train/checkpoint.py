@@ -274,18 +274,25 @@ class Checkpointer:
         restored.meta or {})
 
   def _move_aside(self, step: int) -> str:
-    """Rename checkpoint `step` to `<step>.broken` (`.broken.2`, ... if taken); its new path."""
+    """Rename checkpoint `step` to `<step>.broken` (`.broken.2`, ... if taken); its new path.
+
+    Process 0 renames; on several processes (a shared directory) every one picks the
+    name before it does, and waits for the rename.
+    """
+    multihost = jax.process_count() > 1
     source = self._path(step)
     aside = source + BROKEN_SUFFIX
     n = 1
     while os.path.lexists(aside):
       n += 1
       aside = f'{source}{BROKEN_SUFFIX}.{n}'
+    if multihost:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f'af_jax checkpoint {step}: named')
     if jax.process_index() == 0:
       os.rename(source, aside)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices(f'af_jax checkpoint {step} set aside')
+    if multihost:
+      multihost_utils.sync_global_devices(f'af_jax checkpoint {step}: set aside')
     self._manager.reload()
     return aside
 
