@@ -13,7 +13,15 @@ Outputs in --output_dir: metrics.jsonl (one JSON object per step: loss, each los
 learning_rate, grad_norm, skipped, step_time_s, ...), checkpoints/<step>/ (the newest
 checkpoint.keep of them), config.json, and params/params_<model_preset>.npz (the EMA weights,
 for run_inference.py --params_dir=<output_dir> or AlphaFold). Running the same command again
-resumes from the newest checkpoint and continues to --num_steps.
+resumes from the newest checkpoint and continues to --num_steps; a checkpoint that
+no longer restores (a damaged file) is renamed aside to checkpoints/<step>.broken
+with a warning, and the run resumes from the newest one that restores. --num_steps
+below the newest checkpoint's step is an error (training does not go back).
+
+SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption) during the steps saves a
+checkpoint once the step in flight is done, then exits with status 130 or 143 and
+one line on stderr; the same command resumes from it. A second signal stops at once,
+without that checkpoint.
 Bad input ends with one line on stderr and exit status 2.
 """
 
@@ -27,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from af_jax import cli  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from af_jax.parallel import distributed  # noqa: E402
+from af_jax.train import interrupt  # noqa: E402
 
 flags.DEFINE_string('config', 'initial', 'Training preset (initial, finetune, small) or a '
                     'config file path.py[:arg] whose get_config(arg) returns a training config. '
@@ -38,7 +47,8 @@ flags.DEFINE_string('alignment_dir', None, 'Directory of <pdb_id>_<chain_id>/ fo
 flags.DEFINE_string('output_dir', None, 'Checkpoints, metrics.jsonl, config.json and the '
                     'exported params go here; an existing run there is resumed.')
 flags.DEFINE_integer('num_steps', None, 'Train until this many batches have been consumed '
-                     '(a resumed run continues to the same total).')
+                     '(a resumed run continues to the same total; less than the newest '
+                     'checkpoint\'s step is an error).')
 flags.DEFINE_string('init_params', None, 'Start from AlphaFold weights: a params_model_*.npz '
                     'or a directory holding params_<model_preset>.npz (or params/...). '
                     'Default: random initialisation. Ignored when resuming.')
@@ -91,4 +101,9 @@ def entry(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run_main(entry)
+  with interrupt.raise_on_signals():
+    try:
+      cli.run_main(entry)
+    except interrupt.Interrupted as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(e.exit_status)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import multiprocessing
+import signal
 from collections.abc import Mapping
 
 import numpy as np
@@ -29,6 +30,9 @@ _worker_dataset: TrainingData | None = None  # set in each process worker
 def _init_process_worker(dataset: TrainingData) -> None:
   global _worker_dataset
   _worker_dataset = dataset
+  # Ctrl-C reaches the whole process group: the trainer decides what stops and shuts the
+  # pool down; a worker would only print a KeyboardInterrupt traceback of its own.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _process_batch(step: int) -> dict[str, np.ndarray]:

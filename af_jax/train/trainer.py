@@ -9,6 +9,10 @@ consumed; logs a progress line per step and appends one JSON object per step to
 and after the last step; and exports the EMA parameters to
 `<output_dir>/params/params_<model_preset>.npz`, which run_inference.py
 (`--params_dir=<output_dir>`) and AlphaFold read.
+
+A checkpoint that no longer restores is set aside for the newest one that does
+(see checkpoint.py). SIGINT or SIGTERM during the steps saves a checkpoint of
+the step in flight and raises `interrupt.Interrupted` (see interrupt.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from af_jax.chunking import ChunkPlan
 from af_jax.errors import ConfigError
 from af_jax.outputs import write_atomic
 from af_jax.parallel.mesh import DATA_AXIS, make_mesh
+from af_jax.train import interrupt
 from af_jax.train.checkpoint import Checkpointer, config_json
 from af_jax.train.data import TrainingData
 from af_jax.train.loader import BatchLoader
@@ -122,8 +127,23 @@ def _batch_sizes(cfg: ml_collections.ConfigDict, mesh) -> tuple[int, int]:
   return global_batch, global_batch // jax.process_count()
 
 
+def _stop_signal(request: interrupt.StopRequest) -> int | None:
+  """The stop request's signal, agreed by every process (all save the same step or none)."""
+  if jax.process_count() == 1:
+    return request.signum
+  from jax.experimental import multihost_utils
+  signum = int(np.max(multihost_utils.process_allgather(np.int32(request.signum or 0))))
+  return signum or None
+
+
 def train(cfg: ml_collections.ConfigDict, options: TrainOptions) -> TrainState:
-  """Train (or resume training) to `options.num_steps`; returns the final state."""
+  """Train (or resume training) to `options.num_steps`; returns the final state.
+
+  Raises:
+    ConfigError: bad options, or `num_steps` below the newest checkpoint's step.
+    interrupt.Interrupted: SIGINT or SIGTERM during the steps, after the checkpoint
+      of the step in flight is saved.
+  """
   if options.num_steps < 0:
     raise ConfigError(f'--num_steps={options.num_steps} must be >= 0')
   output_dir = pathlib.Path(options.output_dir)
@@ -141,10 +161,17 @@ def train(cfg: ml_collections.ConfigDict, options: TrainOptions) -> TrainState:
       shard_index=jax.process_index(), shard_count=jax.process_count())
 
   checkpoints = Checkpointer.from_config(output_dir / CHECKPOINT_DIR, cfg)
+  newest = checkpoints.latest_step()
+  if newest is not None and options.num_steps < newest:
+    # Training cannot go back: the state at num_steps is gone (and exporting the newest
+    # checkpoint's weights as if they were num_steps' would be a wrong answer).
+    raise ConfigError(f'--num_steps={options.num_steps} is below step {newest} of the newest '
+                      f'checkpoint in {checkpoints.directory}; ask for --num_steps={newest} or '
+                      'more to continue this run, or use another --output_dir')
   position = None
-  if checkpoints.latest_step() is not None:
+  if newest is not None:
     state, position, _ = checkpoints.restore(abstract_train_state(cfg, mesh=mesh))
-    logging.info('resuming from %s/%d%s', checkpoints.directory, checkpoints.latest_step(),
+    logging.info('resuming from %s/%d%s', checkpoints.directory, int(jax.device_get(state.step)),
                  ' (--init_params ignored)' if options.init_params else '')
   else:
     state = init_train_state(cfg, options.init_params, mesh=mesh)
@@ -159,7 +186,8 @@ def train(cfg: ml_collections.ConfigDict, options: TrainOptions) -> TrainState:
 
   step_fn = TrainStep(cfg, state.graphdef, mesh=mesh, plan=options.plan)
   times = []
-  with BatchLoader(dataset, state=position, start_step=start) as loader:
+  with (interrupt.deferred_signals() as stop,
+        BatchLoader(dataset, state=position, start_step=start) as loader):
     for step in range(start, options.num_steps):
       batch = next(loader)
       t0 = time.perf_counter()
@@ -186,8 +214,16 @@ def train(cfg: ml_collections.ConfigDict, options: TrainOptions) -> TrainState:
                    ' SKIPPED (non-finite gradients)' if metrics['skipped'] else '',
                    _format_seconds(eta))
       checkpoints.save(state, loader.state_dict(), config=cfg)
+      signum = _stop_signal(stop)
+      if signum is not None and step + 1 < options.num_steps:
+        checkpoints.save(state, loader.state_dict(), config=cfg, force=True)
+        checkpoints.close()
+        raise interrupt.Interrupted(
+            signum, f'stopped by {interrupt.signal_name(signum)} after step {step + 1} of '
+            f'{options.num_steps}; checkpoint {checkpoints.directory}/{step + 1} saved: run '
+            'the same command again to resume from it')
     checkpoints.save(state, loader.state_dict(), config=cfg, force=True)
-  checkpoints.close()
+    checkpoints.close()
   if options.export and jax.process_index() == 0:
     path = output_dir / 'params' / f'params_{cfg.model_preset}.npz'
     path.parent.mkdir(exist_ok=True)

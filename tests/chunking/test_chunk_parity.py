@@ -5,7 +5,8 @@ parameters, unchunked and at chunk sizes that do and do not divide the axis, and
 the whole model is compared end to end with every op chunked. Chunking only
 changes how many slices `lax.map` computes at once, so the outputs must agree to
 float32 rounding (the per-slice arithmetic is identical; only XLA's fusion and
-reduction order may differ).
+reduction order may differ): within a multiple of the unchunked result's own spread
+under a one-ulp change of the parameters (tests/tolerance.py).
 """
 
 import dataclasses
@@ -24,11 +25,11 @@ from af_jax.model.outer_product_mean import OuterProductMean
 from af_jax.model.template import TemplateEmbedding, TemplatePairBlock
 from af_jax.model.transition import Transition
 from af_jax.model.triangle import TriangleAttention, TriangleMultiplication
+from tests import tolerance
 from tests.model.tiny import random_batch, tiny_config
 
 N_SEQ, N_RES, C_M, C_Z = 6, 11, 32, 16
 CHUNKS = [1, 5]  # 5 leaves a remainder over 6 and 11 slices
-RTOL, ATOL = 1e-5, 1e-5
 
 EVO = tiny_config().model.embeddings_and_evoformer
 
@@ -96,9 +97,10 @@ def test_op_chunked_equals_unchunked(op):
   module = make()
   want = np.asarray(call(module, None))
   assert np.abs(want).max() > 1e-3  # a zero output would compare equal trivially
+  spread = tolerance.module_spread(module, lambda m: call(m, None))
   for chunk in CHUNKS:
-    np.testing.assert_allclose(np.asarray(call(module, chunk)), want, rtol=RTOL, atol=ATOL,
-                               err_msg=f'{op} chunk={chunk}')
+    tolerance.assert_close(np.asarray(call(module, chunk)), want, spread,
+                           what=f'{op} chunk={chunk}')
 
 
 def _plan(chunk: int) -> ChunkPlan:
@@ -111,11 +113,14 @@ def test_evoformer_block_chunked_equals_unchunked(is_extra_msa):
   msa, pair, msa_mask, pair_mask = _inputs(1)
   block = EvoformerIteration(EVO.evoformer, c_m=C_M, c_z=C_Z, is_extra_msa=is_extra_msa,
                              zero_init=False, rngs=_rngs())
-  want = block(msa, pair, msa_mask, pair_mask, ChunkPlan())
+
+  def run(block, plan):
+    return dict(zip(('msa', 'pair'), block(msa, pair, msa_mask, pair_mask, plan)))
+
+  want = run(block, ChunkPlan())
+  spread = tolerance.module_spread(block, lambda b: run(b, ChunkPlan()))
   for chunk in (1, 4):
-    got = block(msa, pair, msa_mask, pair_mask, _plan(chunk))
-    for g, w, name in zip(got, want, ('msa', 'pair')):
-      np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=f'{name} chunk={chunk}')
+    tolerance.assert_close(run(block, _plan(chunk)), want, spread, what=f'chunk={chunk}')
 
 
 def test_template_pair_stack_and_pointwise_attention_chunked_equal_unchunked():
@@ -126,9 +131,10 @@ def test_template_pair_stack_and_pointwise_attention_chunked_equal_unchunked():
   t_pair = jax.random.normal(jax.random.key(5), (N_RES, N_RES, c_t))
   block = TemplatePairBlock(t.template_pair_stack, c_t=c_t, zero_init=False, rngs=_rngs())
   want = block(t_pair, pair_mask, ChunkPlan())
+  spread = tolerance.module_spread(block, lambda b: b(t_pair, pair_mask, ChunkPlan()))
   for chunk in (1, 4):
-    np.testing.assert_allclose(block(t_pair, pair_mask, _plan(chunk)), want, rtol=RTOL,
-                               atol=ATOL, err_msg=f'template pair block chunk={chunk}')
+    tolerance.assert_close(block(t_pair, pair_mask, _plan(chunk)), want, spread,
+                           what=f'template pair block chunk={chunk}')
 
   embedding = TemplateEmbedding(t, c_z=C_Z, zero_init=False, rngs=_rngs())
   batch = random_batch(seed=3, n_res=N_RES, n_templ=3, n_slices=1)
@@ -136,11 +142,13 @@ def test_template_pair_stack_and_pointwise_attention_chunked_equal_unchunked():
   templates['template_mask'] = np.array([1, 1, 0], np.float32)  # one masked template
   want = embedding(pair, templates, pair_mask, ChunkPlan())
   assert np.abs(np.asarray(want)).max() > 1e-3
+  spread = tolerance.module_spread(embedding,
+                                   lambda e: e(pair, templates, pair_mask, ChunkPlan()))
   # N_res^2 = 121 pair positions: 7 and 50 leave remainders.
   for chunk in (7, 50):
     got = embedding(pair, templates, pair_mask, ChunkPlan(template_pointwise_attention=chunk))
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL,
-                               err_msg=f'template point-wise attention chunk={chunk}')
+    tolerance.assert_close(got, want, spread,
+                           what=f'template point-wise attention chunk={chunk}')
 
 
 @pytest.mark.slow  # two compiles of the tiny model: about 2 minutes on 2 CPU cores
@@ -156,19 +164,21 @@ def test_whole_model_chunked_equals_unchunked():
       treedef, [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
   feats = select_features(random_batch(seed=4, n_res=N_RES, n_slices=2), use_templates=True)
 
-  def run(plan):
-    # One executable per plan: the plan is static, closed over.
-    return jax.jit(lambda s, f: nnx.merge(graphdef, s)(f, plan))(state, feats)
+  def compiled(plan):
+    # One executable per plan: the plan is static, closed over; the weights are an argument.
+    forward = jax.jit(lambda s, f: nnx.merge(graphdef, s)(f, plan))
 
-  want = run(ChunkPlan())
-  got = run(ChunkPlan(**{**{f.name: 3 for f in dataclasses.fields(ChunkPlan)},
-                         'template_pointwise_attention': 17}))
-  pos_w = want['structure_module']['final_atom_positions']
-  pos_g = got['structure_module']['final_atom_positions']
-  assert np.isfinite(pos_w).all() and np.abs(pos_w).max() > 1
-  np.testing.assert_allclose(pos_g, pos_w, rtol=1e-4, atol=1e-3)
-  np.testing.assert_allclose(got['plddt'], want['plddt'], rtol=1e-4, atol=1e-3)
-  np.testing.assert_allclose(got['distogram']['logits'], want['distogram']['logits'],
-                             rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(got['representations']['pair'], want['representations']['pair'],
-                             rtol=1e-4, atol=1e-4)
+    def run(state):
+      out = forward(state, feats)
+      return {'pos': out['structure_module']['final_atom_positions'], 'plddt': out['plddt'],
+              'distogram': out['distogram']['logits'],
+              'pair': out['representations']['pair']}
+
+    return run
+
+  unchunked = compiled(ChunkPlan())
+  want = unchunked(state)
+  assert np.isfinite(want['pos']).all() and np.abs(want['pos']).max() > 1
+  got = compiled(ChunkPlan(**{**{f.name: 3 for f in dataclasses.fields(ChunkPlan)},
+                              'template_pointwise_attention': 17}))(state)
+  tolerance.assert_close(got, want, tolerance.spread(unchunked, state), what='every op chunked')

@@ -1,4 +1,9 @@
-"""all_atom against the reference's `all_atom`, `r3`, `modules` and data transforms."""
+"""all_atom against the reference's `all_atom`, `r3`, `modules` and data transforms.
+
+Float32 results of the two implementations are compared within a multiple of ours'
+spread under a one-ulp change of its inputs, identities within a stated number of
+roundings at the magnitude compared (tests/tolerance.py).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +17,7 @@ from alphafold.model.tf import data_transforms
 from af_jax.common import residue_constants as rc
 from af_jax.common.geometry import QuatRigid, Rigid
 from af_jax.model import all_atom
+from tests import tolerance
 from tests.parity import ref_utils, template_inputs
 
 N = 21
@@ -74,32 +80,45 @@ def test_atom14_atom37_round_trip_matches_reference():
 
 def test_torsion_angles_to_frames_matches_reference():
   aatype, backbone, angles = _aatype(3), _random_backbone(4), _random_angles(5)
-  ours = jax.jit(all_atom.torsion_angles_to_frames)(aatype, backbone, angles)
+  to_frames = jax.jit(all_atom.torsion_angles_to_frames)
+
+  def frames(inputs):
+    f = to_frames(aatype, *inputs)
+    return {'rotation': f.rotation, 'translation': f.translation}
+
+  ours = to_frames(aatype, backbone, angles)
   ref = jax.jit(ref_all_atom.torsion_angles_to_frames)(
       jnp.asarray(aatype), _rigid_to_r3(backbone), jnp.asarray(angles))
   ref_rot, ref_trans = _r3_to_arrays(ref)
-  np.testing.assert_allclose(ours.rotation, ref_rot, atol=2e-6)
-  np.testing.assert_allclose(ours.translation, ref_trans, atol=2e-5)
+  tolerance.assert_close(frames((backbone, angles)),
+                         {'rotation': ref_rot, 'translation': ref_trans},
+                         tolerance.spread(frames, (backbone, angles)), what='frames')
   # Frames of existing groups stay rotations (absent groups and UNK have
   # all-zero default frames, as in AlphaFold).
   exists = np.concatenate([np.ones((21, 4)), rc.chi_angles_mask + [[0] * 4]], 1)[aatype]
   exists[aatype == 20] = 0
   rot = np.asarray(ours.rotation)[exists > 0]
   rrt = np.einsum('...ij,...kj->...ik', rot, rot)
-  np.testing.assert_allclose(rrt, np.broadcast_to(np.eye(3), rrt.shape), atol=1e-5)
+  # Up to 4 chained compositions of 3-term products, and one more here.
+  np.testing.assert_allclose(rrt, np.broadcast_to(np.eye(3), rrt.shape), rtol=0,
+                             atol=tolerance.rounding_atol(1.0, 32))
 
 
 def test_frames_to_atom14_matches_reference_and_ideal_geometry():
   aatype, backbone, angles = _aatype(6), _random_backbone(7), _random_angles(8)
   frames = all_atom.torsion_angles_to_frames(aatype, backbone, angles)
-  ours = jax.jit(all_atom.frames_and_literature_positions_to_atom14_pos)(aatype, frames)
+  to_atom14 = jax.jit(all_atom.frames_and_literature_positions_to_atom14_pos)
+  ours = np.asarray(to_atom14(aatype, frames))
   ref = ref_all_atom.frames_and_literature_positions_to_atom14_pos(
       jnp.asarray(aatype), _rigid_to_r3(frames))
-  np.testing.assert_allclose(ours, r3.vecs_to_tensor(ref), atol=2e-5)
-  # Rigid motion keeps the CA-C bond at its literature length.
+  tolerance.assert_close(ours, r3.vecs_to_tensor(ref),
+                         tolerance.spread(lambda f: to_atom14(aatype, f), frames),
+                         what='atom14 positions')
+  # Rigid motion keeps the CA-C bond at its literature length: a difference of two
+  # positions, each a rotation and a translation at the coordinates' magnitude.
   ca_c = np.linalg.norm(ours[:, 2] - ours[:, 1], axis=-1)
   lit = np.linalg.norm(rc.restype_atom14_rigid_group_positions[aatype, 2], axis=-1)
-  np.testing.assert_allclose(ca_c, lit, atol=1e-4)
+  np.testing.assert_allclose(ca_c, lit, rtol=0, atol=tolerance.rounding_atol(ours, 8))
   assert np.all(np.asarray(ours)[aatype == 20] == 0)
 
 
@@ -134,8 +153,8 @@ def test_atom37_to_torsion_angles_matches_reference(case, placeholder):
   gives (0, 0) there (DIFFERS FROM AF2 in all_atom.atom37_to_torsion_angles).
   """
   aatype, pos, mask = _template_cases()[case]
-  ours = jax.jit(all_atom.atom37_to_torsion_angles, static_argnums=3)(
-      aatype, pos, mask, placeholder)
+  torsions = jax.jit(all_atom.atom37_to_torsion_angles, static_argnums=3)
+  ours = torsions(aatype, pos, mask, placeholder)
   ref_jit = jax.jit(ref_all_atom.atom37_to_torsion_angles, static_argnums=3)(
       aatype, pos, mask, placeholder)
   np.testing.assert_array_equal(ours['torsion_angles_mask'], ref_jit['torsion_angles_mask'])
@@ -166,7 +185,12 @@ def test_atom37_to_torsion_angles_matches_reference(case, placeholder):
     # from the others, and float32 rounding alone moves the value by up to 1e-2.
     accurate = (np.abs(want - want64).max(-1) < 1e-6) & ~undefined
     assert (accurate & masked_defined).sum() > 100
-    np.testing.assert_allclose(got[accurate], want[accurate], atol=2e-5, err_msg=key)
+    # The rounding of coordinates 30+ Å from the origin, divided by bond lengths near
+    # 1.5 Å: measured as ours' spread there under a one-ulp change of the coordinates.
+    spread = tolerance.spread(
+        lambda p: np.asarray(torsions(aatype, p, mask, placeholder)[key])[accurate],
+        jnp.asarray(pos))
+    tolerance.assert_close(got[accurate], want[accurate], spread, what=key)
 
 
 def test_reference_undefined_torsions_are_not_reproducible():
@@ -206,10 +230,16 @@ def test_torsion_angles_round_trip_through_frames():
     mask37 = all_atom.make_atom14_masks(aatype)['atom37_atom_exists']
     return all_atom.atom37_to_torsion_angles(aatype[None], pos37[None], mask37[None])
 
-  out = round_trip(aatype, _random_backbone(14, N - 1), angles)
-  chi_mask = np.asarray(out['torsion_angles_mask'][0, :, 3:])
-  np.testing.assert_allclose(out['torsion_angles_sin_cos'][0, :, 3:] * chi_mask[..., None],
-                             angles[:, 3:] * chi_mask[..., None], atol=1e-4)
+  backbone = _random_backbone(14, N - 1)
+  out = round_trip(aatype, backbone, angles)
+  chi_mask = np.asarray(out['torsion_angles_mask'][0, :, 3:])[..., None]
+
+  def chis(angles):
+    return np.asarray(round_trip(aatype, backbone, angles)['torsion_angles_sin_cos'])[
+        0, :, 3:] * chi_mask
+
+  tolerance.assert_close(chis(angles), angles[:, 3:] * chi_mask,
+                         tolerance.spread(chis, jnp.asarray(angles)), what='chi round trip')
 
 
 def test_pseudo_beta_matches_reference():

@@ -1,4 +1,8 @@
-"""The whole model on a tiny config: outputs, recycling loop, early stop, compile once."""
+"""The whole model on a tiny config: outputs, recycling loop, early stop, compile once.
+
+Two ways of computing one thing are compared within a multiple of the result's own
+spread under a one-ulp change of the parameters (tests/tolerance.py).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +12,7 @@ import pytest
 from af_jax import params as af_params
 from af_jax.errors import InputError
 from af_jax.inference import Predictor, build_model, select_features
+from tests import tolerance as tol_lib
 from tests.model.tiny import random_batch, tiny_config
 
 
@@ -45,9 +50,13 @@ def test_outputs_have_alphafolds_names_and_shapes(setup):
 
 def test_recycling_loop_equals_python_loop(setup):
   cfg, flat = setup
+  from flax import nnx
   model = build_model(cfg.model, flat)
+  graphdef, state = nnx.split(model)
   feats = select_features(random_batch(seed=2), use_templates=True)
-  out = jax.jit(lambda b: model(b))(feats)
+  forward = jax.jit(lambda s: nnx.merge(graphdef, s)(feats)['structure_module'][
+      'final_atom_positions'])
+  want = forward(state)
   n = feats['aatype'].shape[1]
   prev = {'prev_msa_first_row': np.zeros((n, 32), np.float32),
           'prev_pair': np.zeros((n, n, 16), np.float32),
@@ -57,8 +66,8 @@ def test_recycling_loop_equals_python_loop(setup):
     reps, sm = step(jax.tree_util.tree_map(lambda x: x[r], feats), prev)
     prev = {'prev_msa_first_row': reps['msa_first_row'], 'prev_pair': reps['pair'],
             'prev_pos': sm['final_atom_positions']}
-  np.testing.assert_allclose(out['structure_module']['final_atom_positions'],
-                             sm['final_atom_positions'], atol=1e-4)
+  tol_lib.assert_close(sm['final_atom_positions'], want, tol_lib.spread(forward, state),
+                         what='final_atom_positions')
 
 
 @pytest.mark.parametrize('tolerance,expected', [(0.0, 3), (1e6, 1)])
@@ -125,8 +134,9 @@ def test_training_forward_differentiates_only_the_last_iteration():
     return jnp.mean(out['structure_module']['final_atom_positions'] ** 2), out
 
   (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(state)
-  want = jax.jit(lambda s: nnx.merge(graphdef, s)(feats))(state)
-  np.testing.assert_allclose(out['structure_module']['final_atom_positions'],
-                             want['structure_module']['final_atom_positions'], atol=1e-4)
+  forward = jax.jit(lambda s: nnx.merge(graphdef, s)(feats)['structure_module'][
+      'final_atom_positions'])
+  tol_lib.assert_close(out['structure_module']['final_atom_positions'], forward(state),
+                         tol_lib.spread(forward, state), what='final_atom_positions')
   norms = [float(jnp.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads)]
   assert all(np.isfinite(norms)) and sum(n > 0 for n in norms) > len(norms) // 2

@@ -4,7 +4,8 @@ A random complex (chains A and B a homodimer, C another entity; padding residues
 with seq_mask 0 and asym_id 0, padding MSA rows with msa_mask 0, two templates of
 which the last slot is empty) runs through the whole model, recycling inside the
 compiled loop. Outputs of padding residues are junk, as in AlphaFold, and are not
-compared.
+compared. Two ways of computing one thing are compared within a multiple of the
+result's own spread under a one-ulp change of the parameters (tests/tolerance.py).
 """
 
 import dataclasses
@@ -20,13 +21,13 @@ from af_jax.chunking import ChunkPlan
 from af_jax.model import template_multimer
 from af_jax.model.alphafold import recycled_state
 from af_jax.model.alphafold_multimer import AlphaFoldMultimer, recycle_key
+from tests import tolerance as tol_lib
 from tests.model.tiny import random_multimer_batch, tiny_multimer_config
 
 CHAINS = (9, 9, 7)  # A, B: one entity; C: another
 N_REAL = sum(CHAINS)
 MSA_KEY = jax.random.key(11)
-# The chunk tests' tolerances (tests/chunking/test_chunk_parity.py, whole model).
-RTOL, ATOL = 1e-4, 1e-3
+COMPARED = ('pos', 'plddt', 'pae', 'ptm', 'iptm', 'single', 'pair', 'msa', 'num_recycles')
 
 
 def _config(**overrides):
@@ -82,12 +83,22 @@ def _plain():
   return _run(_batch())
 
 
-def _assert_outputs_close(got, want, what, rtol=RTOL, atol=ATOL):
-  for k in ('pos', 'plddt', 'pae', 'ptm', 'iptm', 'single', 'pair', 'msa'):
-    err = float(np.max(np.abs(got[k] - want[k])))
-    print(f'{what} {k}: max |diff| {err:.2e}')
-    np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=atol, err_msg=f'{what}: {k}')
-  assert got['num_recycles'] == want['num_recycles']
+@functools.lru_cache(maxsize=None)
+def _spread(tolerance: float = 0.0) -> dict[str, float]:
+  """The unchunked, unpadded outputs' spread under a one-ulp change of the parameters."""
+  apply = _compiled(tolerance, ChunkPlan()).func  # parameters not yet bound
+  batch = jax.tree_util.tree_map(jnp.asarray, _batch())
+
+  def run(state):
+    out = _real(jax.tree_util.tree_map(np.asarray, apply(state, batch, MSA_KEY)))
+    return {k: out[k] for k in COMPARED}
+
+  return tol_lib.spread(run, nnx.split(_model(tolerance))[1])
+
+
+def _assert_outputs_close(got, want, what):
+  tol_lib.assert_close({k: got[k] for k in COMPARED}, {k: want[k] for k in COMPARED},
+                       _spread(), what=what)
 
 
 def test_outputs_are_a_real_prediction():
@@ -134,9 +145,9 @@ def test_template_embedding_chunked_equals_unchunked():
 
   want = np.asarray(run(ChunkPlan(), state))[:11, :11]
   assert np.abs(want).max() > 0.1
+  spread = tol_lib.spread(lambda s: run(ChunkPlan(), s)[:11, :11], state)
   got = np.asarray(run(ChunkPlan.uniform(4), state))[:11, :11]  # 4 + 4 + 4 + 1
-  print(f'template embedding chunk 4: max |diff| {np.abs(got - want).max():.2e}')
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  tol_lib.assert_close(got, want, spread, what='template embedding chunk 4')
 
 
 def test_recycling_runs_every_iteration_and_the_msa_key_decides_the_sample():
@@ -177,9 +188,8 @@ def test_early_stop_after_two_iterations_equals_two_python_iterations():
     reps, sm = step(state, batch, prev, recycle_key(MSA_KEY, r))
     prev = recycled_state(reps, sm)
   loop_pos = np.asarray(sm['final_atom_positions'])[:N_REAL]
-  err = np.abs(out['pos'][:N_REAL] - loop_pos).max()
-  print(f'early stop vs Python loop pos: max |diff| {err:.2e}')
-  np.testing.assert_allclose(out['pos'][:N_REAL], loop_pos, rtol=RTOL, atol=ATOL)
+  tol_lib.assert_close(loop_pos, out['pos'][:N_REAL], _spread(1e6)['pos'],
+                       what='early stop vs Python loop pos')
   # Not the outputs of the full loop (3 iterations).
   assert np.abs(out['pos'][:N_REAL] - _plain()['pos'][:N_REAL]).max() > 0.1
 
@@ -197,4 +207,4 @@ def test_padding_residues_and_msa_rows_change_nothing():
   assert padded['aatype'].shape[0] == N_REAL + 9 and padded['msa'].shape[0] == 32
   got = _real(_run(padded))
   # float32 rounding only: the sums over masked rows and residues change their order.
-  _assert_outputs_close(got, want, 'padded', rtol=1e-4, atol=1e-4)
+  _assert_outputs_close(got, want, 'padded')

@@ -2,7 +2,9 @@
 
 The data pipeline pads length and MSA depth to buckets so that proteins share
 executables; this checks the model side: every op masks the padded residues and
-rows, so the unpadded part of every output is the same.
+rows, so the unpadded part of every output is the same: within a multiple of the
+unpadded prediction's own spread under a one-ulp change of the weights
+(tests/tolerance.py), since only the order of float32 sums changes.
 """
 
 import numpy as np
@@ -11,8 +13,15 @@ from af_jax import outputs
 from af_jax.data import features, parsers, transforms
 from af_jax.inference import Predictor, build_model
 from af_jax import params as af_params
+from tests import tolerance
 from tests.data.shared_data import CHAIN_2Q2K
 from tests.model.tiny import tiny_config
+
+
+def _summary(out):
+  return {'pos': out['structure_module']['final_atom_positions'], 'plddt': out['plddt'],
+          'pae': out['predicted_aligned_error'], 'ptm': out['ptm'],
+          'pair': out['representations']['pair']}
 
 
 def test_bucket_padding_does_not_change_the_prediction():
@@ -35,13 +44,6 @@ def test_bucket_padding_does_not_change_the_prediction():
   assert padded['extra_msa'].shape[-2] > natural['extra_msa'].shape[-2]
   a = predictor.predict_processed(natural)
   b = outputs.unpad_prediction(predictor.predict_processed(padded), n_res)
-  pos_a = a['structure_module']['final_atom_positions']
-  pos_b = b['structure_module']['final_atom_positions']
-  assert np.abs(pos_a).max() > 1.0  # a real structure, not the origin
-  np.testing.assert_allclose(pos_b, pos_a, atol=1e-3)
-  np.testing.assert_allclose(b['plddt'], a['plddt'], atol=1e-3)
-  np.testing.assert_allclose(b['predicted_aligned_error'], a['predicted_aligned_error'],
-                             atol=1e-3)
-  np.testing.assert_allclose(b['ptm'], a['ptm'], atol=1e-5)
-  np.testing.assert_allclose(b['representations']['pair'], a['representations']['pair'],
-                             atol=1e-4, rtol=1e-4)
+  assert np.abs(a['structure_module']['final_atom_positions']).max() > 1.0  # not the origin
+  spread = tolerance.predictor_spread(predictor, natural, _summary)
+  tolerance.assert_close(_summary(b), _summary(a), spread, what='padded')

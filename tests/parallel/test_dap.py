@@ -2,7 +2,9 @@
 
 Runs on 8 fake CPU devices (tests/conftest.py sets
 `--xla_force_host_platform_device_count=8`). Sizes are chosen not to divide by the
-DAP size, so the padding and its masks are exercised too.
+DAP size, so the padding and its masks are exercised too. DAP changes only the order
+of float32 operations: tolerances are multiples of the one-device result's own
+spread under a one-ulp change of the parameters (tests/tolerance.py).
 """
 
 import functools
@@ -21,6 +23,7 @@ from af_jax.model.evoformer import EvoformerIteration
 from af_jax.model.template import TemplateEmbedding
 from af_jax.parallel import dap as dap_lib
 from af_jax.parallel import make_mesh
+from tests import tolerance
 from tests.model.tiny import random_batch, tiny_config
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason='needs 8 (fake) devices')
@@ -47,7 +50,7 @@ def _msa_pair(seed, n_seq=N_SEQ, n_res=N_RES, c_m=32, c_z=16):
 def _real(msa, pair):
   """The residues that are not padding."""
   n = pair.shape[0] - N_PAD
-  return msa[:, :n], pair[:n, :n]
+  return {'msa': msa[:, :n], 'pair': pair[:n, :n]}
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,8 +63,11 @@ def _stack(is_extra_msa):
       nnx.Rngs(1))
 
 
-def _run_stack(stacked, mesh, msa, pair, msa_mask, pair_mask, keys, plan=ChunkPlan()):
-  graphdef, state = nnx.split(stacked)
+@functools.lru_cache(maxsize=None)
+def _stack_fn(is_extra_msa, dap, plan=ChunkPlan()):
+  """The two-block stack jitted on `dap` devices (1: no mesh); parameters are an argument."""
+  graphdef, _ = nnx.split(_stack(is_extra_msa))
+  mesh = make_mesh(dap) if dap > 1 else None
 
   @jax.jit
   def run(state, msa, pair, msa_mask, pair_mask, keys):
@@ -73,33 +79,42 @@ def _run_stack(stacked, mesh, msa, pair, msa_mask, pair_mask, keys, plan=ChunkPl
 
     return dap_lib.evoformer_stack(apply, mesh, msa, pair, msa_mask, pair_mask)
 
-  return run(state, msa, pair, msa_mask, pair_mask, keys)
+  return run
+
+
+def _run_stack(is_extra_msa, dap, inputs, keys, plan=ChunkPlan(), state=None):
+  """{'msa', 'pair'} of the real residues; `state` replaces the stack's parameters."""
+  if state is None:
+    state = nnx.split(_stack(is_extra_msa))[1]
+  return _real(*_stack_fn(is_extra_msa, dap, plan)(state, *inputs, keys))
+
+
+def _stack_spread(is_extra_msa, inputs, keys):
+  state = nnx.split(_stack(is_extra_msa))[1]
+  return tolerance.spread(lambda s: _run_stack(is_extra_msa, 1, inputs, keys, state=s), state)
 
 
 @pytest.mark.parametrize('is_extra_msa,training', [(False, True), (True, False)],
                          ids=['evoformer_with_dropout', 'extra_msa'])
 def test_msa_stacks_match_one_device(is_extra_msa, training):
-  stacked = _stack(is_extra_msa)
   c_m = 16 if is_extra_msa else 32
-  msa, pair, msa_mask, pair_mask = _msa_pair(3, c_m=c_m)
+  inputs = _msa_pair(3, c_m=c_m)
   # With dropout, every device must draw the mask one device would draw.
   keys = jax.random.split(jax.random.key(7), 2) if training else None
-  want = _real(*_run_stack(stacked, None, msa, pair, msa_mask, pair_mask, keys))
-  assert np.abs(np.asarray(want[1] - _real(msa, pair)[1])).max() > 0.1  # the pair changed
+  want = _run_stack(is_extra_msa, 1, inputs, keys)
+  assert np.abs(np.asarray(want['pair'] - _real(*inputs[:2])['pair'])).max() > 0.1  # changed
+  spread = _stack_spread(is_extra_msa, inputs, keys)
   for dap in (2, 4, 8):
-    got = _real(*_run_stack(stacked, make_mesh(dap), msa, pair, msa_mask, pair_mask, keys))
-    for g, w, name in zip(got, want, ('msa', 'pair')):
-      np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5, err_msg=f'{name} dap={dap}')
+    tolerance.assert_close(_run_stack(is_extra_msa, dap, inputs, keys), want, spread,
+                           what=f'dap={dap}')
 
 
 def test_dap_with_chunking_matches():
-  stacked = _stack(False)
-  msa, pair, msa_mask, pair_mask = _msa_pair(4)
-  want = _real(*_run_stack(stacked, None, msa, pair, msa_mask, pair_mask, None))
+  inputs = _msa_pair(4)
+  want = _run_stack(False, 1, inputs, None)
   plan = ChunkPlan(*([2] * len(ChunkPlan.__dataclass_fields__)))
-  got = _real(*_run_stack(stacked, make_mesh(4), msa, pair, msa_mask, pair_mask, None, plan))
-  for g, w in zip(got, want):
-    np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+  got = _run_stack(False, 4, inputs, None, plan)
+  tolerance.assert_close(got, want, _stack_spread(False, inputs, None), what='dap=4 chunked')
 
 
 def test_template_embedding_matches_one_device():
@@ -119,9 +134,10 @@ def test_template_embedding_matches_one_device():
   n = N_RES - N_PAD
   want = run(None, state, pair, templates, pair_mask)[:n, :n]
   assert np.abs(np.asarray(want)).max() > 0.1
+  spread = tolerance.spread(lambda s: run(None, s, pair, templates, pair_mask)[:n, :n], state)
   for dap in (2, 8):
     got = run(make_mesh(dap), state, pair, templates, pair_mask)[:n, :n]
-    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5, err_msg=f'dap={dap}')
+    tolerance.assert_close(got, want, spread, what=f'template embedding dap={dap}')
 
 
 def test_whole_model_matches_one_device():
@@ -143,10 +159,9 @@ def test_whole_model_matches_one_device():
 
   want = run(None, state, batch)
   assert np.abs(np.asarray(want['pos'])).max() > 1.0
+  spread = tolerance.spread(lambda s: run(None, s, batch), state)
   for dap in (2, 4, 8):
-    got = run(make_mesh(dap), state, batch)
-    for k in want:
-      np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4, err_msg=f'{k} dap={dap}')
+    tolerance.assert_close(run(make_mesh(dap), state, batch), want, spread, what=f'dap={dap}')
 
 
 def _collectives(hlo: str) -> dict[str, int]:

@@ -28,6 +28,7 @@ from af_jax.model import all_atom
 from af_jax.model.alphafold import AlphaFold
 from af_jax.train import labels, losses
 from configs.model import model_config
+from tests import tolerance
 from tests.data.shared_data import SHARED_DATA
 from tests.model.tiny import random_batch, tiny_config
 
@@ -107,34 +108,60 @@ def _reference_labels(aatype, positions, mask):
           ref_modules.pseudo_beta_fn(aatype, positions, mask))
 
 
+def _label_spread(truth, compared):
+  """Spread of `compared(labels)` under a one-ulp change of the true coordinates."""
+  make = jax.jit(labels.make_labels)
+  args = [truth[k] for k in ('aatype', 'all_atom_positions', 'all_atom_mask', 'seq_mask')]
+
+  def run(pos):
+    return compared(jax.tree_util.tree_map(np.asarray, make(args[0], pos, *args[2:])))
+
+  return tolerance.spread(run, jnp.asarray(args[1]))
+
+
 def test_frames_chis_backbone_and_pseudo_beta_match_reference(truth, made_labels):
   args = (truth['aatype'], truth['all_atom_positions'], truth['all_atom_mask'])
   ref, tors, (pb, pb_mask) = _reference_labels(*args)
-  for key, value in ref.items():
-    np.testing.assert_allclose(made_labels[key], value, atol=1e-6, err_msg=key)
+  frame_keys = sorted(ref)
+  tolerance.assert_close({k: made_labels[k] for k in frame_keys},
+                         {k: np.asarray(ref[k]) for k in frame_keys},
+                         _label_spread(truth, lambda m: {k: m[k] for k in frame_keys}),
+                         what='frames')
   assert np.any(made_labels['rigidgroups_group_is_ambiguous'])
 
   chi_mask = np.asarray(tors['torsion_angles_mask'][0, :, 3:])
   np.testing.assert_array_equal(made_labels['chi_mask'], chi_mask)
   assert chi_mask.sum() > 20 and not chi_mask[3].any()
-  # NUMERICS: coordinates near 50 Å carry float32 rounding of ~4e-6 Å.
-  for ours, theirs in (('chi_angles_sin_cos', 'torsion_angles_sin_cos'),
-                       ('alt_chi_angles_sin_cos', 'alt_torsion_angles_sin_cos')):
-    np.testing.assert_allclose(made_labels[ours] * chi_mask[..., None],
-                               tors[theirs][0, :, 3:] * chi_mask[..., None], atol=5e-6)
+  # NUMERICS: coordinates near 50 Å carry float32 rounding of ~4e-6 Å, which the
+  # torsions divide by bond lengths: the spread measures what that gives.
+  chis = ('chi_angles_sin_cos', 'alt_chi_angles_sin_cos')
+  tolerance.assert_close(
+      {k: made_labels[k] * chi_mask[..., None] for k in chis},
+      {ours: np.asarray(tors[theirs][0, :, 3:]) * chi_mask[..., None] for ours, theirs in
+       zip(chis, ('torsion_angles_sin_cos', 'alt_torsion_angles_sin_cos'))},
+      _label_spread(truth, lambda m: {k: m[k] * chi_mask[..., None] for k in chis}),
+      what='chi angles')
   sin_cos = made_labels['chi_angles_sin_cos']
-  np.testing.assert_allclose(np.sin(made_labels['chi_angles']), sin_cos[..., 0], atol=1e-6)
+  # The same angle two ways (atan2, then sin and cos here): a few roundings at 1.
+  unit = tolerance.rounding_atol(1.0, 16)
+  np.testing.assert_allclose(np.sin(made_labels['chi_angles']), sin_cos[..., 0], rtol=0,
+                             atol=unit)
   np.testing.assert_allclose(np.cos(made_labels['chi_angles']) * chi_mask, sin_cos[..., 1],
-                             atol=1e-6)
+                             rtol=0, atol=unit)
 
   # Backbone affine: the quaternion's rotation is the backbone group's frame.
-  rot = QuatRigid.from_tensor(jnp.asarray(made_labels['backbone_affine_tensor'])).rotation
-  ref_bb = np.asarray(ref['rigidgroups_gt_frames'])[:, 0]
   bb_mask = made_labels['backbone_affine_mask']
   np.testing.assert_array_equal(bb_mask, ref['rigidgroups_gt_exists'][:, 0])
   assert bb_mask.sum() == len(bb_mask) - 1
   ok = bb_mask > 0
-  np.testing.assert_allclose(np.reshape(rot, (-1, 9))[ok], ref_bb[ok, :9], atol=2e-6)
+
+  def rotation(m):
+    rot = QuatRigid.from_tensor(jnp.asarray(m['backbone_affine_tensor'])).rotation
+    return np.reshape(np.asarray(rot), (-1, 9))[ok]
+
+  ref_bb = np.asarray(ref['rigidgroups_gt_frames'])[:, 0]
+  tolerance.assert_close(rotation(made_labels), ref_bb[ok, :9],
+                         _label_spread(truth, rotation), what='backbone rotation')
   np.testing.assert_array_equal(made_labels['backbone_affine_tensor'][:, 4:][ok],
                                 truth['all_atom_positions'][ok, rc.atom_order['CA']])
 
