@@ -244,7 +244,7 @@ def _mark_bytes() -> bytes:
       'about': 'A persistent XLA compilation cache. python -m compile_cache clear|prune|verify '
                'delete only in a directory holding this file, and only the cache\'s own '
                'files.',
-  }, indent=1).encode() + b'\n'
+  }, indent=1, allow_nan=False).encode() + b'\n'
 
 
 def read_mark(root: Path) -> dict[str, Any] | None:
