@@ -148,6 +148,7 @@ class Checkpointer:
         save_interval_steps=1, max_to_keep=int(keep), create=True,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+    self._closed = False
 
   @classmethod
   def from_config(cls, directory: str | os.PathLike, cfg: ml_collections.ConfigDict,
@@ -301,7 +302,17 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
+    """Finish pending saves and stop orbax's threads (safe to call more than once)."""
+    if self._closed:
+      return
+    self._closed = True
     self._manager.wait_until_finished()
+    # orbax (0.12.8) starts a thread at construction that removes unfinished temporary
+    # directories, and its close() does not wait for it: a run that fails early would
+    # print that thread's traceback at interpreter shutdown, after our error line.
+    await_cleanup = getattr(self._manager, '_maybe_await_cleanup_tmp_directory', None)
+    if await_cleanup is not None:
+      await_cleanup()
     self._manager.close()
 
   def __enter__(self) -> Checkpointer:

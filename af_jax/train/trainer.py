@@ -161,68 +161,73 @@ def train(cfg: ml_collections.ConfigDict, options: TrainOptions) -> TrainState:
       shard_index=jax.process_index(), shard_count=jax.process_count())
 
   checkpoints = Checkpointer.from_config(output_dir / CHECKPOINT_DIR, cfg)
-  newest = checkpoints.latest_step()
-  if newest is not None and options.num_steps < newest:
-    # Training cannot go back: the state at num_steps is gone (and exporting the newest
-    # checkpoint's weights as if they were num_steps' would be a wrong answer).
-    raise ConfigError(f'--num_steps={options.num_steps} is below step {newest} of the newest '
-                      f'checkpoint in {checkpoints.directory}; ask for --num_steps={newest} or '
-                      'more to continue this run, or use another --output_dir')
-  position = None
-  if newest is not None:
-    state, position, _ = checkpoints.restore(abstract_train_state(cfg, mesh=mesh))
-    logging.info('resuming from %s/%d%s', checkpoints.directory, int(jax.device_get(state.step)),
-                 ' (--init_params ignored)' if options.init_params else '')
-  else:
-    state = init_train_state(cfg, options.init_params, mesh=mesh)
-    logging.info('starting from %s', options.init_params or f'random weights (seed {cfg.seed})')
-  start = int(jax.device_get(state.step))
-  if jax.process_index() == 0:
-    write_atomic(output_dir / 'config.json',
-                 json.dumps(config_json(cfg), indent=1, allow_nan=False) + '\n')
-  metrics_path = output_dir / METRICS_FILE
-  if jax.process_index() == 0:
-    _truncate_metrics(metrics_path, start)
+  # Closed on every way out: orbax's background threads (temporary-directory cleanup,
+  # async saves) otherwise die at interpreter shutdown with a traceback after the error line.
+  try:
+    newest = checkpoints.latest_step()
+    if newest is not None and options.num_steps < newest:
+      # Training cannot go back: the state at num_steps is gone (and exporting the newest
+      # checkpoint's weights as if they were num_steps' would be a wrong answer).
+      raise ConfigError(f'--num_steps={options.num_steps} is below step {newest} of the newest '
+                        f'checkpoint in {checkpoints.directory}; ask for --num_steps={newest} or '
+                        'more to continue this run, or use another --output_dir')
+    position = None
+    if newest is not None:
+      state, position, _ = checkpoints.restore(abstract_train_state(cfg, mesh=mesh))
+      logging.info('resuming from %s/%d%s', checkpoints.directory, int(jax.device_get(state.step)),
+                   ' (--init_params ignored)' if options.init_params else '')
+    else:
+      state = init_train_state(cfg, options.init_params, mesh=mesh)
+      logging.info('starting from %s', options.init_params or f'random weights (seed {cfg.seed})')
+    start = int(jax.device_get(state.step))
+    if jax.process_index() == 0:
+      write_atomic(output_dir / 'config.json',
+                   json.dumps(config_json(cfg), indent=1, allow_nan=False) + '\n')
+    metrics_path = output_dir / METRICS_FILE
+    if jax.process_index() == 0:
+      _truncate_metrics(metrics_path, start)
 
-  step_fn = TrainStep(cfg, state.graphdef, mesh=mesh, plan=options.plan)
-  times = []
-  with (interrupt.deferred_signals() as stop,
-        BatchLoader(dataset, state=position, start_step=start) as loader):
-    for step in range(start, options.num_steps):
-      batch = next(loader)
-      t0 = time.perf_counter()
-      placed = step_fn.place(batch)
-      compiled = step_fn.compile_placed(state, placed)
-      if compiled.status != 'in_process':
-        logging.info('train step %s: %s in %.1f s', compiled.label, compiled.status,
-                     compiled.seconds)
-      t1 = time.perf_counter()
-      state, metrics = compiled.compiled(state, placed)
-      metrics = _to_json(jax.device_get(metrics))
-      t2 = time.perf_counter()
-      times.append(t2 - t1)
-      record = {'step': step + 1, **metrics, 'step_time_s': round(t2 - t1, 4),
-                'compile_time_s': round(t1 - t0, 3), 'chains': dataset.names(step)}
-      if jax.process_index() == 0:
-        with open(metrics_path, 'a') as f:
-          f.write(json.dumps(_finite_or_null(record), allow_nan=False) + '\n')
-      recent = times[-20:] if len(times) > 1 else times
-      eta = (options.num_steps - step - 1) * float(np.median(recent))
-      logging.info('step %d/%d loss %.4f fape %.3f lr %.2e |g| %.3g %.2f s/step%s ETA %s',
-                   step + 1, options.num_steps, metrics['loss'], metrics.get('fape', np.nan),
-                   metrics['learning_rate'], metrics['grad_norm'], t2 - t1,
-                   ' SKIPPED (non-finite gradients)' if metrics['skipped'] else '',
-                   _format_seconds(eta))
-      checkpoints.save(state, loader.state_dict(), config=cfg)
-      signum = _stop_signal(stop)
-      if signum is not None and step + 1 < options.num_steps:
-        checkpoints.save(state, loader.state_dict(), config=cfg, force=True)
-        checkpoints.close()
-        raise interrupt.Interrupted(
-            signum, f'stopped by {interrupt.signal_name(signum)} after step {step + 1} of '
-            f'{options.num_steps}; checkpoint {checkpoints.directory}/{step + 1} saved: run '
-            'the same command again to resume from it')
-    checkpoints.save(state, loader.state_dict(), config=cfg, force=True)
+    step_fn = TrainStep(cfg, state.graphdef, mesh=mesh, plan=options.plan)
+    times = []
+    with (interrupt.deferred_signals() as stop,
+          BatchLoader(dataset, state=position, start_step=start) as loader):
+      for step in range(start, options.num_steps):
+        batch = next(loader)
+        t0 = time.perf_counter()
+        placed = step_fn.place(batch)
+        compiled = step_fn.compile_placed(state, placed)
+        if compiled.status != 'in_process':
+          logging.info('train step %s: %s in %.1f s', compiled.label, compiled.status,
+                       compiled.seconds)
+        t1 = time.perf_counter()
+        state, metrics = compiled.compiled(state, placed)
+        metrics = _to_json(jax.device_get(metrics))
+        t2 = time.perf_counter()
+        times.append(t2 - t1)
+        record = {'step': step + 1, **metrics, 'step_time_s': round(t2 - t1, 4),
+                  'compile_time_s': round(t1 - t0, 3), 'chains': dataset.names(step)}
+        if jax.process_index() == 0:
+          with open(metrics_path, 'a') as f:
+            f.write(json.dumps(_finite_or_null(record), allow_nan=False) + '\n')
+        recent = times[-20:] if len(times) > 1 else times
+        eta = (options.num_steps - step - 1) * float(np.median(recent))
+        logging.info('step %d/%d loss %.4f fape %.3f lr %.2e |g| %.3g %.2f s/step%s ETA %s',
+                     step + 1, options.num_steps, metrics['loss'], metrics.get('fape', np.nan),
+                     metrics['learning_rate'], metrics['grad_norm'], t2 - t1,
+                     ' SKIPPED (non-finite gradients)' if metrics['skipped'] else '',
+                     _format_seconds(eta))
+        checkpoints.save(state, loader.state_dict(), config=cfg)
+        signum = _stop_signal(stop)
+        if signum is not None and step + 1 < options.num_steps:
+          checkpoints.save(state, loader.state_dict(), config=cfg, force=True)
+          checkpoints.close()
+          raise interrupt.Interrupted(
+              signum, f'stopped by {interrupt.signal_name(signum)} after step {step + 1} of '
+              f'{options.num_steps}; checkpoint {checkpoints.directory}/{step + 1} saved: run '
+              'the same command again to resume from it')
+      checkpoints.save(state, loader.state_dict(), config=cfg, force=True)
+      checkpoints.close()
+  finally:
     checkpoints.close()
   if options.export and jax.process_index() == 0:
     path = output_dir / 'params' / f'params_{cfg.model_preset}.npz'

@@ -54,9 +54,16 @@ def _wait_for(proc, needle: str, timeout: float = 300) -> list[str]:
 
 
 def _finish(proc, seen, timeout=120):
-  """Exit status, seconds it took, all of stderr."""
+  """Exit status, seconds it took, all of stderr. A child still running at the timeout is
+  killed (some never end by themselves) and the test fails."""
   start = time.monotonic()
-  _, rest = proc.communicate(timeout=timeout)
+  try:
+    _, rest = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    _, rest = proc.communicate()
+    pytest.fail(f'still running {timeout} s after the signal; stderr: '
+                f'{(("".join(seen)) + rest)[-2000:]}')
   return proc.returncode, time.monotonic() - start, ''.join(seen) + rest
 
 
