@@ -99,8 +99,18 @@ def test_monomer_trunk_bfloat16(pipeline_raw):
   assert np.median(list(ratios.values())) < 0.8 and ratios['template rows'] < 0.5, ratios
 
 
+_TRUNK_RUNS: dict = {}  # (case, switch, bfloat16) -> _monomer_trunk's result, for this file
+
+
 def _monomer_trunk(pipeline_raw, case, switch, bfloat16=False):
   """[(name, af_jax's output, the reference's)] for the monomer trunk on one case."""
+  key = (case, switch, bfloat16)
+  if key not in _TRUNK_RUNS:
+    _TRUNK_RUNS[key] = _run_monomer_trunk(pipeline_raw, case, switch, bfloat16)
+  return _TRUNK_RUNS[key]
+
+
+def _run_monomer_trunk(pipeline_raw, case, switch, bfloat16):
   cfg = ref_utils.ref_model_config('model_1_ptm')
   cfg.update_from_flattened_dict({
       'model.embeddings_and_evoformer.evoformer_num_block': 1,
