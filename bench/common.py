@@ -93,7 +93,8 @@ def json_link(json_path: str | None, results_md: str) -> list[str]:
   path = os.path.abspath(json_path)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   rel = os.path.relpath(path, os.path.dirname(os.path.abspath(results_md)))
-  return ['', f'JSON (every sample and setting): [{os.path.relpath(path, root)}]({rel}).']
+  shown = os.path.relpath(path, root) if path.startswith(root + os.sep) else path
+  return ['', f'JSON (every sample and setting): [{shown}]({rel}).']
 
 
 def write_json(path: str, report: dict) -> str:
