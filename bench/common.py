@@ -1,8 +1,9 @@
 """What every benchmark shares: the machine it ran on, and where its results go.
 
-Each script writes its JSON to bench/results/ and its markdown section into
-bench/RESULTS.md between its own markers (replacing its previous section, so
-re-running a benchmark updates it in place).
+Each script writes its full report as JSON to bench/results/ and its markdown section into
+bench/RESULTS.md between its own markers (replacing its previous section, so re-running a
+benchmark updates it in place). RESULTS.md holds the tables, the command and the machine line,
+and links the JSON (`json_link`); the JSON itself is never pasted into it.
 """
 
 from __future__ import annotations
@@ -75,6 +76,25 @@ def write_section(path: str, text: str, begin: str, end: str) -> None:
   with open(tmp, 'w') as f:
     f.write(new)
   os.replace(tmp, path)
+
+
+def json_link(json_path: str | None, results_md: str) -> list[str]:
+  """Markdown lines that point a RESULTS.md section at its JSON file (none if none was written).
+
+  Args:
+    json_path: where the script wrote its JSON report, or None/'' when it wrote none.
+    results_md: the markdown file the section goes into; the link is relative to it.
+
+  Returns:
+    A blank line and the link line, to append to the section's lines.
+  """
+  if not json_path:
+    return []
+  path = os.path.abspath(json_path)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  rel = os.path.relpath(path, os.path.dirname(os.path.abspath(results_md)))
+  shown = os.path.relpath(path, root) if path.startswith(root + os.sep) else path
+  return ['', f'JSON (every sample and setting): [{shown}]({rel}).']
 
 
 def write_json(path: str, report: dict) -> str:

@@ -320,8 +320,7 @@ def markdown(report: dict) -> str:
         f"| {yes[sm['target_trace_lower_lt_2s']]} | {sm['first_result_speedup']:.2f}x "
         f"| {yes[sm['same_output']]} |")
   lines += allocator_table(report['lengths'])
-  lines += ['', '<details><summary>JSON</summary>', '', '```json',
-            json.dumps(report, indent=1, allow_nan=False), '```', '', '</details>', MARKERS[1], '']
+  lines += common.json_link(FLAGS.json_out, FLAGS.results_md) + ['', MARKERS[1], '']
   return '\n'.join(lines)
 
 
@@ -370,11 +369,7 @@ def main(argv):
                   'trace_lower_max_s': TRACE_LOWER_TARGET_S},
       'lengths': rows,
   }
-  print(json.dumps(report, indent=1, allow_nan=False))
-  if FLAGS.json_out:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json_out)), exist_ok=True)
-    with open(FLAGS.json_out, 'w') as f:
-      json.dump(report, f, indent=1, allow_nan=False)
+  print(common.write_json(FLAGS.json_out, report))
   if FLAGS.results_md:
     common.write_section(FLAGS.results_md, markdown(report), *MARKERS)
 

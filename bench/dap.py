@@ -156,7 +156,7 @@ def markdown(report: dict) -> str:
           f"{c.get('all-to-all', {}).get('count', 0)} | "
           f"{c.get('all-reduce', {}).get('count', 0)} | "
           f"{r['received_bytes_per_block'] / 1e6:,.1f} |")
-  lines += ['', f"JSON: `{report['json_path']}`.", MARKERS[1]]
+  lines += common.json_link(FLAGS.json_out, FLAGS.results_md) + ['', MARKERS[1]]
   return '\n'.join(lines) + '\n'
 
 

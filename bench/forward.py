@@ -26,8 +26,9 @@ For each sequence length L and each side it reports:
   the machine's float32 matmul rate (a jitted n^3 matmul, sampled at the start
   and after every length of the same run; the best sample).
 
-Results go to stdout and `--json_out` as JSON, and into `--results_md` as a
-markdown table (between markers, so notes outside them are kept).
+Results go to stdout and `--json_out` as JSON (default bench/results/forward.json, or
+forward_<md_section>.json), and into `--results_md` as markdown tables with a link to the JSON
+(between markers, so notes outside them are kept).
 
 Usage:
   PYTHONPATH=. python bench/forward.py --lengths=64,128,256
@@ -73,7 +74,9 @@ flags.DEFINE_string('af_jax_chunk', 'auto',
                     'attention at chunk N).')
 flags.DEFINE_string('preset', 'model_1_ptm', 'Model preset (both sides).')
 flags.DEFINE_integer('seed', 0, 'Seed for parameters and features.')
-flags.DEFINE_string('json_out', None, 'Also write the JSON results here.')
+flags.DEFINE_string('json_out', None, 'Write the JSON results here (default: '
+                    'bench/results/forward.json, forward_<md_section>.json for another '
+                    'section; "" to skip).')
 flags.DEFINE_string('results_md', os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                'RESULTS.md'),
                     'Markdown file to write the table into ("" to skip).')
@@ -83,6 +86,14 @@ flags.DEFINE_string('md_section', 'main',
                     'configuration, e.g. "main", "chunk16").')
 
 FLAGS = flags.FLAGS
+
+
+def json_path() -> str:
+  """Where the JSON goes: --json_out, or bench/results/forward[_<md_section>].json."""
+  if FLAGS.json_out is not None:
+    return FLAGS.json_out
+  name = 'forward.json' if FLAGS.md_section == 'main' else f'forward_{FLAGS.md_section}.json'
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', name)
 
 
 def _markers(section: str) -> tuple[str, str]:
@@ -359,8 +370,7 @@ def markdown(report: dict) -> str:
   plans = [f"L={r['L']}: {r['af_jax_plan']}" for r in report['results'] if 'af_jax_plan' in r]
   if plans:
     lines += ['', "af_jax's chunk plans: " + '; '.join(plans) + '.']
-  lines += ['', '<details><summary>JSON</summary>', '', '```json',
-            json.dumps(report, indent=1, allow_nan=False), '```', '', '</details>', end]
+  lines += common.json_link(json_path(), FLAGS.results_md) + ['', end]
   return '\n'.join(lines) + '\n'
 
 
@@ -416,11 +426,7 @@ def main(argv):
       },
       'results': results,
   }
-  text = json.dumps(report, indent=1, allow_nan=False)
-  print(text)
-  if FLAGS.json_out:
-    with open(FLAGS.json_out, 'w') as f:
-      f.write(text + '\n')
+  print(common.write_json(json_path(), report))
   if FLAGS.results_md:
     common.write_section(FLAGS.results_md, markdown(report), *_markers(FLAGS.md_section))
 

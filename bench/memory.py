@@ -549,7 +549,7 @@ def markdown(report: dict) -> str:
                  f"{q['rss_growth_reduction']:.0%} | {q['slowdown_best']:+.0%} |")
   lines += full_model_markdown(report)
   lines += confirm_markdown(report)
-  lines += ['', f"JSON: `{report['json_path']}`.", _END]
+  lines += common.json_link(FLAGS.json_out, FLAGS.results_md) + ['', _END]
   return '\n'.join(lines) + '\n'
 
 

@@ -410,8 +410,7 @@ def markdown(report: dict) -> str:
                  f"{q['compile_ref_over_af_jax']:.2f} | {q['peak_memory_ref_over_af_jax']:.2f} | "
                  f"{z['max_abs_diff_final_atom_positions_A']:.1e} | "
                  f"{z['max_abs_diff_plddt']:.1e} | {iptm[0]:.4f} / {iptm[1]:.4f} |")
-  if report.get('json_out'):
-    lines += ['', f"JSON: `{report['json_out']}`."]
+  lines += common.json_link(FLAGS.json_out, FLAGS.results_md)
   lines.append(end)
   return '\n'.join(lines) + '\n'
 

@@ -161,6 +161,13 @@ def run() -> dict:
           'results': rows}
 
 
+def json_path() -> str:
+  """Where the JSON goes: --json_out, or bench/results/ops[_<md_section>].json."""
+  name = f'ops_{FLAGS.md_section}.json' if FLAGS.md_section else 'ops.json'
+  return FLAGS.json_out or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
+                                        name)
+
+
 def markdown(report: dict) -> str:
   m, s = report['machine'], report['settings']
   begin, end = common.markers('bench/ops.py', s.get('md_section'))
@@ -208,7 +215,7 @@ def markdown(report: dict) -> str:
                    f"{r['reference_pct_of_matmul_rate']:.0f}% | {cap} | "
                    f"{best['pct_of_matmul_rate']:.0f}% ({best['chunk'] or 'none'}) | "
                    f"{r['ceiling_speedup']:.2f}x |")
-  lines += ['', end]
+  lines += common.json_link(json_path(), FLAGS.results_md) + ['', end]
   return '\n'.join(lines) + '\n'
 
 
@@ -217,9 +224,7 @@ def main(argv):
   import jax
   jax.config.update('jax_enable_compilation_cache', False)
   report = run()
-  name = f'ops_{FLAGS.md_section}.json' if FLAGS.md_section else 'ops.json'
-  common.write_json(FLAGS.json_out or os.path.join(
-      os.path.dirname(os.path.abspath(__file__)), 'results', name), report)
+  common.write_json(json_path(), report)
   if FLAGS.results_md:
     common.write_section(FLAGS.results_md, markdown(report),
                          *common.markers('bench/ops.py', FLAGS.md_section))

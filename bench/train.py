@@ -179,7 +179,7 @@ def markdown(report: dict) -> str:
     lines.append(f"| {name} | {chunk} | {mb(cm['temp'])} | {mb(cm['peak'])} | "
                  f"{mb(d['peak_rss_bytes'])} | {d['compile_s']:.1f} | {d['best_s']:.2f} | "
                  f"{d['median_s']:.2f} | {ratio} |")
-  lines += ['', f"JSON: `{report['json_path']}`.", _END]
+  lines += common.json_link(FLAGS.json_out, FLAGS.results_md) + ['', _END]
   return '\n'.join(lines) + '\n'
 
 

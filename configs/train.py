@@ -38,7 +38,7 @@ _BASE = dict(
     bfloat16=False,
     # Chunk size of every axial op in training (None: unchunked, fastest). Each chunk is
     # recomputed in the backward pass, so e.g. 32 keeps one chunk's attention logits alive
-    # instead of all of them (crop 256, extra MSA 1024: 12 GB -> 1.2 GB on the tiny model).
+    # instead of all of them (PERF: memory figures in bench/RESULTS.md, "Training").
     chunk_size=None,
     # Jumper et al. (2021) Suppl. 1.11.3 (see af_jax.train.optimizer).
     optimizer=dict(

@@ -100,12 +100,11 @@ def available_host_memory() -> int | None:
 
 
 _CPU_FRACTION = 0.45  # of MemAvailable; see default_budget
-# XLA:CPU: the chunk-dependent working set of one op above which chunking it further is
-# faster, not slower (see ActivationModel.cpu_chunk_cap)...
+# PERF (XLA:CPU): the chunk-dependent working set of one op above which chunking it further
+# is faster, not slower (see ActivationModel.cpu_chunk_cap)...
 CPU_CHUNK_BYTES = 24 * 2**20
 # ...and of a transition, which runs as one YNNPACK fusion that allocates its 4x-wide hidden
-# layer per call: best at 4-16 rows alone (bench/ops.py); one Evoformer block at L=128 ran 11%
-# faster with its transitions at 8 / 16 rows (this cap) than at 32 / 64 (the one above).
+# layer per call, so it is fastest at fewer rows. Numbers: bench/RESULTS.md, "Behind the code".
 CPU_TRANSITION_CHUNK_BYTES = 8 * 2**20
 
 
@@ -124,9 +123,8 @@ def default_budget(device: jax.Device | None = None, fraction: float | None = No
   0.45: besides Python, the data pipeline and the host parameters, XLA:CPU
   (jaxlib 0.10.2) runs dots through YNNPACK fusions whose packing buffers are
   allocated at run time, outside the buffer assignment the budget is checked
-  against: one Evoformer block grew the process by 1.9-2.0x its compiled
-  temporaries, plus its outputs (bench/memory.py, L=512 and 1024), so a plan
-  whose compiled peak filled 80% of RAM was killed for memory.
+  against, so a process grows well past its compiled peak (numbers: bench/RESULTS.md,
+  "Behind the code").
   """
   device = device or jax.devices()[0]
   stats = None
@@ -348,10 +346,9 @@ class ActivationModel:
 
     XLA:CPU (jaxlib 0.10.2) runs each op's dots with their softmax, bias, gate and
     reductions as one YNNPACK fusion that allocates its intermediates (the attention
-    logits, the transition's hidden layer) when it runs. One triangle attention at
-    L=512 unchunked: 0.68 GB compiled temporaries, the process grew 3.66 GB; this
-    figure (2.56 GB) brings the sum within 12% of it. One op runs at a time, so the
-    largest counts.
+    logits, the transition's hidden layer) when it runs; this figure added to the
+    compiled peak comes close to the measured peak RSS (numbers: bench/RESULTS.md,
+    "Behind the code"). One op runs at a time, so the largest counts.
     """
     return max((s.chunk_bytes(getattr(plan, s.field)) for s in self.sites), default=0.0)
 
@@ -360,10 +357,9 @@ class ActivationModel:
     `cpu_cap_bytes(field)` (None: the whole axis fits).
 
     On a CPU the unchunked ops are not the fastest: a chunk whose working set stays
-    in the caches runs at the matmul rate, a whole axis at the memory bandwidth. One
-    Evoformer block's ops at L=256 (2-core Xeon, 2 MB L2 per core, bench/ops.py):
-    best at 4-64 slices, up to 1.7x faster than unchunked, within 10% of their best
-    at these caps.
+    in the caches runs at the matmul rate, a whole axis at the memory bandwidth.
+    PERF: bench/RESULTS.md, "Behind the code"; the bench/ops.py tables' bold cells
+    are these caps.
     """
     cap_bytes = cpu_cap_bytes(field)
     n = max((s.n_slices for s in self.sites if s.field == field), default=1)
@@ -388,7 +384,7 @@ class ActivationModel:
     below the axis size, down to the largest whose live bytes are within
     `_NOT_WORTH` of chunk 1's (smaller chunks would save next to nothing and cost
     speed: the triangle multiplication at chunk 1 reads the whole right projection
-    once per row, 2.3x the unchunked block's time at L=256)."""
+    once per row)."""
     n = max((s.n_slices for s in self.sites if s.field == field), default=1)
     least = self.op_bytes(field, 1)
     out: list[int | None] = [None]

@@ -93,9 +93,8 @@ def axial_map(fn: Callable[..., Any], args: Sequence[jax.Array], *,
 
   # PERF: each chunk is sliced from the inputs where they lie and its result written in
   # place into one output buffer. `lax.map` over moved-axis inputs (the textbook form) keeps
-  # the transposed copies of the inputs and a stacked output that is transposed back: at
-  # L=512, chunk 1, one Evoformer block's temporaries were 0.67 GB that way and 0.54 GB in
-  # place (XLA:CPU, memory-minimising scheduler).
+  # the transposed copies of the inputs and a stacked output that is transposed back
+  # (bench/RESULTS.md, "Behind the code").
   n_full, rest = divmod(size, chunk)
   # One trace of a full chunk gives the output buffer's shapes and serves as the loop body.
   if residual is None:

@@ -503,7 +503,7 @@ def protein_violations(prot, *, violation_tolerance_factor: float = 12.0,
   residues whose CA-C-N angle lies between the two bands. Peptide bonds are checked
   only between residues whose numbers step by +1 within one chain
   (`prot.chain_index`, when the Protein has one).
-  Compiled once per length (about 2 s); memory grows as N^2 x 196 floats.
+  Compiled once per length; memory grows as N^2 x 196 floats.
 
   Args:
     prot: an `af_jax.common.protein.Protein` (atom_positions [N, 37, 3],

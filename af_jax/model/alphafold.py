@@ -150,7 +150,7 @@ class AlphaFold(nnx.Module):
     prev0 = self._initial_prev(n_res)
     # PERF: Python traces one iteration once. Its jaxpr gives the loop carry's shapes and
     # is replayed as the loop body; tracing `run` again (the module code) would double the
-    # tracing time of a cold process (about 0.5 s of 1 s for model_1_ptm).
+    # tracing time of a cold process.
     run_traced, shapes = tracing.trace_once(run, jnp.int32(0), prev0)
     outputs0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 

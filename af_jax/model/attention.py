@@ -7,14 +7,12 @@ layouts are AlphaFold's: `query_w [c, H, d]`, `output_w [H, d, c_out]`.
 Precision: projections run in the module's compute `dtype` (bfloat16 with
 `global_config.bfloat16`); logits, softmax and the gate's sigmoid are float32.
 
-PERF (XLA:CPU, measured with bench/ops.py-sized ops at L = 128): per-head
-projections are plain [Q, c] @ [c, H*d] matmuls whose [Q, H, d] result is then
-swapped to heads-first. Asked for a heads-first result directly, XLA computes
-the transposed product and makes the layer norm before it write its output
-transposed (6-7 ms of an 80 ms MSA attention); with the softmax change below,
-the MSA row / column attentions at L = 128 ran 87 / 89 -> 74 / 70 ms (bench/ops.py
-L128 table). The softmax is normalised after the weighted sum
-(`_softmax_weighted_sum`): one pass less over the [H, Q, K] weights.
+PERF: per-head projections are plain [Q, c] @ [c, H*d] matmuls whose [Q, H, d]
+result is then swapped to heads-first; asked for a heads-first result directly,
+XLA:CPU computes the transposed product and makes the layer norm before it write
+its output transposed. The softmax is normalised after the weighted sum
+(`_softmax_weighted_sum`): one pass less over the [H, Q, K] weights. Numbers:
+bench/RESULTS.md, "Behind the code".
 """
 
 from __future__ import annotations
@@ -41,8 +39,7 @@ def _softmax_weighted_sum(logits: jax.Array, v: jax.Array, equation: str, dt) ->
   `dt` for the matmul, which accumulates in float32; the float32 result is
   divided by the float32 sum of the exponentials and then rounded to `dt`.
   Normalising after the sum instead of before differs from AlphaFold's order by
-  float32 rounding only (bench/ops.py: largest relative error against the
-  reference 6e-7 / 7e-7 for the MSA row / column attention, as before).
+  float32 rounding only (bench/ops.py's relative-error column).
   """
   shifted = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
   total = primitives.einsum(equation, shifted, v, dtype=dt, out_dtype=jnp.float32)
@@ -56,10 +53,10 @@ def per_head_bias(norm: nnx.Module, w: jax.Array, pair: jax.Array, *, axis: int 
 
   Shared by the MSA row attention's pair bias and the triangle attentions' bias.
   NUMERICS: float32, like the logits it is added to. PERF: computed [Q, K, H] and
-  then made heads-first; asked for [H, Q, K] directly, XLA:CPU wrote the whole
-  normalised pair transposed to feed a transposed product (row attention at L = 64
-  34.7 -> 33.6 ms, triangle attention 7.0 -> 5.8 ms). Under DAP, `pair` holds this
-  device's slices of `axis` and the bias is all-gathered over Q.
+  then made heads-first; asked for [H, Q, K] directly, XLA:CPU writes the whole
+  normalised pair transposed to feed a transposed product (bench/RESULTS.md, "Behind the code").
+  Under DAP, `pair` holds this device's slices of `axis` and the bias is
+  all-gathered over Q.
   """
   def bias_slice(x):
     return primitives.einsum('kc,ch->kh', norm(x), w, dtype=dtype, out_dtype=jnp.float32)
@@ -104,7 +101,7 @@ class _GatedAttentionParams(nnx.Module):
 
     PERF: heads leading, the layout of the batched weights @ values: asked for a
     [Q, H, d] result, XLA:CPU emits an Eigen dot with a transposed output instead of
-    a YNNPACK fusion (113 ms of a 376 ms MSA row attention at L=256).
+    a YNNPACK fusion (bench/RESULTS.md, "Behind the code").
     """
     dt = self.dtype
     if self.gating_w is not None:

@@ -95,8 +95,8 @@ class InvariantPointAttention(nnx.Module):
 
     logits_scalar = jnp.einsum('ihc,jhc->hij', q * scalar_weight, k)
     # PERF: coordinates first ([3, H, N, P]) so that |q - k|^2 is one fused loop over
-    # [H, i, j, P]; with xyz minor, XLA:CPU materialised the three [i, j, H, P]
-    # differences before squaring them (IPA took 1.8x the reference's time at L=256).
+    # [H, i, j, P]; with xyz minor, XLA:CPU materialises the three [i, j, H, P]
+    # differences before squaring them (bench/RESULTS.md, "Behind the code").
     qc, kc = jnp.transpose(q_point, (3, 1, 0, 2)), jnp.transpose(k_point, (3, 1, 0, 2))
     dist2 = sum(jnp.square(qc[x][:, :, None] - kc[x][:, None, :]) for x in range(3))
     logits_point = -0.5 * jnp.sum(point_weights[:, None, None, None] * dist2, axis=-1)

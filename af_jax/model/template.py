@@ -172,8 +172,8 @@ class TemplateEmbedding(nnx.Module):
       # Alg. 17: each pair position attends over its templates.
       query = pair_rows.reshape(n_rows * n_res, 1, c_z)
       # PERF: the templates stay [T, positions, c_t] and each chunk slices its positions
-      # where they lie; a transposed [positions, T, c_t] copy was a second whole stack of
-      # template outputs (4.3 GB at L=2048 in float32).
+      # where they lie; a transposed [positions, T, c_t] copy would be a second whole stack
+      # of template outputs, the largest buffer of the template embedding at long L.
       memory = per_template.reshape(n_templ, n_rows * n_res, c_t)
       bias = primitives.mask_to_bias(template_mask)[None, None, :]
       out = axial_map(lambda q, m: self.attention(q, m, bias), (query, memory), axis=(0, 1),

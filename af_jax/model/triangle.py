@@ -71,9 +71,8 @@ class TriangleMultiplication(nnx.Module):
     PERF: the projections are built channels first, so the triangle product is a
     plain matmul per channel (`ck,cjk->cj`, batch dimension leading) and the only
     transpose is of its result, back to [.., c] for the centre layer norm. The
-    AlphaFold layout (`ikc,jkc->ijc`) made XLA:CPU transpose both projections to
-    [c, ., .] in strided loop fusions: a 256-residue outgoing update took 1.7x as
-    long.
+    AlphaFold layout (`ikc,jkc->ijc`) makes XLA:CPU transpose both projections to
+    [c, ., .] in strided loop fusions (bench/RESULTS.md, "Behind the code").
     """
     chex.assert_rank([pair, pair_mask], [3, 2])
     dt = self.dtype

@@ -183,7 +183,7 @@ def discover_chains(alignment_dir: str | os.PathLike, mmcif_dir: str | os.PathLi
   """The chains of `alignment_dir` matched to their mmCIF files, sorted by name.
 
   Without a chain cache every mmCIF is parsed here for its sequence, resolution and
-  release date (about 0.1 s each: for a PDB-sized set, write a cache once with
+  release date (PERF: for a PDB-sized set, write a cache once with
   `write_chain_cache`); with one, only the file's existence is checked.
 
   Raises:
