@@ -3,6 +3,7 @@
 Examples:
   python -m compile_cache stats
   python -m compile_cache list --cache_dir /shared/xla_cache
+  python -m compile_cache list --all
   python -m compile_cache prune --max_size=1.5GB
   python -m compile_cache verify
   python -m compile_cache warmup --specs my_pkg.warm:specs --arg buckets=[128,256] \\
@@ -41,8 +42,16 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='python -m compile_cache', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest='command', required=True)
-  sub.add_parser('stats', parents=[common], help='entry count and size per profile, in all')
-  sub.add_parser('list', parents=[common], help='every entry, least recently used first')
+  every = argparse.ArgumentParser(add_help=False)
+  every.add_argument('--all', action='store_true', dest='all_entries',
+                     help='show every entry, the helpers without a label too (list: least '
+                          'recently used first)')
+  sub.add_parser('stats', parents=[common, every],
+                 help='the labelled executables, the helpers in one line, entry count and '
+                      'size per profile and in all')
+  sub.add_parser('list', parents=[common, every],
+                 help='one line per labelled executable, by label; the helpers (entries '
+                      'without a label, e.g. jit_stack) in one line')
   prune_cmd = sub.add_parser('prune', parents=[common],
                          help='remove least recently used entries down to a size')
   prune_cmd.add_argument('--max_size', required=True,
@@ -110,9 +119,9 @@ def run(argv: list[str]) -> int:
   if args.command in ('prune', 'clear', 'verify'):
     store.require_root(root, args.command)
   if args.command == 'stats':
-    print(report.stats(root))
+    print(report.stats(root, all_entries=args.all_entries))
   elif args.command == 'list':
-    print(report.table(store.list_entries(root)))
+    print(report.table(store.list_entries(root), all_entries=args.all_entries))
   elif args.command == 'prune':
     limit = units.parse_size(args.max_size)
     removed = store.evict_to_size(root, limit)

@@ -6,9 +6,10 @@ variable (minus dump flags and `--xla_force_host_platform_device_count`), every 
 argument that starts with `--xla`, the serialized compile options, the device topology and the
 compression codec. A profile's flags go into XLA_FLAGS, so they enter the key; on top of that
 each profile (plus a hash of any free flags) gets its own subdirectory, so entries and XLA's
-per-fusion autotune results never mix between profiles. JAX writes that autotune directory's
-path into the compile options, so the key also depends on where the cache lives: a cache
-copied to another path is not reused.
+per-fusion autotune results never mix between profiles. JAX also writes that autotune
+directory's path into the compile options it hashes; `jax_hooks.install` clears it from what
+is hashed (not from what XLA gets), so the key does not depend on where the cache lives: a
+cache copied or moved to another path, or baked into a container image, hits every entry.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ def configure(cache_dir: str | os.PathLike | None = None, *,
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
   # Eviction is ours (IndexedCache); JAX's would need the optional `filelock` package.
   jax.config.update('jax_compilation_cache_max_size', -1)
-  # XLA keeps per-fusion autotune results in <directory>/xla_gpu_per_fusion_autotune_cache_dir.
+  # XLA keeps per-fusion autotune results in <directory>/xla_gpu_per_fusion_autotune_cache_dir,
+  # so they travel with the entries (the path stays out of the key: jax_hooks.install).
   jax.config.update('jax_persistent_cache_enable_xla_caches',
                     'xla_gpu_per_fusion_autotune_cache_dir')
   cache = jax_hooks.IndexedCache(directory, root, max_size, profile.name, writable=writable)

@@ -16,6 +16,17 @@ It does not cover bytes that decompress but differ: with zstd (no checksum by de
 flipped bit reaches `deserialize_executable`, which then runs wrong code or aborts the process
 (tried by re-compressing a corrupted executable). Hence the digest in `IndexedCache.get`.
 
+The key. JAX derives the paths of XLA's own side caches from `jax_compilation_cache_dir` and
+writes them into the compile options (compiler.get_compile_options: by default
+`xla_gpu_per_fusion_autotune_cache_dir`, on every platform), and cache_key.get hashes those
+options with only dump flags, the CUDA directory and the autotune cache *mode* cleared. So the
+key named the cache's own directory, and a cache copied, moved or baked into a container image
+never hit. `install` wraps `compilation_cache.get_cache_key` (the one function compiler.py calls
+for every key) to hash a copy of the options with those paths cleared; the compiler still gets
+the real ones, so XLA keeps reading and writing its autotune results beside the entries. The
+paths say where XLA keeps results, not what it compiles: the key never covered what the
+autotune directory holds, only its name, so clearing the name loses no guarantee.
+
 Other internals used: `xla_bridge.backends_are_initialized` (XLA reads XLA_FLAGS once, when
 the first backend starts), and the entry codec (`decompress_executable`,
 `extract_executable_and_time`) plus `Client.deserialize_executable` for `verify`.
@@ -24,12 +35,13 @@ the first backend starts), and the entry codec (`decompress_executable`,
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 from pathlib import Path
 import threading
 import time
-from typing import Iterator
+from typing import Any, Callable, Iterator
 import warnings
 
 import jax
@@ -202,8 +214,39 @@ class IndexedCache(CacheInterface):
                     entry.key, entry.size)
 
 
+# Debug options that hold paths JAX derives from the cache directory (see the module docstring).
+LOCATION_OPTIONS = ('xla_gpu_per_fusion_autotune_cache_dir', 'xla_gpu_kernel_cache_file')
+
+
+def _location_free(compile_options: Any) -> Any:
+  """`compile_options`, or a copy with the `LOCATION_OPTIONS` cleared when any is set."""
+  debug = compile_options.executable_build_options.debug_options
+  if not any(getattr(debug, name) for name in LOCATION_OPTIONS):
+    return compile_options
+  compile_options = copy.deepcopy(compile_options)  # the original goes on to the compiler
+  debug = compile_options.executable_build_options.debug_options
+  for name in LOCATION_OPTIONS:
+    setattr(debug, name, '')
+  return compile_options
+
+
+def _path_independent(get_cache_key: Callable[..., str]) -> Callable[..., str]:
+  """Wraps JAX's `get_cache_key` to hash the options without the cache directory's paths."""
+  def wrapper(module: Any, devices: Any, compile_options: Any, backend: Any, *args: Any,
+              **kwargs: Any) -> str:
+    return get_cache_key(module, devices, _location_free(compile_options), backend, *args,
+                         **kwargs)
+  wrapper.path_independent = True
+  return wrapper
+
+
 def install(cache: CacheInterface | None) -> None:
-  """Makes `cache` the persistent cache JAX reads and writes (None: JAX builds its own)."""
+  """Makes `cache` the persistent cache JAX reads and writes (None: JAX builds its own).
+
+  Either way the keys stop depending on the cache directory's path (see the module docstring).
+  """
+  if not getattr(_jax_cache.get_cache_key, 'path_independent', False):
+    _jax_cache.get_cache_key = _path_independent(_jax_cache.get_cache_key)
   _jax_cache.reset_cache()
   if cache is not None:
     with _jax_cache._cache_initialized_mutex:

@@ -53,11 +53,20 @@ def test_stats_and_list_commands(cache, capsys):
   assert 'profile (root): 1 entries' in out
   assert 'total: 4 entries, 4.0 kB; compile seconds saved per full load: 42.50' in out
   assert 'autotune results: 7 B' in out
+  assert 'labelled executables: 2, 2.0 kB' in out
+  assert ('+ 2 helper executables without a label, 2.0 kB: 1 jit_f1 (1.0 kB), 1 jit_f3 '
+          '(1.0 kB); --all lists each') in out
   cli.run(['list', '--cache_dir', str(cache)])
   lines = capsys.readouterr().out.splitlines()
-  assert lines[0].split() == ['LAST', 'USED', 'SIZE', 'COMPILE_S', 'PROFILE', 'FUNCTION', 'KEY']
+  header = ['LAST', 'USED', 'SIZE', 'COMPILE_S', 'PROFILE', 'FUNCTION', 'KEY']
+  assert lines[0].split() == header
+  assert [line.split()[-2] for line in lines[1:3]] == ['model/L64', 'model/L128']  # by label
+  assert lines[3].startswith('+ 2 helper executables') and len(lines) == 4
+  cli.run(['list', '--all', '--cache_dir', str(cache)])
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].split() == header
   assert [line.split()[-2] for line in lines[1:]] == ['model/L128', 'model/L64', 'jit_f3',
-                                                      'jit_f1']
+                                                      'jit_f1']  # least recently used first
   assert '30.00' in lines[1] and 'max_autotune' in lines[1]
 
 
