@@ -38,6 +38,7 @@ from af_jax.data import msa_search, pipeline, pipeline_multimer  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from af_jax.parallel import distributed  # noqa: E402
 from configs import buckets  # noqa: E402
+from configs import overrides as config_overrides  # noqa: E402
 
 flags.DEFINE_list('fasta_paths', [], 'FASTA files; every record is one target (names must be '
                   'unique across files). Targets are folded shortest first.')
@@ -223,7 +224,7 @@ def main(argv) -> None:
 
 
 def entry(argv: list[str]) -> None:
-  rest, overrides = cli.split_config_overrides(argv)
+  rest, overrides = config_overrides.split_config_overrides(argv)
   OVERRIDES.update(overrides)
   app.run(main, argv=rest)
 

@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 
 import af_jax
-from af_jax import cli, outputs, plots
+from af_jax import outputs, plots
 from af_jax import job as af_job
 from af_jax import params as af_params
 from af_jax import relax
@@ -31,6 +31,7 @@ from af_jax.data import transforms_multimer
 from af_jax.errors import ConfigError, InputError, ParamsError, PredictionError
 from configs import buckets as bucket_lists
 from configs import model as model_configs
+from configs import overrides as config_overrides
 from configs.model_multimer import MULTIMER_PRESETS
 
 MODEL_PRESETS = {
@@ -106,13 +107,11 @@ def model_config(model_name: str, options: FoldOptions):
   if options.num_recycle is not None:
     if options.num_recycle < 0:
       raise ConfigError(f'--num_recycle={options.num_recycle} must be >= 0')
-    cfg.model.num_recycle = options.num_recycle
-    if 'num_recycle' in cfg.data.get('common', {}):
-      cfg.data.common.num_recycle = options.num_recycle
+    config_overrides.set_num_recycle(cfg, options.num_recycle)
   if options.precision not in ('float32', 'bfloat16'):
     raise ConfigError(f'--precision={options.precision!r}: choose float32 or bfloat16')
   cfg.model.global_config.bfloat16 = options.precision == 'bfloat16'
-  cli.apply_overrides(cfg, dict(options.config_overrides))
+  config_overrides.apply_overrides(cfg, options.config_overrides)
   model_configs.check_values(cfg)  # 0 blocks, heads or channels: one line, not a traceback
   if options.random_params:
     # AlphaFold zero-initialises output layers, which would put every atom at the origin.

@@ -15,10 +15,10 @@ import jax
 import numpy as np
 
 import af_jax
-from af_jax import cli
 from af_jax.data import features, parsers, transforms, transforms_multimer
 from af_jax.inference import Predictor, feature_shapes, is_multimer
 from configs import buckets as bucket_lists
+from configs import overrides as config_overrides
 
 
 def bucket_shapes(cfg, num_res: int, msa_clusters: int,
@@ -110,9 +110,7 @@ def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle
   for name in _as_list(model_names):
     cfg = af_jax.model_config(name)
     if num_recycle is not None:
-      cfg.model.num_recycle = int(num_recycle)
-      if 'num_recycle' in cfg.data.get('common', {}):
-        cfg.data.common.num_recycle = int(num_recycle)
-    cli.apply_overrides(cfg, dict(overrides or {}))
+      config_overrides.set_num_recycle(cfg, int(num_recycle))
+    config_overrides.apply_overrides(cfg, dict(overrides or {}))
     result += model_specs(cfg, [int(n) for n in _as_list(lengths)], depths, mesh=mesh)
   return result
