@@ -36,7 +36,7 @@ from af_jax import fold  # noqa: E402
 from af_jax.chunking import autochunk  # noqa: E402
 from af_jax.data import msa_search, pipeline, pipeline_multimer  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
-from af_jax.parallel import distributed  # noqa: E402
+from af_jax.parallel import distributed, mesh  # noqa: E402
 from configs import buckets  # noqa: E402
 from configs import overrides as config_overrides  # noqa: E402
 
@@ -183,17 +183,6 @@ def options_from_flags() -> fold.FoldOptions:
       models_to_relax=FLAGS.models_to_relax, relax_use_gpu=FLAGS.relax_use_gpu, dap=FLAGS.dap)
 
 
-def check_dap(dap: int) -> None:
-  """Enough devices for --dap (after a multi-host start, which adds the others' devices)."""
-  import jax
-  if dap < 1:
-    raise ConfigError(f'--dap={dap} must be at least 1')
-  if dap > jax.device_count():
-    raise ConfigError(f'--dap={dap} needs {dap} devices but {jax.device_count()} are visible '
-                      f'({jax.devices()[0].platform}); lower --dap, or start every host of a '
-                      'multi-host run (--coordinator_address, --num_processes, --process_id)')
-
-
 def main(argv) -> None:
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments {argv[1:]}; every input is a --flag')
@@ -203,7 +192,7 @@ def main(argv) -> None:
     import jax
     logging.info('process %d of %d, %d devices in all', jax.process_index(), jax.process_count(),
                  jax.device_count())
-  check_dap(FLAGS.dap)
+  mesh.check_dap(FLAGS.dap)
   if FLAGS.warmup_only:
     try:
       depths = [tuple(int(x) for x in d.split(':', 1)) for d in FLAGS.warmup_msa_depths] or None

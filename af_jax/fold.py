@@ -40,8 +40,6 @@ MODEL_PRESETS = {
     'multimer': MULTIMER_PRESETS,
 }
 FEATURES_FILES = ('features.pkl', 'features.npz')  # in each target's directory
-PARAMS_HELP = ('get them with AlphaFold\'s scripts/download_alphafold_params.sh '
-               '(https://storage.googleapis.com/alphafold/alphafold_params_2022-12-06.tar)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,16 +86,6 @@ class FoldOptions:
     return kinds == {True}
 
 
-def params_path(params_dir: str, model_name: str) -> pathlib.Path:
-  """`params_model_<name>.npz` in params_dir or params_dir/params (AlphaFold's data_dir)."""
-  name = f'params_{model_name}.npz'
-  for candidate in (pathlib.Path(params_dir) / name, pathlib.Path(params_dir) / 'params' / name):
-    if candidate.is_file():
-      return candidate
-  raise ParamsError(f'{name} not found in --params_dir={params_dir} (nor in its params/); '
-                    f'{PARAMS_HELP}, or pass --random_params for a smoke test')
-
-
 def model_config(model_name: str, options: FoldOptions):
   """The preset's config with the run's recycles, precision and --config overrides."""
   if model_name not in af_jax.PRESETS + MULTIMER_PRESETS:
@@ -122,7 +110,7 @@ def model_config(model_name: str, options: FoldOptions):
 def load_model_params(model_name: str, cfg, options: FoldOptions) -> dict[str, np.ndarray]:
   """The model's weights: the published file, or random ones when --random_params."""
   if options.random_params:
-    from af_jax.inference import build_model
+    from af_jax.model.build import build_model
     logging.warning('%s: RANDOM weights (--random_params): a smoke test, the structures are '
                     'meaningless', model_name)
     return af_params.module_to_flat(build_model(cfg.model, seed=options.random_seed))
@@ -132,8 +120,9 @@ def load_model_params(model_name: str, cfg, options: FoldOptions) -> dict[str, n
 def _params_file(model_name: str, options: FoldOptions) -> pathlib.Path:
   if not options.params_dir:
     raise ParamsError(f'no weights for {model_name}: pass --params_dir (the directory with '
-                      f'params/params_{model_name}.npz; {PARAMS_HELP}) or --random_params')
-  return params_path(options.params_dir, model_name)
+                      f'params/params_{model_name}.npz; {af_params.PARAMS_HELP}) or '
+                      '--random_params')
+  return af_params.params_path(options.params_dir, model_name)
 
 
 def weights_id(model_name: str, options: FoldOptions) -> str:
@@ -281,7 +270,7 @@ class Folder:
         self._predictors[name] = Predictor(cfg, load_model_params(name, cfg, options),
                                            mesh=self.mesh)
       except ParamsError as e:
-        where = params_path(options.params_dir, name) if options.params_dir else 'random'
+        where = af_params.params_path(options.params_dir, name) if options.params_dir else 'random'
         if str(where) in str(e):  # read_npz's messages name the file already
           raise ParamsError(f'{name} weights: {e}') from None
         raise ParamsError(f'{name} weights from {where}: {e}') from None

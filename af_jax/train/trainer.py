@@ -29,8 +29,8 @@ import numpy as np
 from absl import logging
 
 from af_jax.chunking import ChunkPlan
+from af_jax.common.files import write_atomic
 from af_jax.errors import ConfigError
-from af_jax.outputs import write_atomic
 from af_jax.parallel.mesh import DATA_AXIS, make_mesh
 from af_jax.train import interrupt
 from af_jax.train.checkpoint import Checkpointer, config_json

@@ -15,7 +15,7 @@ import af_jax
 from af_jax import fold
 from af_jax import params as af_params
 from af_jax.data import features, parsers
-from af_jax.inference import build_model
+from af_jax.model.build import build_model
 from tests.cli_runner import run_script
 from tests.model.tiny import TINY
 
