@@ -32,9 +32,9 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from af_jax import cli  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from af_jax.parallel import distributed  # noqa: E402
+from af_jax.run import cli  # noqa: E402
 from af_jax.train import interrupt  # noqa: E402
 from configs import overrides as config_overrides  # noqa: E402
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from af_jax import params as af_params
-from af_jax import warmup
+from af_jax.run import warmup
 from af_jax.data import parsers, pipeline_multimer, transforms_multimer
 from af_jax.errors import InputError
 from af_jax.inference import Predictor, feature_shapes
