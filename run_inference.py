@@ -26,18 +26,21 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from af_jax import cli  # noqa: E402
+from af_jax.run import cli  # noqa: E402
 
 if __name__ == '__main__':
   # Before the slower imports, so that even an early Ctrl-C ends with one line.
   cli.exit_on_signals('targets without ranking_debug.json are folded again by the next run')
 
-from af_jax import fold  # noqa: E402
 from af_jax.chunking import autochunk  # noqa: E402
 from af_jax.data import msa_search, pipeline, pipeline_multimer  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
-from af_jax.parallel import distributed  # noqa: E402
+from af_jax.parallel import distributed, mesh  # noqa: E402
+from af_jax.run import fold, warmup  # noqa: E402
+from af_jax.run.options import MODEL_PRESETS, FoldOptions  # noqa: E402
+from af_jax.run.targets import read_targets  # noqa: E402
 from configs import buckets  # noqa: E402
+from configs import overrides as config_overrides  # noqa: E402
 
 flags.DEFINE_list('fasta_paths', [], 'FASTA files; every record is one target (names must be '
                   'unique across files). Targets are folded shortest first.')
@@ -54,7 +57,7 @@ flags.DEFINE_string('params_dir', None, 'Directory with params_model_*.npz, or A
                     'data_dir holding params/params_model_*.npz. Required unless --random_params.')
 flags.DEFINE_bool('random_params', False, 'Random weights, for a smoke test without the '
                   'AlphaFold parameters: every output then says RANDOM and means nothing.')
-flags.DEFINE_enum('model_preset', 'monomer_ptm', list(fold.MODEL_PRESETS),
+flags.DEFINE_enum('model_preset', 'monomer_ptm', list(MODEL_PRESETS),
                   'monomer: model_1..5; monomer_ptm: model_1_ptm..5_ptm (adds PAE and pTM); '
                   'multimer: model_1..5_multimer_v3 (complexes; ranks by 0.8 ipTM + 0.2 pTM). '
                   'Ignored when --model_names is given.')
@@ -136,7 +139,7 @@ MSA_FILE_SUFFIXES = pipeline.MSA_SUFFIXES + ('.hhr',)
 OVERRIDES: dict[str, str] = {}
 
 
-def options_from_flags() -> fold.FoldOptions:
+def options_from_flags() -> FoldOptions:
   """FoldOptions from the parsed flags."""
   if not FLAGS.output_dir:
     raise ConfigError('--output_dir is required')
@@ -166,12 +169,12 @@ def options_from_flags() -> fold.FoldOptions:
   if chunk not in ('auto', 'none') and not (chunk.isdigit() and int(chunk) > 0):
     raise ConfigError(f'--chunk={FLAGS.chunk!r}: write auto, none or a positive chunk size')
   budget = autochunk.parse_memory(FLAGS.memory_budget) if FLAGS.memory_budget else None
-  model_names = tuple(FLAGS.model_names) or fold.MODEL_PRESETS[FLAGS.model_preset]
-  options = fold.FoldOptions(output_dir=pathlib.Path(FLAGS.output_dir), model_names=model_names)
+  model_names = tuple(FLAGS.model_names) or MODEL_PRESETS[FLAGS.model_preset]
+  options = FoldOptions(output_dir=pathlib.Path(FLAGS.output_dir), model_names=model_names)
   num_seeds = FLAGS.num_multimer_predictions_per_model if options.multimer else FLAGS.num_seeds
   if num_seeds < 1:
     raise ConfigError(f'{num_seeds} predictions per model: pass at least 1')
-  return fold.FoldOptions(
+  return FoldOptions(
       chunk=chunk, memory_budget=budget,
       output_dir=pathlib.Path(FLAGS.output_dir),
       model_names=model_names, uniprot_database=FLAGS.uniprot_database_path,
@@ -180,17 +183,6 @@ def options_from_flags() -> fold.FoldOptions:
       length_buckets=buckets.parse_buckets(','.join(FLAGS.buckets)),
       precision=FLAGS.precision, config_overrides=dict(OVERRIDES), pipeline=pipe,
       models_to_relax=FLAGS.models_to_relax, relax_use_gpu=FLAGS.relax_use_gpu, dap=FLAGS.dap)
-
-
-def check_dap(dap: int) -> None:
-  """Enough devices for --dap (after a multi-host start, which adds the others' devices)."""
-  import jax
-  if dap < 1:
-    raise ConfigError(f'--dap={dap} must be at least 1')
-  if dap > jax.device_count():
-    raise ConfigError(f'--dap={dap} needs {dap} devices but {jax.device_count()} are visible '
-                      f'({jax.devices()[0].platform}); lower --dap, or start every host of a '
-                      'multi-host run (--coordinator_address, --num_processes, --process_id)')
 
 
 def main(argv) -> None:
@@ -202,7 +194,7 @@ def main(argv) -> None:
     import jax
     logging.info('process %d of %d, %d devices in all', jax.process_index(), jax.process_count(),
                  jax.device_count())
-  check_dap(FLAGS.dap)
+  mesh.check_dap(FLAGS.dap)
   if FLAGS.warmup_only:
     try:
       depths = [tuple(int(x) for x in d.split(':', 1)) for d in FLAGS.warmup_msa_depths] or None
@@ -213,9 +205,9 @@ def main(argv) -> None:
       # The query alone: one cluster and one (empty) extra row; a complex's MSA is
       # padded to the multimer pipeline's minimum depth.
       depths = [(pipeline_multimer.MIN_NUM_SEQ, 0)] if options.multimer else [(1, 1)]
-    targets = (fold.read_targets(FLAGS.fasta_paths, multimer=options.multimer)
+    targets = (read_targets(FLAGS.fasta_paths, multimer=options.multimer)
                if FLAGS.fasta_paths else ())
-    fold.warmup(options, targets, depths)
+    warmup.warmup(options, targets, depths)
     return
   dirs = fold.fold(FLAGS.fasta_paths, options, FLAGS.features_paths)
   for d in dirs:
@@ -223,7 +215,7 @@ def main(argv) -> None:
 
 
 def entry(argv: list[str]) -> None:
-  rest, overrides = cli.split_config_overrides(argv)
+  rest, overrides = config_overrides.split_config_overrides(argv)
   OVERRIDES.update(overrides)
   app.run(main, argv=rest)
 

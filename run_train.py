@@ -32,10 +32,11 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from af_jax import cli  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from af_jax.parallel import distributed  # noqa: E402
+from af_jax.run import cli  # noqa: E402
 from af_jax.train import interrupt  # noqa: E402
+from configs import overrides as config_overrides  # noqa: E402
 
 flags.DEFINE_string('config', 'initial', 'Training preset (initial, finetune, small) or a '
                     'config file path.py[:arg] whose get_config(arg) returns a training config. '
@@ -95,7 +96,7 @@ def main(argv) -> None:
 
 
 def entry(argv: list[str]) -> None:
-  rest, overrides = cli.split_config_overrides(argv)
+  rest, overrides = config_overrides.split_config_overrides(argv)
   OVERRIDES.update(overrides)
   app.run(main, argv=rest)
 

@@ -5,7 +5,7 @@ import re
 
 from setuptools import find_packages, setup
 
-# One version, af_jax.__version__, which every result records (af_jax/job.py).
+# One version, af_jax.__version__, which every result records (af_jax/run/job.py).
 VERSION = re.search(r"^__version__ = '([^']+)'",
                     (pathlib.Path(__file__).parent / 'af_jax' / '__init__.py').read_text(),
                     re.M).group(1)

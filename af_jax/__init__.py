@@ -12,7 +12,7 @@ from configs import PRESETS, model_config
 
 xla_flags.apply_defaults()
 
-# Recorded with every result (af_jax.job): a new version folds old targets again.
+# Recorded with every result (af_jax.run.job): a new version folds old targets again.
 __version__ = '0.1.0'
 
 

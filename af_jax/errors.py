@@ -27,3 +27,7 @@ class ToolError(AfJaxError):
 
 class PredictionError(AfJaxError):
   """A prediction failed (non-finite outputs): its target has no result."""
+
+
+class RelaxError(AfJaxError):
+  """Amber relaxation cannot run (OpenMM missing) or failed for a structure."""

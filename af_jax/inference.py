@@ -19,9 +19,9 @@ from af_jax import params as af_params
 from af_jax.chunking import ChunkPlan
 from af_jax.errors import InputError
 from af_jax.data.transforms_multimer import MULTIMER_INPUTS
-from af_jax.model.alphafold import AlphaFold
+from af_jax.model.build import build_model, is_multimer
 from af_jax.model.evoformer import TEMPLATE_FEATURES
-from af_jax.parallel.mesh import dap_size
+from af_jax.parallel.mesh import dap_size, replicate
 
 # Processed features the model reads, with their dtypes.
 MODEL_FEATURES = {
@@ -35,26 +35,6 @@ MODEL_FEATURES = {
 # A multimer batch carries its MSA-sampling key (raw uint32 key data) as an input,
 # so one executable serves every seed.
 SAMPLING_KEY = 'random_key'
-
-
-def is_multimer(model_config) -> bool:
-  """Whether a `model` config is AlphaFold-Multimer's."""
-  return bool(model_config.global_config.get('multimer_mode', False))
-
-
-def build_model(model_config, flat_params: Mapping[str, np.ndarray] | None = None,
-                *, preset: str | None = None, seed: int = 0) -> AlphaFold:
-  """An AlphaFold (or AlphaFoldMultimer) module, with `flat_params` (AlphaFold keys) loaded."""
-  if is_multimer(model_config):
-    from af_jax.model.alphafold_multimer import AlphaFoldMultimer
-    cls = AlphaFoldMultimer
-  else:
-    cls = AlphaFold
-  if flat_params is None:
-    return cls(model_config, rngs=nnx.Rngs(seed))
-  model = nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(seed)))
-  af_params.assign_flat(model, flat_params, preset=preset)
-  return model
 
 
 def _model_inputs(batch: Mapping, use_templates: bool) -> dict[str, type]:
@@ -151,8 +131,7 @@ class Predictor:
       model = build_model(config.model, params, preset=config.get('model_name'))
       self._graphdef, self._state = nnx.split(model)
       # device_put, not jnp.asarray: no small executable compiled per weight shape.
-      self._state = (jax.device_put(self._state) if mesh is None
-                     else _put_replicated(self._state, self._replicated))
+      self._state = replicate(self._state, mesh)
     self._forward = self._jit()
     self._executables: dict[tuple, object] = {}
     self.last_compile = None  # compile_cache.CompileResult of the latest compile() call
@@ -249,17 +228,9 @@ class Predictor:
     feats = select_features(batch, self.use_templates)
     executable = self.compile(feats).compiled
     if self.mesh is not None:
-      feats = _put_replicated(feats, self._replicated)
+      feats = replicate(feats, self.mesh)
     out = executable(self._state, feats)
     out = jax.tree_util.tree_map(np.asarray, out)
     out['num_recycles'] = int(out['num_recycles'])
     return out
 
-
-def _put_replicated(tree, sharding: NamedSharding):
-  """Every device of the mesh gets the same host arrays (in every process of a
-  multi-host mesh, each process passes its own identical copy)."""
-  def put(x):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-  return jax.tree_util.tree_map(put, tree)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -21,6 +22,10 @@ from af_jax.common import files
 from af_jax.errors import ParamsError
 
 ROOT = 'alphafold/alphafold_iteration'
+
+# Where the published weights come from, for messages about missing ones.
+PARAMS_HELP = ('get them with AlphaFold\'s scripts/download_alphafold_params.sh '
+               '(https://storage.googleapis.com/alphafold/alphafold_params_2022-12-06.tar)')
 
 # af_jax attribute name -> AlphaFold (Haiku) scope name.
 _COMPONENT_TO_AF = {
@@ -152,3 +157,17 @@ def write_npz(path: str | os.PathLike, flat: Mapping[str, np.ndarray]) -> None:
   buf = io.BytesIO()
   np.savez(buf, **{k: np.asarray(v) for k, v in flat.items()})
   files.write_atomic(path, buf.getvalue())
+
+
+def params_path(params_dir: str | os.PathLike, model_name: str) -> pathlib.Path:
+  """`params_<model_name>.npz` in params_dir or params_dir/params (AlphaFold's data_dir).
+
+  Raises:
+    ParamsError: neither holds the file (naming both and where to get the weights).
+  """
+  name = f'params_{model_name}.npz'
+  for candidate in (pathlib.Path(params_dir) / name, pathlib.Path(params_dir) / 'params' / name):
+    if candidate.is_file():
+      return candidate
+  raise ParamsError(f'{name} not found in --params_dir={params_dir} (nor in its params/); '
+                    f'{PARAMS_HELP}, or pass --random_params for a smoke test')

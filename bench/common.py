@@ -272,18 +272,6 @@ def count_flops(jaxpr, while_trips: int = 1) -> dict:
 # Measuring one side.
 
 
-def memory_bytes(compiled) -> dict:
-  """XLA's buffer assignment of a compiled executable, in bytes; `peak` = arguments +
-  outputs + temporaries - aliased."""
-  m = compiled.memory_analysis()
-  if m is None:
-    return {}
-  d = {k: int(getattr(m, f'{k}_size_in_bytes', 0) or 0)
-       for k in ('argument', 'output', 'temp', 'alias', 'generated_code')}
-  d['peak'] = d['argument'] + d['output'] + d['temp'] - d['alias']
-  return d
-
-
 def xla_flops(compiled) -> float | None:
   """XLA's `cost_analysis()` FLOPs (each while/scan body counted once)."""
   c = compiled.cost_analysis()

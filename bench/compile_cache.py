@@ -4,7 +4,7 @@ For each length L the parent starts two fresh Python processes on one new cache 
 the cold one finds it empty (XLA compiles and the entry is stored), the warm one finds the
 entry (the executable is deserialized, no XLA compilation). Each process builds a Predictor
 of model_1_ptm dimensions with all 48 Evoformer blocks (random weights, drawn in numpy so no
-other executable is compiled) and a processed batch padded to L (`af_jax.warmup.bucket_shapes`
+other executable is compiled) and a processed batch padded to L (`af_jax.run.warmup.bucket_shapes`
 filled with random values), then times, separately:
 
 - tracing: `jit(forward).trace(state, batch shapes)` (Python runs the model: the jaxpr);
@@ -107,7 +107,7 @@ def child(length: int, cache_dir: str) -> dict:
   import numpy as np
 
   import af_jax
-  from af_jax import warmup
+  from af_jax.run import warmup
   from af_jax.inference import Predictor, bucket_label
   events = []
   jax.monitoring.register_event_listener(lambda event, **kw: events.append(event))

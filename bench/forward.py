@@ -50,7 +50,7 @@ if sys.path and os.path.abspath(sys.path[0] or '.') == os.path.dirname(os.path.a
 
 from bench import common  # noqa: E402
 from bench.common import (  # noqa: E402
-    Side, count_flops, load_average, matmul_rate, memory_bytes, xla_flops)
+    Side, count_flops, load_average, matmul_rate, xla_flops)
 
 flags.DEFINE_list('lengths', ['64', '128', '256'], 'Sequence lengths L to run.')
 flags.DEFINE_integer('num_seq', 128, 'MSA clusters N_seq (msa_feat rows; model_1_ptm '
@@ -262,7 +262,7 @@ def run_length(n_res: int, ref_runner, ref_params, predictor) -> dict:
     flops = count_flops(jax.make_jaxpr(s.jitted)(*s.args).jaxpr, while_trips=1)
     result['sides'][s.name] = {
         'compile_s': s.compile_s, 'first_call_s': first_s,
-        'memory_bytes': memory_bytes(s.compiled),
+        'memory_bytes': autochunk.compiled_memory(s.compiled),
         'model_flops': flops['matmul'], 'elementwise_ops': flops['other'],
         'while_loops_counted_once': flops['while_loops'],
         'xla_cost_analysis_flops': xla_flops(s.compiled),

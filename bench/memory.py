@@ -293,7 +293,7 @@ def smallest_plan_predictor(cfg, n_res: int):
   """(abstract Predictor at the smallest AutoChunk plan, the bucket's shapes, the plan)."""
   from af_jax.chunking import autochunk
   from af_jax.inference import Predictor
-  from af_jax.warmup import bucket_shapes
+  from af_jax.run.warmup import bucket_shapes
   shapes = bucket_shapes(cfg, n_res, int(cfg.data.eval.max_msa_clusters),
                          int(cfg.data.common.max_extra_msa))
   plan = autochunk.ActivationModel.from_config(cfg, shapes).ladder()[-1]

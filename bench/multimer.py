@@ -260,6 +260,7 @@ def run_length(n_res: int, ref_apply, ref_params, ours_jitted, ours_state) -> di
   import jax
   import numpy as np
 
+  from af_jax.chunking.autochunk import compiled_memory
   from af_jax.model.alphafold_multimer import recycle_key
   print(f'--- L = {n_res}', file=sys.stderr, flush=True)
   entities = [int(e) for e in FLAGS.chain_entities]
@@ -284,7 +285,7 @@ def run_length(n_res: int, ref_apply, ref_params, ours_jitted, ours_state) -> di
     flops = common.count_flops(jax.make_jaxpr(s.jitted)(*s.args).jaxpr, while_trips=1)
     result['sides'][s.name] = {
         'compile_s': s.compile_s, 'first_call_s': first_s,
-        'memory_bytes': common.memory_bytes(s.compiled),
+        'memory_bytes': compiled_memory(s.compiled),
         'model_flops': flops['matmul'], 'elementwise_ops': flops['other'],
         'while_loops_counted_once': flops['while_loops'],
         'xla_cost_analysis_flops': common.xla_flops(s.compiled),

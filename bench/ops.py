@@ -92,7 +92,7 @@ def run() -> dict:
 
   import af_jax
   from af_jax.chunking import autochunk
-  from af_jax.warmup import bucket_shapes
+  from af_jax.run.warmup import bucket_shapes
   from tests.parity import ref_utils
 
   L, S = FLAGS.length, FLAGS.num_seq

@@ -2,7 +2,7 @@
 
 Keys keep AlphaFold's names (`model.embeddings_and_evoformer.num_msa`,
 `model.num_recycle`, ...). The blocks reuse the monomer's definitions
-(configs.model); what differs is listed here, after Evans et al. (2021) and
+(configs.model_base); what differs is listed here, after Evans et al. (2021) and
 AlphaFold v2.3's `CONFIG_MULTIMER`. float32 by default, as for the monomer.
 """
 
@@ -12,14 +12,14 @@ import copy
 
 import ml_collections
 
-from configs import model as monomer
+from configs import model_base
 
 
 def _trimul(equation: str, channels: int) -> dict:
-  return {**monomer._trimul(equation, channels), 'fuse_projection_weights': True}
+  return {**model_base.trimul(equation, channels), 'fuse_projection_weights': True}
 
 
-_EVOFORMER_BLOCK = copy.deepcopy(monomer._EVOFORMER_BLOCK)
+_EVOFORMER_BLOCK = copy.deepcopy(model_base.EVOFORMER_BLOCK)
 _EVOFORMER_BLOCK['outer_product_mean']['first'] = True
 _EVOFORMER_BLOCK['triangle_multiplication_outgoing'] = _trimul('ikc,jkc->ijc', 128)
 _EVOFORMER_BLOCK['triangle_multiplication_incoming'] = _trimul('kjc,kic->ijc', 128)
@@ -33,15 +33,15 @@ _TEMPLATE = dict(
     subbatch_size=128,
     template_pair_stack=dict(
         num_block=2,
-        triangle_attention_starting_node=monomer._attention(4, 'per_row', 0.25),
-        triangle_attention_ending_node=monomer._attention(4, 'per_column', 0.25),
+        triangle_attention_starting_node=model_base.attention(4, 'per_row', 0.25),
+        triangle_attention_ending_node=model_base.attention(4, 'per_column', 0.25),
         triangle_multiplication_outgoing=_trimul('ikc,jkc->ijc', 64),
         triangle_multiplication_incoming=_trimul('kjc,kic->ijc', 64),
-        pair_transition=monomer._transition(2),
+        pair_transition=model_base.transition(2),
     ),
 )
 
-_STRUCTURE_MODULE = copy.deepcopy(monomer._BASE['model']['heads']['structure_module'])
+_STRUCTURE_MODULE = copy.deepcopy(model_base.BASE['model']['heads']['structure_module'])
 _STRUCTURE_MODULE.update(
     position_scale=20.0,
     interface_fape=dict(atom_clamp_distance=1000.0, loss_unit_distance=20.0),
@@ -51,7 +51,7 @@ _STRUCTURE_MODULE.update(
 )
 del _STRUCTURE_MODULE['fape']
 
-_HEADS = copy.deepcopy(monomer._BASE['model']['heads'])
+_HEADS = copy.deepcopy(model_base.BASE['model']['heads'])
 _HEADS['structure_module'] = _STRUCTURE_MODULE
 _HEADS['predicted_aligned_error']['weight'] = 0.1
 _HEADS['masked_msa'] = dict(num_output=22, weight=2.0)  # 20 + X + gap: no mask token

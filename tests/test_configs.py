@@ -3,8 +3,8 @@
 import pytest
 
 import af_jax
-from af_jax import cli
 from af_jax.errors import ConfigError
+from configs import overrides as config_overrides
 
 
 def test_ten_presets_with_alphafold_values():
@@ -32,13 +32,13 @@ def test_unknown_preset_names_the_choices():
 
 
 def test_command_line_overrides():
-  argv, overrides = cli.split_config_overrides(
+  argv, overrides = config_overrides.split_config_overrides(
       ['prog', '--config.model.num_recycle=6', '--x=1',
        '--config.model.recycle_early_stop_tolerance=0.5',
        '--config.model.global_config.bfloat16=true'])
   assert argv == ['prog', '--x=1']
   cfg = af_jax.model_config('model_3')
-  cli.apply_overrides(cfg, overrides)
+  config_overrides.apply_overrides(cfg, overrides)
   assert cfg.model.num_recycle == 6
   assert cfg.model.recycle_early_stop_tolerance == 0.5
   assert cfg.model.global_config.bfloat16 is True
@@ -51,5 +51,5 @@ def test_command_line_overrides():
 ])
 def test_bad_overrides_are_one_clear_error(arg, match):
   with pytest.raises(ConfigError, match=match):
-    _, overrides = cli.split_config_overrides([arg])
-    cli.apply_overrides(af_jax.model_config('model_1'), overrides)
+    _, overrides = config_overrides.split_config_overrides([arg])
+    config_overrides.apply_overrides(af_jax.model_config('model_1'), overrides)

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from af_jax import params as af_params
-from af_jax import warmup
+from af_jax.run import warmup
 from af_jax.data import parsers, pipeline_multimer, transforms_multimer
 from af_jax.errors import InputError
-from af_jax.inference import Predictor, build_model, feature_shapes
+from af_jax.inference import Predictor, feature_shapes
+from af_jax.model.build import build_model
 from tests.data.test_msa_pairing import ALIGN_2Q2K, SEQ_2Q2K
 from tests.data.test_pipeline_multimer import PEPTIDE_7A4D
 from tests.model.tiny import random_batch, tiny_config, tiny_multimer_config

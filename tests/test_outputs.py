@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from alphafold.notebooks import notebook_utils as ref_notebook_utils
 
-from af_jax import outputs, plots
+from af_jax.run import outputs, plots
 from af_jax.common import confidence, protein
 from af_jax.errors import InputError
 

@@ -10,7 +10,7 @@ from flax import nnx
 import af_jax
 from af_jax import params
 from af_jax.errors import ParamsError
-from af_jax.inference import build_model
+from af_jax.model.build import build_model
 
 SHAPES = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'reference')
 

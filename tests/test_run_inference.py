@@ -175,7 +175,7 @@ def bad_inputs(tmp_path_factory):
   other = tmp / 'other'
   other.mkdir()
   # Weights of model_3_ptm (no template stack) saved under model_1_ptm's name.
-  code = ('import sys; sys.path.insert(0, "."); import af_jax; from af_jax.inference import '
+  code = ('import sys; sys.path.insert(0, "."); import af_jax; from af_jax.model.build import '
           'build_model; from tests.model.tiny import tiny_config; '
           f'af_jax.save_params("{other}/params_model_1_ptm.npz", '
           'build_model(tiny_config("model_3_ptm").model))')

@@ -118,7 +118,8 @@ def predictor_spread(predictor, batch: Mapping, summary: Callable, *,
   """
   from flax import nnx
 
-  from af_jax.inference import build_model, select_features
+  from af_jax.inference import select_features
+  from af_jax.model.build import build_model
   feats = select_features(batch, predictor.use_templates)
   executable = predictor.compile(feats).compiled
   state = nnx.split(build_model(predictor.config.model, predictor.flat_params(),

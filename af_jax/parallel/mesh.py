@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from af_jax.errors import InputError
+from af_jax.errors import ConfigError, InputError
 
 DATA_AXIS = 'data'
 DAP_AXIS = 'dap'
@@ -55,6 +55,23 @@ def constrain(x: jax.Array, mesh: Mesh | None, *names: str | None) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
+def check_dap(dap: int, devices: Sequence[jax.Device] | None = None) -> None:
+  """ConfigError unless `dap` (--dap) is at least 1 and there are that many devices.
+
+  Args:
+    dap: devices that share one example (DAP group size).
+    devices: the devices to use (default: every device of every process, so call it
+      after a multi-host start, which adds the other processes' devices).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if dap < 1:
+    raise ConfigError(f'--dap={dap} must be at least 1')
+  if dap > len(devices):
+    raise ConfigError(f'--dap={dap} needs {dap} devices but {len(devices)} are visible '
+                      f'({devices[0].platform}); lower --dap, or start every host of a '
+                      'multi-host run (--coordinator_address, --num_processes, --process_id)')
+
+
 def make_mesh(dap: int = 1, data: int | None = None,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A (data, dap) mesh over `devices` (default: every device of every process).
@@ -66,11 +83,7 @@ def make_mesh(dap: int = 1, data: int | None = None,
       group is made of neighbouring devices (one host's, when they fill it).
   """
   devices = list(jax.devices() if devices is None else devices)
-  if dap < 1:
-    raise InputError(f'--dap={dap}: the DAP size must be at least 1')
-  if dap > len(devices):
-    raise InputError(f'--dap={dap} needs at least {dap} devices but {len(devices)} are '
-                     'available; lower --dap')
+  check_dap(dap, devices)
   if data is None:
     data = len(devices) // dap
   if data < 1 or data * dap > len(devices):
@@ -80,6 +93,22 @@ def make_mesh(dap: int = 1, data: int | None = None,
   grid = np.array(devices[:data * dap], dtype=object).reshape(data, dap)
   auto = (jax.sharding.AxisType.Auto,) * 2
   return Mesh(grid, (DATA_AXIS, DAP_AXIS), axis_types=auto)
+
+
+def replicate(tree, mesh: Mesh | None):
+  """Every leaf on every device of `mesh`, or on the default device without a mesh.
+
+  In a multi-host mesh each process passes its own identical copy of the host arrays.
+  """
+  if mesh is None:
+    return jax.device_put(tree)
+  sharding = NamedSharding(mesh, PartitionSpec())
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree_util.tree_map(put, tree)
 
 
 def dap_size(mesh: Mesh | None) -> int:

@@ -17,7 +17,7 @@ import openmm
 from absl import logging
 from openmm import app, unit
 
-from af_jax.relax.relax import RelaxError
+from af_jax.errors import RelaxError
 
 ENERGY = unit.kilocalories_per_mole
 LENGTH = unit.angstroms

@@ -19,7 +19,7 @@ from openmm import app, unit
 
 from af_jax.common import protein
 from af_jax.common import residue_constants as rc
-from af_jax.relax.relax import RelaxError
+from af_jax.errors import RelaxError
 
 
 @dataclasses.dataclass(frozen=True)

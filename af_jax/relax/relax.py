@@ -20,15 +20,11 @@ import numpy as np
 from absl import logging
 
 from af_jax.common import protein
-from af_jax.errors import AfJaxError
+from af_jax.errors import RelaxError
 
 INSTALL_HINT = "pip install 'af_jax[relax]'"
 # A residue-number jump wider than any bond, so violation checks see chain ends.
 CHAIN_GAP = 200
-
-
-class RelaxError(AfJaxError):
-  """Relaxation cannot run (OpenMM missing) or failed for a structure."""
 
 
 def require_openmm(use_gpu: bool = False) -> None:

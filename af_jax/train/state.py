@@ -24,8 +24,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from af_jax import params as af_params
 from af_jax.errors import ConfigError, ParamsError
-from af_jax.inference import build_model
 from af_jax.model.alphafold import AlphaFold
+from af_jax.model.build import build_model
+from af_jax.parallel.mesh import replicate
 from af_jax.train.optimizer import make_optimizer
 
 
@@ -91,22 +92,8 @@ def load_init_params(path: str | os.PathLike, model_preset: str) -> dict[str, np
   """
   path = pathlib.Path(path)
   if path.is_dir():
-    from af_jax.fold import params_path
-    path = params_path(str(path), model_preset)
+    path = af_params.params_path(path, model_preset)
   return af_params.read_npz(path)
-
-
-def replicate(tree, mesh: Mesh | None):
-  """Every leaf on every device of `mesh` (of every process), or on the default device."""
-  if mesh is None:
-    return jax.device_put(tree)
-  sharding = NamedSharding(mesh, PartitionSpec())
-
-  def put(x):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-  return jax.tree_util.tree_map(put, tree)
 
 
 def init_train_state(cfg: ml_collections.ConfigDict,

@@ -29,8 +29,8 @@ import numpy as np
 from absl import logging
 
 from af_jax.chunking import ChunkPlan
+from af_jax.common.files import write_atomic
 from af_jax.errors import ConfigError
-from af_jax.outputs import write_atomic
 from af_jax.parallel.mesh import DATA_AXIS, make_mesh
 from af_jax.train import interrupt
 from af_jax.train.checkpoint import Checkpointer, config_json
@@ -247,7 +247,7 @@ def load_config(spec: str, overrides: dict[str, str] | None = None) -> ml_collec
   Raises:
     ConfigError: unknown preset, unreadable file or bad override.
   """
-  from af_jax import cli
+  from configs.overrides import apply_overrides
   from configs.train import TRAIN_PRESETS, train_config
   overrides = dict(overrides or {})
   model_preset = overrides.pop('model_preset', None)
@@ -263,7 +263,7 @@ def load_config(spec: str, overrides: dict[str, str] | None = None) -> ml_collec
   else:
     raise ConfigError(f'--config={spec!r} is neither a training preset '
                       f'({", ".join(TRAIN_PRESETS)}) nor a .py file with get_config()')
-  cli.apply_overrides(cfg, overrides)
+  apply_overrides(cfg, overrides)
   return cfg
 
 

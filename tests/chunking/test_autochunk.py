@@ -24,7 +24,7 @@ from af_jax.chunking.autochunk import ActivationModel, choose_plan, parse_memory
 from af_jax.errors import ConfigError, InputError
 from af_jax.inference import Predictor
 from af_jax.model.evoformer import EmbeddingsAndEvoformer, EvoformerIteration
-from af_jax.warmup import bucket_shapes
+from af_jax.run.warmup import bucket_shapes
 from tests.model.tiny import tiny_config
 
 

@@ -17,7 +17,8 @@ import pytest
 from flax import nnx
 
 from af_jax.chunking import ChunkPlan
-from af_jax.inference import build_model, select_features
+from af_jax.inference import select_features
+from af_jax.model.build import build_model
 from af_jax.model.evoformer import EvoformerIteration
 from af_jax.model.msa import (MSAColumnAttention, MSAColumnGlobalAttention,
                               MSARowAttentionWithPairBias)

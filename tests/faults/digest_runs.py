@@ -12,10 +12,10 @@ import tempfile
 import numpy as np
 
 import af_jax
-from af_jax import fold
+from af_jax.run import options as fold_options
 from af_jax import params as af_params
 from af_jax.data import features, parsers
-from af_jax.inference import build_model
+from af_jax.model.build import build_model
 from tests.cli_runner import run_script
 from tests.model.tiny import TINY
 
@@ -38,9 +38,9 @@ def run(args, check=True):
 
 def tiny_flat_params(model_name: str = MODEL, seed: int = 0) -> dict[str, np.ndarray]:
   """Random weights of the tiny model, as a params file would hold them."""
-  options = fold.FoldOptions(output_dir=pathlib.Path('.'), model_names=(model_name,),
+  options = fold_options.FoldOptions(output_dir=pathlib.Path('.'), model_names=(model_name,),
                              config_overrides=OVERRIDES, random_params=True)
-  cfg = fold.model_config(model_name, options)
+  cfg = fold_options.model_config(model_name, options)
   return {k: np.array(v) for k, v in
           af_params.module_to_flat(build_model(cfg.model, seed=seed)).items()}
 

@@ -129,7 +129,7 @@ def _flipped(data: bytes) -> bytes:
 def good_files(tmp_path_factory, raw_features):
   """A params .npz, a features.pkl and .npz, and a gzipped FASTA, as they should be."""
   tmp = tmp_path_factory.mktemp('good')
-  code = ('import sys; sys.path.insert(0, "."); import af_jax; from af_jax.inference import '
+  code = ('import sys; sys.path.insert(0, "."); import af_jax; from af_jax.model.build import '
           'build_model; from tests.model.tiny import tiny_config; '
           f'af_jax.save_params("{tmp}/params_{MODEL}.npz", build_model(tiny_config('
           f'"{MODEL}", **{{"model.embeddings_and_evoformer.evoformer_num_block": 1}}).model))')

@@ -126,7 +126,7 @@ def test_signal_during_a_search_stops_the_tool(tmp_path):
 CHILD = """\
 import pathlib, sys
 sys.path.insert(0, {root!r})
-from af_jax import cli
+from af_jax.run import cli
 from af_jax.common import files
 
 def main(argv):
@@ -177,7 +177,7 @@ def test_an_ignored_signal_stays_ignored(tmp_path):
       import signal, sys, time
       sys.path.insert(0, {str(ROOT)!r})
       signal.signal(signal.SIGINT, signal.SIG_IGN)  # as nohup or a non-interactive shell's '&'
-      from af_jax import cli
+      from af_jax.run import cli
       cli.exit_on_signals('note')
       print('ready', file=sys.stderr, flush=True)
       time.sleep(3)

@@ -10,7 +10,7 @@ import pathlib
 
 import pytest
 
-from af_jax import fold
+from af_jax.run import targets
 from af_jax.data import names
 from af_jax.errors import InputError
 from tests.faults.names_support import SEQUENCE, assert_one_error_line, fasta, run
@@ -81,10 +81,10 @@ def test_features_pkl_through_dot_dot_is_named_after_its_real_directory(tmp_path
   (tmp_path / 'sub').mkdir()
   (tmp_path / 'features.pkl').write_bytes(features_pkl.read_bytes())
   given = f'{tmp_path}/sub/../features.pkl'
-  assert fold.features_target_name(given) == tmp_path.name
-  assert fold.features_target_name('features.pkl') == pathlib.Path.cwd().name
+  assert targets.features_target_name(given) == tmp_path.name
+  assert targets.features_target_name('features.pkl') == pathlib.Path.cwd().name
   with pytest.raises(InputError, match='the name is empty'):
-    fold.read_targets([], ['/features.pkl'])  # the root directory has no name
+    targets.read_targets([], ['/features.pkl'])  # the root directory has no name
 
 
 def test_one_check_for_every_source():

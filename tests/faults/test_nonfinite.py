@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import af_jax
-from af_jax import outputs
+from af_jax.run import outputs
 from af_jax.common import residue_constants as rc
 from af_jax.errors import ParamsError, PredictionError
 from af_jax.train import trainer

@@ -16,8 +16,8 @@ import sys
 import pytest
 
 import af_jax
-from af_jax import job as af_job
-from af_jax import outputs
+from af_jax.run import job as af_job
+from af_jax.run import outputs
 from tests.faults import digest_runs
 from tests.cli_runner import ROOT
 from tests.faults.digest_runs import MODEL, recorded_job, run, snapshot

@@ -11,7 +11,8 @@ import pytest
 
 from af_jax import params as af_params
 from af_jax.errors import InputError
-from af_jax.inference import Predictor, build_model, select_features
+from af_jax.inference import Predictor, select_features
+from af_jax.model.build import build_model
 from tests import tolerance as tol_lib
 from tests.model.tiny import random_batch, tiny_config
 

@@ -15,7 +15,8 @@ import pytest
 from flax import nnx
 
 from af_jax import params as af_params
-from af_jax.inference import Predictor, build_model, select_features
+from af_jax.inference import Predictor, select_features
+from af_jax.model.build import build_model
 from tests.model.tiny import random_batch, tiny_config
 
 # A bfloat16 dot or convolution in StableHLO: `stablehlo.dot_general ... -> tensor<...xbf16>`.

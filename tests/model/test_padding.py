@@ -9,9 +9,10 @@ unpadded prediction's own spread under a one-ulp change of the weights
 
 import numpy as np
 
-from af_jax import outputs
+from af_jax.run import outputs
 from af_jax.data import features, parsers, transforms
-from af_jax.inference import Predictor, build_model
+from af_jax.inference import Predictor
+from af_jax.model.build import build_model
 from af_jax import params as af_params
 from tests import tolerance
 from tests.data.shared_data import CHAIN_2Q2K

@@ -3,7 +3,7 @@
 import jax.numpy as jnp  # noqa: F401  (keeps jax imported before af_jax in the child)
 
 from af_jax import params as af_params
-from af_jax.inference import build_model
+from af_jax.model.build import build_model
 from tests.model.tiny import random_batch, tiny_config
 
 

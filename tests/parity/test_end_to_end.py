@@ -25,7 +25,8 @@ from alphafold.model import model as ref_model
 import af_jax
 from af_jax import params as af_params
 from af_jax.common import residue_constants as rc
-from af_jax.inference import Predictor, build_model
+from af_jax.inference import Predictor
+from af_jax.model.build import build_model
 from tests.parity import ref_utils, template_inputs
 from tests.parity.ref_features import raw_features
 

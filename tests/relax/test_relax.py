@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from af_jax import fold, outputs, relax
+from af_jax import relax
+from af_jax.run import fold, outputs
 from af_jax.common import protein
 from af_jax.common import residue_constants as rc
 from af_jax.common.violations import protein_violations

@@ -11,7 +11,7 @@ import pytest
 import af_jax
 from af_jax import params as af_params
 from af_jax.errors import ConfigError, InputError
-from af_jax.inference import build_model
+from af_jax.model.build import build_model
 from af_jax.train.checkpoint import Checkpointer
 from af_jax.train.data import TrainingData
 from af_jax.train.loader import BatchLoader

@@ -2,7 +2,7 @@
 
 The library function behind run_inference.py: targets sorted by length so padded
 buckets (and their executables) are reused, one Predictor per model kept for the
-whole run, a target whose outputs are complete for the same job skipped (af_jax.job),
+whole run, a target whose outputs are complete for the same job skipped (af_jax.run.job),
 any other's old outputs replaced, a prediction with non-finite outputs a failure, and
 every stage timed.
 """
@@ -10,8 +10,6 @@ every stage timed.
 from __future__ import annotations
 
 import dataclasses
-import errno
-import os
 import pathlib
 import time
 from collections.abc import Mapping, Sequence
@@ -19,135 +17,24 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import logging
 
-import af_jax
-from af_jax import cli, outputs, plots
-from af_jax import job as af_job
 from af_jax import params as af_params
 from af_jax import relax
 from af_jax.chunking import ChunkPlan, autochunk
 from af_jax.common import files, protein
-from af_jax.data import features, names, parsers, pipeline, pipeline_multimer, transforms
-from af_jax.data import transforms_multimer
-from af_jax.errors import ConfigError, InputError, ParamsError, PredictionError
+from af_jax.data import features, pipeline, pipeline_multimer, transforms, transforms_multimer
+from af_jax.errors import ParamsError, PredictionError
+from af_jax.run import job as af_job
+from af_jax.run import outputs, plots
+from af_jax.run.options import (FoldOptions, check_relax_options, inference_mesh,
+                                load_model_params, model_config, weights_id)
+from af_jax.run.targets import (FEATURES_FILES, Target, check_output_dir, check_target_dirs,
+                                file_error, raw_aatype, read_targets)
 from configs import buckets as bucket_lists
-from configs import model as model_configs
-from configs.model_multimer import MULTIMER_PRESETS
-
-MODEL_PRESETS = {
-    'monomer': tuple(f'model_{i}' for i in range(1, 6)),
-    'monomer_ptm': tuple(f'model_{i}_ptm' for i in range(1, 6)),
-    'multimer': MULTIMER_PRESETS,
-}
-FEATURES_FILES = ('features.pkl', 'features.npz')  # in each target's directory
-PARAMS_HELP = ('get them with AlphaFold\'s scripts/download_alphafold_params.sh '
-               '(https://storage.googleapis.com/alphafold/alphafold_params_2022-12-06.tar)')
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-  """One job: a name, its sequence, and where its raw features come from."""
-
-  record: parsers.FastaRecord
-  features_path: str | None = None  # a features.pkl/.npz to use instead of the data pipeline
-  chains: tuple[parsers.FastaRecord, ...] = ()  # a complex's chains (multimer presets)
-  # The features read from features_path, kept so that a pickle is loaded once per run.
-  features: Mapping | None = dataclasses.field(default=None, repr=False, compare=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class FoldOptions:
-  """Everything a run needs besides its targets (see run_inference.py for each flag)."""
-
-  output_dir: pathlib.Path
-  model_names: tuple[str, ...] = MODEL_PRESETS['monomer_ptm']
-  params_dir: str | None = None
-  random_params: bool = False
-  num_recycle: int | None = None
-  random_seed: int = 0
-  num_seeds: int = 1
-  length_buckets: tuple[int, ...] = bucket_lists.LENGTH_BUCKETS
-  precision: str = 'float32'
-  chunk: str | int = 'auto'  # 'auto' (AutoChunk), 'none', or one chunk size for every op
-  memory_budget: int | None = None  # bytes for AutoChunk (None: from the device's memory)
-  config_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
-  pipeline: pipeline.PipelineOptions = dataclasses.field(
-      default_factory=pipeline.PipelineOptions)
-  models_to_relax: str = 'none'  # 'best', 'all' or 'none': which predictions Amber relaxes
-  relax_use_gpu: bool = False  # relax on OpenMM's CUDA platform
-  dap: int = 1  # devices (of all processes) that share each prediction (Dynamic Axial Parallelism)
-  uniprot_database: str | None = None  # jackhmmer FASTA for a heteromer's pairing MSAs
-
-  @property
-  def multimer(self) -> bool:
-    """Whether the run's models are AlphaFold-Multimer presets (all of them, or none)."""
-    kinds = {name in MULTIMER_PRESETS for name in self.model_names}
-    if len(kinds) > 1:
-      raise ConfigError(f'--model_names={",".join(self.model_names)} mixes monomer and '
-                        'multimer presets; fold monomers and complexes in separate runs')
-    return kinds == {True}
-
-
-def params_path(params_dir: str, model_name: str) -> pathlib.Path:
-  """`params_model_<name>.npz` in params_dir or params_dir/params (AlphaFold's data_dir)."""
-  name = f'params_{model_name}.npz'
-  for candidate in (pathlib.Path(params_dir) / name, pathlib.Path(params_dir) / 'params' / name):
-    if candidate.is_file():
-      return candidate
-  raise ParamsError(f'{name} not found in --params_dir={params_dir} (nor in its params/); '
-                    f'{PARAMS_HELP}, or pass --random_params for a smoke test')
-
-
-def model_config(model_name: str, options: FoldOptions):
-  """The preset's config with the run's recycles, precision and --config overrides."""
-  if model_name not in af_jax.PRESETS + MULTIMER_PRESETS:
-    raise ConfigError(f'unknown model name {model_name!r}; choose from '
-                      f'{", ".join(af_jax.PRESETS + MULTIMER_PRESETS)}')
-  cfg = af_jax.model_config(model_name)
-  if options.num_recycle is not None:
-    if options.num_recycle < 0:
-      raise ConfigError(f'--num_recycle={options.num_recycle} must be >= 0')
-    cfg.model.num_recycle = options.num_recycle
-    if 'num_recycle' in cfg.data.get('common', {}):
-      cfg.data.common.num_recycle = options.num_recycle
-  if options.precision not in ('float32', 'bfloat16'):
-    raise ConfigError(f'--precision={options.precision!r}: choose float32 or bfloat16')
-  cfg.model.global_config.bfloat16 = options.precision == 'bfloat16'
-  cli.apply_overrides(cfg, dict(options.config_overrides))
-  model_configs.check_values(cfg)  # 0 blocks, heads or channels: one line, not a traceback
-  if options.random_params:
-    # AlphaFold zero-initialises output layers, which would put every atom at the origin.
-    cfg.model.global_config.zero_init = False
-  return cfg
-
-
-def load_model_params(model_name: str, cfg, options: FoldOptions) -> dict[str, np.ndarray]:
-  """The model's weights: the published file, or random ones when --random_params."""
-  if options.random_params:
-    from af_jax.inference import build_model
-    logging.warning('%s: RANDOM weights (--random_params): a smoke test, the structures are '
-                    'meaningless', model_name)
-    return af_params.module_to_flat(build_model(cfg.model, seed=options.random_seed))
-  return af_jax.load_params(_params_file(model_name, options))
-
-
-def _params_file(model_name: str, options: FoldOptions) -> pathlib.Path:
-  if not options.params_dir:
-    raise ParamsError(f'no weights for {model_name}: pass --params_dir (the directory with '
-                      f'params/params_{model_name}.npz; {PARAMS_HELP}) or --random_params')
-  return params_path(options.params_dir, model_name)
-
-
-def weights_id(model_name: str, options: FoldOptions) -> str:
-  """What the model's weights are, for the job record: the params file's digest (read
-  once per run), or random weights and their seed."""
-  if options.random_params:
-    return f'random (--random_seed={options.random_seed})'
-  return af_job.file_digest(_params_file(model_name, options))
 
 
 def target_job(target: Target, target_dir: pathlib.Path, options: FoldOptions,
                configs: Mapping, weights: Mapping[str, str]) -> dict:
-  """The job that folding `target` into target_dir is (af_jax.job.make_job).
+  """The job that folding `target` into target_dir is (af_jax.run.job.make_job).
 
   Its MSA field reads target_dir/msas as it is now: before a fold, what the fold would
   reuse; after it, what it used.
@@ -159,109 +46,6 @@ def target_job(target: Target, target_dir: pathlib.Path, options: FoldOptions,
       sequences=[c.sequence for c in target.chains] or [target.record.sequence], data=data,
       weights=weights, configs=configs, random_seed=options.random_seed,
       num_seeds=options.num_seeds, precision=options.precision)
-
-
-def read_targets(fasta_paths: Sequence[str], features_paths: Sequence[str] = (), *,
-                 multimer: bool = False) -> list[Target]:
-  """The targets, sorted by length; names unique.
-
-  Monomer presets: every record of every FASTA file (and every features.pkl or
-  features.npz, named by features_target_name) is a target. Multimer presets: every
-  FASTA file is one complex (its records, and `A:B` chains within a record), named
-  after the file. Every name is checked to be one safe directory name.
-  """
-  targets = []
-  if multimer:
-    if features_paths:
-      raise InputError('--features_paths holds monomer features; with a multimer preset pass '
-                       'each complex as one FASTA file in --fasta_paths')
-    for path in fasta_paths:
-      cplx = pipeline_multimer.read_complex(path)
-      joined = ''.join(r.sequence for r in cplx.chains)
-      targets.append(Target(parsers.FastaRecord(cplx.name, cplx.name, joined),
-                            chains=cplx.chains))
-  for path in fasta_paths if not multimer else ():
-    targets += [Target(r) for r in parsers.read_fasta(path)]
-  for path in features_paths:
-    name = names.check_path_name(
-        features_target_name(path), f'--features_paths entry {names.shown(str(path))}',
-        'rename the file (<name>.pkl) or the directory holding features.pkl')
-    feats = features.load_features(path)
-    targets.append(Target(parsers.FastaRecord(name, name, _sequence_of(feats)),
-                          features_path=str(path), features=feats))
-  if not targets:
-    raise InputError('no targets: pass --fasta_paths (or --features_paths)')
-  seen: dict[str, int] = {}
-  for t in targets:
-    seen[t.record.name] = seen.get(t.record.name, 0) + 1
-  dupes = sorted(n for n, c in seen.items() if c > 1)
-  if dupes:
-    raise InputError(f'target names {dupes} occur more than once across the inputs; each '
-                     'names an output directory, so rename the records')
-  return sorted(targets, key=lambda t: (len(t.record.sequence), t.record.name))
-
-
-def features_target_name(path: str | os.PathLike) -> str:
-  """The target a features file names: the directory holding it for AlphaFold's layout
-  (<target>/features.pkl, .pkl.gz or .npz), else the file name up to its first '.'."""
-  p = pathlib.Path(os.path.abspath(path))  # './features.pkl' is in a directory with a name
-  return p.parent.name if p.name.startswith(FEATURES_FILES) else p.name.split('.')[0]
-
-
-def _sequence_of(feats: Mapping) -> str:
-  if 'sequence' in feats:
-    seq = feats['sequence'][0]
-    return seq.decode() if isinstance(seq, bytes) else str(seq)
-  from af_jax.common import residue_constants as rc
-  aatype = np.argmax(feats['aatype'], axis=-1) if np.ndim(feats['aatype']) == 2 else feats['aatype']
-  return ''.join(rc.restypes_with_x[int(a)] for a in aatype)
-
-
-def check_output_dir(output_dir: pathlib.Path) -> None:
-  """Fail before any work when the output directory cannot be written."""
-  try:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    probe = output_dir / f'.write-test-{os.getpid()}'
-    probe.write_text('')
-    probe.unlink()
-  except OSError as e:
-    raise InputError(f'cannot write to --output_dir={output_dir} ({e.strerror}); choose a '
-                     'writable directory') from None
-
-
-def check_target_dirs(output_dir: pathlib.Path, targets: Sequence[Target]) -> None:
-  """Fail before any work when something other than a directory holds a target's name."""
-  for t in targets:
-    path = output_dir / t.record.name
-    if os.path.lexists(path) and not path.is_dir():
-      raise InputError(f'{names.shown(str(path))} exists and is not a directory, but target '
-                       f'{t.record.name} needs it for its outputs: move it away or choose '
-                       'another --output_dir')
-
-
-_FILE_ERROR_FIXES = {
-    errno.ENOSPC: 'free space on that file system, or choose another --output_dir',
-    errno.EDQUOT: 'free space within your quota, or choose another --output_dir',
-    errno.EFBIG: 'raise the file size limit (ulimit -f), or choose another --output_dir',
-    errno.EACCES: 'make it writable, or choose another --output_dir',
-    errno.EPERM: 'make it writable, or choose another --output_dir',
-    errno.EROFS: 'choose an --output_dir on a writable file system',
-    errno.EEXIST: 'move the file in the way, or choose another --output_dir',
-    errno.ENOTDIR: 'move the file in the way, or choose another --output_dir',
-    errno.EISDIR: 'move the directory in the way, or choose another --output_dir',
-}
-
-
-def file_error(e: OSError, target: str) -> InputError:
-  """An OSError while folding `target` as one line: what failed, on which file, the fix.
-
-  Files are written under temporary names (common.files), so nothing partial is left;
-  targets folded before stay complete.
-  """
-  where = f' ({names.shown(os.fsdecode(e.filename))})' if e.filename else ''
-  fix = _FILE_ERROR_FIXES.get(e.errno, 'check that file and its file system')
-  return InputError(f'target {target}: {e.strerror or e}{where}: {fix}, then run again '
-                    '(finished targets are kept)')
 
 
 class Folder:
@@ -282,7 +66,7 @@ class Folder:
         self._predictors[name] = Predictor(cfg, load_model_params(name, cfg, options),
                                            mesh=self.mesh)
       except ParamsError as e:
-        where = params_path(options.params_dir, name) if options.params_dir else 'random'
+        where = af_params.params_path(options.params_dir, name) if options.params_dir else 'random'
         if str(where) in str(e):  # read_npz's messages name the file already
           raise ParamsError(f'{name} weights: {e}') from None
         raise ParamsError(f'{name} weights from {where}: {e}') from None
@@ -515,14 +299,6 @@ def complex_bucket_sizes(raw: Mapping, cfg, length_buckets: Sequence[int]) -> di
           'num_templates': int(cfg.model.embeddings_and_evoformer.template.max_templates)}
 
 
-def inference_mesh(dap: int):
-  """The mesh of a --dap run (one DAP group over the first `dap` devices), None for dap=1."""
-  if dap == 1:
-    return None
-  from af_jax.parallel import make_mesh
-  return make_mesh(dap, data=1)
-
-
 def _scratch_dir(target_dir: pathlib.Path) -> pathlib.Path:
   """Where a non-primary process of a multi-host run puts what it would write.
 
@@ -531,14 +307,6 @@ def _scratch_dir(target_dir: pathlib.Path) -> pathlib.Path:
   """
   import jax
   return target_dir.parent / f'.process_{jax.process_index()}' / target_dir.name
-
-
-def check_relax_options(options: FoldOptions) -> None:
-  """Before any work: a valid --models_to_relax, and OpenMM installed when it relaxes."""
-  if options.models_to_relax not in ('best', 'all', 'none'):
-    raise ConfigError(f'--models_to_relax={options.models_to_relax!r}: choose best, all or none')
-  if options.models_to_relax != 'none':
-    relax.require_openmm(options.relax_use_gpu)
 
 
 def relax_models(target_dir: pathlib.Path, names: Sequence[str],
@@ -600,26 +368,6 @@ _COMPILE_STATUS = {
     'skipped': 'already cached'}
 
 
-def warmup(options: FoldOptions, targets: Sequence[Target] = (),
-           msa_depths: Sequence[tuple[int, int]] | None = None) -> list:
-  """Compile every model x length bucket (x MSA depth) into the cache, from shapes alone.
-
-  With targets, only the buckets they fall into; otherwise every length bucket.
-  """
-  import compile_cache
-
-  from af_jax import warmup as af_warmup
-  lengths = sorted({bucket_lists.bucket_size(len(t.record.sequence), options.length_buckets)
-                    for t in targets}) or list(options.length_buckets)
-  specs = []
-  mesh = inference_mesh(options.dap)
-  for name in options.model_names:
-    specs += af_warmup.model_specs(model_config(name, options), lengths, msa_depths, mesh=mesh)
-  logging.info('warm-up: %d executables (%s x lengths %s)', len(specs),
-               ', '.join(options.model_names), lengths)
-  return compile_cache.warmup(specs)
-
-
 def _log_skipped(i: int, n: int, target: Target, target_dir: pathlib.Path) -> None:
   logging.info('[%d/%d] %s (%d residues): outputs complete in %s, skipped', i, n,
                target.record.name, len(target.record.sequence), target_dir)
@@ -652,12 +400,6 @@ def _log_replaced(target: Target, target_dir: pathlib.Path, asked: Mapping) -> N
   else:
     logging.info('%s: the outputs in %s are incomplete (a file missing, or relaxation now '
                  'asked for); folding again', target.record.name, target_dir)
-
-
-def raw_aatype(raw: Mapping) -> np.ndarray:
-  """Residue type indices from the raw one-hot aatype."""
-  aatype = np.asarray(raw['aatype'])
-  return np.argmax(aatype, axis=-1).astype(np.int32) if aatype.ndim == 2 else aatype
 
 
 def fold(fasta_paths: Sequence[str], options: FoldOptions,

@@ -147,7 +147,7 @@ def make_job(*, sequences: Sequence[str], data: Mapping, weights: Mapping[str, s
     data: data_fields(...) of the target.
     weights: model name -> file_digest of its params file, or a description of random
       weights.
-    configs: model name -> its config, the run's overrides applied (fold.model_config).
+    configs: model name -> its config, the run's overrides applied (run.options.model_config).
     random_seed, num_seeds, precision: the run's settings.
   """
   job = {

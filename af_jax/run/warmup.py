@@ -1,6 +1,6 @@
 """Compile ahead of time, from shapes alone: model presets x length buckets x MSA depths.
 
-The provider behind `python -m compile_cache warmup --specs af_jax.warmup:specs` and
+The provider behind `python -m compile_cache warmup --specs af_jax.run.warmup:specs` and
 `run_inference.py --warmup_only`. Each bucket's input shapes come from running the
 real feature processing on a one-residue dummy padded to the bucket, so they are
 exactly the shapes a folded protein in that bucket produces; no weights are read
@@ -13,12 +13,16 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
+from absl import logging
 
-import af_jax
-from af_jax import cli
 from af_jax.data import features, parsers, transforms, transforms_multimer
-from af_jax.inference import Predictor, feature_shapes, is_multimer
+from af_jax.inference import Predictor, feature_shapes
+from af_jax.model.build import is_multimer
+from af_jax.run.options import FoldOptions, inference_mesh, model_config
+from af_jax.run.targets import Target
 from configs import buckets as bucket_lists
+from configs import model as model_configs
+from configs import overrides as config_overrides
 
 
 def bucket_shapes(cfg, num_res: int, msa_clusters: int,
@@ -99,20 +103,34 @@ def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle
     overrides: more `config key -> value` overrides, as `--config.*` gives them.
     dap: devices per prediction, as `run_inference.py --dap` (its sharded executables).
   """
-  mesh = None
-  if int(dap) > 1:
-    from af_jax.parallel import make_mesh
-    mesh = make_mesh(int(dap), data=1)
+  mesh = inference_mesh(int(dap))
   depths = None
   if msa_depths:
     depths = [tuple(int(x) for x in d.split(':')) for d in _as_list(msa_depths)]
   result = []
   for name in _as_list(model_names):
-    cfg = af_jax.model_config(name)
+    cfg = model_configs.model_config(name)
     if num_recycle is not None:
-      cfg.model.num_recycle = int(num_recycle)
-      if 'num_recycle' in cfg.data.get('common', {}):
-        cfg.data.common.num_recycle = int(num_recycle)
-    cli.apply_overrides(cfg, dict(overrides or {}))
+      config_overrides.set_num_recycle(cfg, int(num_recycle))
+    config_overrides.apply_overrides(cfg, dict(overrides or {}))
     result += model_specs(cfg, [int(n) for n in _as_list(lengths)], depths, mesh=mesh)
   return result
+
+
+def warmup(options: FoldOptions, targets: Sequence[Target] = (),
+           msa_depths: Sequence[tuple[int, int]] | None = None) -> list:
+  """Compile every model x length bucket (x MSA depth) into the cache, from shapes alone.
+
+  With targets, only the buckets they fall into; otherwise every length bucket.
+  """
+  import compile_cache
+
+  lengths = sorted({bucket_lists.bucket_size(len(t.record.sequence), options.length_buckets)
+                    for t in targets}) or list(options.length_buckets)
+  specs = []
+  mesh = inference_mesh(options.dap)
+  for name in options.model_names:
+    specs += model_specs(model_config(name, options), lengths, msa_depths, mesh=mesh)
+  logging.info('warm-up: %d executables (%s x lengths %s)', len(specs),
+               ', '.join(options.model_names), lengths)
+  return compile_cache.warmup(specs)

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from af_jax import outputs
 from af_jax.common import protein
+from af_jax.run import outputs
 
 # AlphaFold DB's pLDDT bands and colours.
 _BANDS = ((90, 100, '#0053d6'), (70, 90, '#65cbf3'), (50, 70, '#ffdb13'), (0, 50, '#ff7d45'))

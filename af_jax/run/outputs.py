@@ -19,7 +19,7 @@
     plddt.png, pae.png             pictures of the confidences
     timings.json                   seconds per stage
     ranking_debug.json             ranking scores and order, and the job that made them
-                                   (af_jax.job); written last, so its presence (with every
+                                   (af_jax.run.job); written last, so its presence (with every
                                    file it names) means the target is complete for that job
 
 Every file is written under a temporary name and renamed when complete (common.files);
@@ -46,7 +46,7 @@ RANKING_FILE = 'ranking_debug.json'
 MONOMER_SCORE_LABEL = 'plddts'
 MULTIMER_SCORE_LABEL = 'iptm+ptm'
 RELAX_METRICS_FILE = 'relax_metrics.json'
-JOB_KEY = 'job'  # ranking_debug.json's key for the job record (af_jax.job)
+JOB_KEY = 'job'  # ranking_debug.json's key for the job record (af_jax.run.job)
 
 # Every file a fold writes into a target's directory (msas/ holds inputs and is not one).
 # features.npz: the pickle-free copy of features.pkl.
@@ -290,7 +290,7 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
   AlphaFold's keys) beside 'order'. A prediction in `relaxed` (name -> (relaxed PDB
   text, relaxed Protein)) is ranked by its relaxed structure, as AlphaFold does. With
   random weights the ranking file says so, so nobody mistakes a smoke test for a fold.
-  `job` (af_jax.job.make_job) is recorded under JOB_KEY: what is_complete compares.
+  `job` (af_jax.run.job.make_job) is recorded under JOB_KEY: what is_complete compares.
   """
   order = sorted(scores, key=lambda name: scores[name], reverse=True)
   relaxed = relaxed or {}
@@ -339,7 +339,7 @@ def is_complete(target_dir: pathlib.Path, models_to_relax: str = 'none',
                 job: Mapping | None = None) -> bool:
   """True when ranking_debug.json exists and every file it implies is there.
 
-  With `job` (af_jax.job.make_job), the job recorded there must also equal it: outputs
+  With `job` (af_jax.run.job.make_job), the job recorded there must also equal it: outputs
   of another job (other sequence, weights, settings) are not this job's result. With
   relaxation asked for, relax_metrics.json must also report on each prediction to relax
   (a failure reported there counts: running again would fail again).
