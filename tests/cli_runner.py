@@ -1,11 +1,22 @@
 """Run one of the repository's command lines in a subprocess, as a user would."""
 
+import atexit
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def scratch_dir(prefix: str) -> str:
+  """A temporary directory for a whole test module (e.g. a compilation cache its command
+  lines share), removed when the test process exits: test runs leave nothing in /tmp."""
+  path = tempfile.mkdtemp(prefix=prefix)
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  return path
 
 
 def run_script(script: str, args, *, cache_dir: str, check: bool = True, devices: int = 1):

@@ -12,7 +12,6 @@ import pickle
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import gemmi
 import numpy as np
@@ -21,7 +20,7 @@ from Bio.PDB import PDBParser
 
 from af_jax.data import parsers
 from tests.data.shared_data import CHAIN_2Q2K, MINI_DATABASES, SHARED_DATA, TEMPLATE_FIXTURE
-from tests.cli_runner import run_script
+from tests.cli_runner import run_script, scratch_dir
 from tests.model.tiny import TINY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,7 +28,7 @@ SCRIPT = ROOT / 'run_inference.py'
 MSA_5ZYH = SHARED_DATA / 'chains_with_msa' / 'protenix_msa_demo' / 'msa' / '0' / 'non_pairing.a3m'
 
 # The runs share one compilation cache, kept out of the user's ~/.cache.
-CACHE_DIR = tempfile.mkdtemp(prefix='af_jax_test_xla_')
+CACHE_DIR = scratch_dir('af_jax_test_xla_')
 
 SMALL = [f'--config.{k}={v}' for k, v in TINY.items()] + [
     '--num_recycle=1', '--config.data.eval.max_msa_clusters=16',

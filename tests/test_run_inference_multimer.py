@@ -8,18 +8,17 @@ layout, two predictions per model, the structures read back with Biopython.
 
 import json
 import shutil
-import tempfile
 
 import numpy as np
 import pytest
 from Bio.PDB import MMCIFParser, PDBParser
 
-from tests.cli_runner import run_script
+from tests.cli_runner import run_script, scratch_dir
 from tests.data.test_msa_pairing import ALIGN_2Q2K, SEQ_2Q2K
 from tests.data.test_pipeline_multimer import MSAS_7A4D, PEPTIDE_7A4D
 from tests.model.tiny import TINY_MULTIMER
 
-CACHE_DIR = tempfile.mkdtemp(prefix='af_jax_test_xla_')
+CACHE_DIR = scratch_dir('af_jax_test_xla_')
 SMALL = [f'--config.{k}={v}' for k, v in TINY_MULTIMER.items()] + [
     '--num_recycle=1', '--buckets=192,256', '--random_params']
 

@@ -7,7 +7,6 @@ executable from the shared compilation cache takes seconds.
 
 import json
 import pathlib
-import tempfile
 
 import numpy as np
 
@@ -16,11 +15,11 @@ from af_jax.run import options as fold_options
 from af_jax import params as af_params
 from af_jax.data import features, parsers
 from af_jax.model.build import build_model
-from tests.cli_runner import run_script
+from tests.cli_runner import run_script, scratch_dir
 from tests.model.tiny import TINY
 
 # The runs of both fault files share one compilation cache, kept out of the user's ~/.cache.
-CACHE_DIR = tempfile.mkdtemp(prefix='af_jax_test_faults_xla_')
+CACHE_DIR = scratch_dir('af_jax_test_faults_xla_')
 
 OVERRIDES = {**{k: str(v) for k, v in TINY.items()},
              'model.embeddings_and_evoformer.evoformer_num_block': '1',

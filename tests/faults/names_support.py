@@ -6,14 +6,14 @@ import pathlib
 import re
 import subprocess
 import sys
-import tempfile
 
+from tests.cli_runner import scratch_dir
 from tests.model.tiny import TINY
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'run_inference.py'
 # One compilation cache for these tests, out of the user's ~/.cache.
-CACHE_DIR = tempfile.mkdtemp(prefix='af_jax_faults_xla_')
+CACHE_DIR = scratch_dir('af_jax_faults_xla_')
 
 MODEL = 'model_3_ptm'  # no template stack: the smallest model
 TINY_ARGS = [f'--config.{k}={v}' for k, v in TINY.items()] + [

@@ -12,18 +12,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 
 import numpy as np
 import pytest
 
 import af_jax
-from tests.cli_runner import ROOT, run_script
+from tests.cli_runner import ROOT, run_script, scratch_dir
 from tests.train.train_case import ALIGNMENT_DIR, MMCIF_DIR, SMALL_OVERRIDES
 
 # The runs share one compilation cache: the train step compiles once for the file.
-CACHE_DIR = tempfile.mkdtemp(prefix='af_jax_test_train_faults_xla_')
+CACHE_DIR = scratch_dir('af_jax_test_train_faults_xla_')
 NUM_STEPS = 5
 ARGS = ['--config=small', *[f'--config.{k}={v}' for k, v in SMALL_OVERRIDES.items()],
         '--config.checkpoint.every_steps=2', '--config.checkpoint.keep=3',
