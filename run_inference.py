@@ -32,7 +32,7 @@ if __name__ == '__main__':
   # Before the slower imports, so that even an early Ctrl-C ends with one line.
   cli.exit_on_signals('targets without ranking_debug.json are folded again by the next run')
 
-from af_jax.chunking import autochunk  # noqa: E402
+from af_jax import autochunk  # noqa: E402
 from af_jax.data import msa_search, pipeline, pipeline_multimer  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from af_jax.parallel import distributed, mesh  # noqa: E402

@@ -19,7 +19,8 @@ from absl import logging
 
 from af_jax import params as af_params
 from af_jax import relax
-from af_jax.chunking import ChunkPlan, autochunk
+from af_jax import autochunk
+from af_jax.chunking import ChunkPlan
 from af_jax.common import files, protein
 from af_jax.data import features, pipeline, pipeline_multimer, transforms, transforms_multimer
 from af_jax.errors import ParamsError, PredictionError
@@ -93,8 +94,7 @@ class Folder:
     from af_jax.inference import feature_shapes
     base = self._predictors[model_name]
     budget = self.options.memory_budget or autochunk.default_budget()
-    result = autochunk.choose_plan(base, feature_shapes(batch, base.use_templates), budget,
-                                   mesh=self.mesh)
+    result = autochunk.choose_plan(base, feature_shapes(batch, base.use_templates), budget)
     return result.plan, {'plan': autochunk.plan_summary(result.plan),
                          'predicted_peak_bytes': int(result.predicted_peak_bytes),
                          'budget_bytes': int(result.budget_bytes), 'source': result.source}

@@ -18,9 +18,9 @@ import pytest
 from flax import nnx
 
 import af_jax
+from af_jax import autochunk
+from af_jax.autochunk import ActivationModel, choose_plan, parse_memory, plan_program
 from af_jax.chunking import ChunkPlan
-from af_jax.chunking import autochunk
-from af_jax.chunking.autochunk import ActivationModel, choose_plan, parse_memory
 from af_jax.errors import ConfigError, InputError
 from af_jax.inference import Predictor
 from af_jax.model.evoformer import EmbeddingsAndEvoformer, EvoformerIteration
@@ -94,8 +94,9 @@ def trunk():
 
 def _search(trunk, budget, tmp_path, **kw):
   cfg, shapes, lower, _, _ = trunk
-  return choose_plan(cfg, shapes, budget, lower_fn=lower, cache_dir=tmp_path,
-                     program_key='trunk', **kw)
+  return plan_program(lower, ActivationModel.from_config(cfg, shapes), budget,
+                      cache_key=autochunk.program_key(cfg, shapes, program='trunk'),
+                      cache_dir=tmp_path, **kw)
 
 
 # ----------------------------------------------------------------------------
@@ -210,9 +211,7 @@ def test_budget_between_peaks_gets_a_chunked_plan_that_fits(trunk, tmp_path, com
 def test_accelerator_rules_use_the_compiled_figure_alone(trunk, tmp_path, compile_count):
   """cpu=False (a GPU's rules): unchunked is the fastest plan and nothing is added to
   the buffer assignment's peak."""
-  cfg, shapes, lower = trunk[:3]
-  result = choose_plan(cfg, shapes, 10 * trunk[3], lower_fn=lower, cache_dir=tmp_path,
-                       program_key='trunk', cpu=False)
+  result = _search(trunk, 10 * trunk[3], tmp_path, cpu=False)
   assert result.plan == ChunkPlan() and compile_count.n == 1
   assert result.predicted_peak_bytes == autochunk.compiled_memory(result.executable)['peak']
   # A decision under the CPU's rules is another cache entry.
