@@ -10,12 +10,12 @@ model in `af_jax.chunking`).
 
 from af_jax.autochunk.activations import (CPU_CHUNK_BYTES, CPU_TRANSITION_CHUNK_BYTES, FIELDS,
                                           ActivationModel, Site, cpu_cap_bytes)
-from af_jax.autochunk.budget import (available_host_memory, default_budget, format_bytes,
+from af_jax.autochunk.budget import (available_host_memory, coarse, default_budget, format_bytes,
                                      parse_memory)
 from af_jax.autochunk.measure import compiled_memory, io_bytes, program_key
 from af_jax.autochunk.search import AutoChunkResult, choose_plan, plan_program, plan_summary
 
 __all__ = ['CPU_CHUNK_BYTES', 'CPU_TRANSITION_CHUNK_BYTES', 'FIELDS', 'ActivationModel',
-           'AutoChunkResult', 'Site', 'available_host_memory', 'choose_plan', 'compiled_memory',
-           'cpu_cap_bytes', 'default_budget', 'format_bytes', 'io_bytes', 'parse_memory',
-           'plan_program', 'plan_summary', 'program_key']
+           'AutoChunkResult', 'Site', 'available_host_memory', 'choose_plan', 'coarse',
+           'compiled_memory', 'cpu_cap_bytes', 'default_budget', 'format_bytes', 'io_bytes',
+           'parse_memory', 'plan_program', 'plan_summary', 'program_key']

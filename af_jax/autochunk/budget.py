@@ -62,7 +62,9 @@ def default_budget(device: jax.Device | None = None, fraction: float | None = No
   (jaxlib 0.10.2) runs dots through YNNPACK fusions whose packing buffers are
   allocated at run time, outside the buffer assignment the budget is checked
   against, so a process grows well past its compiled peak (numbers: bench/RESULTS.md,
-  "Behind the code").
+  "Behind the code"). That figure is rounded down to a coarse step (`coarse`): free
+  memory drifts between runs, and the budget keys AutoChunk's decision (and so a
+  bucket's plan and executable), which must be the same in a warm-up and the fold after it.
   """
   device = device or jax.devices()[0]
   stats = None
@@ -76,4 +78,14 @@ def default_budget(device: jax.Device | None = None, fraction: float | None = No
   if avail is None:
     raise ConfigError(f'cannot tell how much memory {device} has; pass --memory_budget '
                       '(e.g. 16GB)')
-  return int(avail * (_CPU_FRACTION if fraction is None else fraction))
+  return coarse(int(avail * (_CPU_FRACTION if fraction is None else fraction)))
+
+
+def coarse(num_bytes: int) -> int:
+  """`num_bytes` rounded down to the nearest 2**k or 1.5 * 2**k bytes (1 GiB, 1.5 GiB, 2 GiB,
+  3 GiB, 4 GiB, 6 GiB, ...): at most a third less, and the same for any amount up to the
+  next step."""
+  if num_bytes < 2:
+    return max(int(num_bytes), 0)
+  power = 1 << (int(num_bytes).bit_length() - 1)
+  return power + power // 2 if num_bytes >= power + power // 2 else power

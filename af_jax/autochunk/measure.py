@@ -1,5 +1,5 @@
 """AutoChunk's measurements and memory: what XLA's buffer assignment says a program needs,
-and the decision cache on disk that lets a bucket pay the search once.
+and the cache on disk of each plan's measured peak, so that a bucket pays the search once.
 
 A rung is compiled through the persistent compilation cache (`compile`), so the chosen
 plan's executable is the one inference then loads, not a second compile.
@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 # Bump when the analytic model or the search changes: old cached decisions are then ignored.
-_CACHE_VERSION = 4
+_CACHE_VERSION = 5
 
 
 def _tree_bytes(tree) -> int:
@@ -63,12 +63,16 @@ def compile_program(label: str, lowered: jax.stages.Lowered) -> tuple[jax.stages
 
 
 # ----------------------------------------------------------------------------
-# The decision cache.
+# The cache of measured peaks.
 
 
 def default_cache_dir() -> pathlib.Path:
-  """`autochunk/` beside the compilation cache's directory."""
-  return pathlib.Path(compile_cache.default_dir()).parent / 'autochunk'
+  """`<cache>-autochunk` beside the compilation cache's root (the configured one, e.g.
+  `--compilation_cache_dir`, else its default): a run that names another compilation
+  cache has its own measurements too."""
+  settings = compile_cache.current()
+  root = settings.root if settings is not None else pathlib.Path(compile_cache.default_dir())
+  return root.with_name(f'{root.name}-autochunk')
 
 
 def _config_hash(config) -> str:
@@ -87,7 +91,7 @@ def _mesh_key(mesh) -> dict | None:
 
 def program_key(config, shapes: Mapping[str, Any], *, device_kind: str | None = None,
                 mesh=None, program: str | None = None) -> dict:
-  """What identifies a program for the decision cache: its config, input shapes, device
+  """What identifies a program in the cache: its config, input shapes, device
   kind (default: the first device's), mesh, and `program` for programs that share config
   and shapes (one block benchmarked alone)."""
   return {
@@ -100,34 +104,41 @@ def program_key(config, shapes: Mapping[str, Any], *, device_kind: str | None = 
   }
 
 
-def decision_key(program: Mapping, budget: int, cpu: bool) -> dict:
-  """The decision cache's key: the program's, the budget, the rules and the versions."""
-  return {**program, 'version': _CACHE_VERSION, 'budget_bytes': int(budget),
-          'jax': jax.__version__, 'cpu_rules': bool(cpu)}
+def decision_key(program: Mapping, cpu: bool) -> dict:
+  """The cache's key: the program's, the rules and the versions. Not the budget: the cache
+  holds each rung's measured peak, which settles the plan for any budget on the same side
+  of them (`search._decided`)."""
+  return {**program, 'version': _CACHE_VERSION, 'jax': jax.__version__, 'cpu_rules': bool(cpu)}
 
 
 def cache_path(cache_dir: str | os.PathLike | None, key: Mapping) -> pathlib.Path:
-  """The decision's file in `cache_dir` (default: `default_cache_dir()`)."""
+  """The program's file in `cache_dir` (default: `default_cache_dir()`)."""
   text = json.dumps(key, sort_keys=True, allow_nan=False)
   digest = hashlib.sha256(text.encode()).hexdigest()[:24]
   return pathlib.Path(cache_dir or default_cache_dir()) / f'{digest}.json'
 
 
-def read_decision(path: pathlib.Path, key: Mapping) -> dict | None:
-  """The cached entry at `path` when its key is `key`, else None."""
+def read_peaks(path: pathlib.Path, key: Mapping) -> tuple[int | None, dict[str, int]]:
+  """(argument + output bytes, peak bytes by plan summary) cached at `path` for `key`;
+  (None, {}) when there is no such entry."""
   try:
     entry = json.loads(path.read_text())
   except (OSError, ValueError):
-    return None
-  return entry if entry.get('key') == key else None
+    return None, {}
+  if not isinstance(entry, dict) or entry.get('key') != key:
+    return None, {}
+  return entry.get('io_bytes'), {str(k): int(v) for k, v in entry.get('peaks', {}).items()}
 
 
-def write_decision(path: pathlib.Path, entry: dict) -> None:
-  """Write `entry` atomically; a cache that cannot be written only costs a search later."""
+def write_peaks(path: pathlib.Path, key: Mapping, io: int, peaks: Mapping[str, int]) -> None:
+  """Add `peaks` to the entry at `path` (written atomically; a cache that cannot be
+  written only costs compiles later)."""
+  _, old = read_peaks(path, key)
+  entry = {'key': dict(key), 'io_bytes': int(io), 'peaks': {**old, **peaks}}
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'{path.name}.tmp-{os.getpid()}')
     tmp.write_text(json.dumps(entry, indent=1, sort_keys=True, allow_nan=False))
     os.replace(tmp, path)
   except OSError as e:
-    logging.warning('AutoChunk: cannot write decision cache %s: %s', path, e)
+    logging.warning('AutoChunk: cannot write its cache %s: %s', path, e)

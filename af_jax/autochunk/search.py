@@ -9,9 +9,10 @@ does not, the model's error on that rung corrects the next guess: a handful of c
 at most. On a CPU the fastest plan is the cache-sized one and the run-time scratch the
 buffer assignment does not show is added to the compiled peak (`cpu=`).
 
-Decisions are cached on disk (`measure.read_decision`), so a bucket pays the search once.
-When even the smallest chunks do not fit, InputError is raised before anything runs (the
-pre-flight check).
+Each rung's measured peak is cached on disk (`measure.read_peaks`), so a bucket pays the
+search once, and a later run whose budget lies on the same side of those peaks gets the
+same plan without a compile. When even the smallest chunks do not fit, InputError is
+raised before anything runs (the pre-flight check).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class AutoChunkResult:
 
   `predicted_peak_bytes` is the compiler's figure for the plan (its buffer
   assignment, nothing ran), on a CPU plus the model's `scratch_bytes`; `source`
-  is 'compiled' (searched now), 'cache' (a decision from the disk cache) or
+  is 'compiled' (searched now), 'cache' (settled by peaks cached on disk, no compile) or
   'analytic' (the model's guess, `max_compiles=0`).
   """
 
@@ -84,7 +85,7 @@ def choose_plan(predictor: Predictor, shapes: Mapping[str, Any], budget_bytes: i
     shapes: the bucket's model inputs (`warmup.bucket_shapes`), arrays or
       ShapeDtypeStructs, leading recycle axis included.
     budget_bytes: bytes, or text such as '1.5GB' (`parse_memory`).
-    cache_dir: decision cache (default: `autochunk/` beside the compilation cache).
+    cache_dir: the cache of measured peaks (default: `measure.default_cache_dir()`).
     device_kind: part of the cache key (default: the first device's kind).
     max_compiles: compiles the search may spend before settling on the best plan
       confirmed so far (one more may go to the smallest plan, to tell whether anything
@@ -120,36 +121,55 @@ def plan_program(lower: Callable[[ChunkPlan], jax.stages.Lowered], model: Activa
   """
   budget = parse_memory(budget_bytes)
   cpu = jax.devices()[0].platform == 'cpu' if cpu is None else bool(cpu)
+  ladder = model.ladder(cpu)
   path = key = None
+  known: dict[int, int] = {}
+  static = None
   if cache_key is not None:
-    key = measure.decision_key(cache_key, budget, cpu)
+    key = measure.decision_key(cache_key, cpu)
     path = measure.cache_path(cache_dir, key)
-    entry = measure.read_decision(path, key)
-    if entry is not None:
-      if not entry['fits']:
-        raise _too_big(model.n_res, entry['needed_bytes'], budget)
-      result = AutoChunkResult(ChunkPlan(**entry['plan']), entry['predicted_peak_bytes'],
-                               budget, 'cache', entry.get('analytic_peak_bytes', 0), 0)
+    static, peaks = measure.read_peaks(path, key)
+    known = {i: peaks[plan_summary(p)] for i, p in enumerate(ladder) if plan_summary(p) in peaks}
+    decided = _decided(known, len(ladder), budget)
+    if decided is not None and static is not None:
+      if decided < 0:
+        raise _too_big(model.n_res, known[len(ladder) - 1], budget)
+      analytic = int(static + model.activation_bytes(ladder[decided])
+                     + (model.scratch_bytes(ladder[decided]) if cpu else 0))
+      result = AutoChunkResult(ladder[decided], known[decided], budget, 'cache', analytic, 0)
       logging.info('%s, L=%d', result.summary(), model.n_res)
       return result
 
-  result, needed = _search(model, lower, budget, max_compiles, cpu)
+  result, needed, static, peaks = _search(model, lower, budget, max_compiles, cpu, known)
   if path is not None:
-    entry = {'key': key, 'fits': result is not None, 'needed_bytes': needed}
-    if result is not None:
-      entry.update(plan=dataclasses.asdict(result.plan),
-                   predicted_peak_bytes=result.predicted_peak_bytes,
-                   analytic_peak_bytes=result.analytic_peak_bytes)
-    measure.write_decision(path, entry)
+    measure.write_peaks(path, key, static,
+                        {plan_summary(ladder[i]): peak for i, peak in peaks.items()})
   if result is None:
     raise _too_big(model.n_res, needed, budget)
   logging.info('%s, L=%d', result.summary(), model.n_res)
   return result
 
 
-def _search(model: ActivationModel, lower, budget: int, max_compiles: int,
-            cpu: bool = False) -> tuple[AutoChunkResult | None, int]:
-  """Walk the ladder with compiles; (result or None, peak of the smallest plan compiled)."""
+def _decided(known: Mapping[int, int], n: int, budget: int) -> int | None:
+  """The rung the measured peaks `known` settle for `budget`: the least chunked one that
+  fits when the rung before it does not (or it is the first); -1 when not even the
+  smallest fits; None when a compile must tell."""
+  fitting = [i for i, peak in known.items() if peak <= budget]
+  if fitting:
+    i = min(fitting)
+    return i if i == 0 or known.get(i - 1, 0) > budget else None
+  return -1 if n - 1 in known else None
+
+
+def _search(model: ActivationModel, lower, budget: int, max_compiles: int, cpu: bool = False,
+            known: Mapping[int, int] | None = None
+            ) -> tuple[AutoChunkResult | None, int, int, dict[int, int]]:
+  """Walk the ladder with compiles, `known` rung peaks (from the cache) taken as measured.
+
+  Returns:
+    (result or None, peak of the smallest plan measured, the program's argument and output
+    bytes, every rung's peak measured so far).
+  """
   ladder = model.ladder(cpu)
   scratch = [int(model.scratch_bytes(p)) if cpu else 0 for p in ladder]
   act = [model.activation_bytes(p) + x for p, x in zip(ladder, scratch)]
@@ -157,10 +177,15 @@ def _search(model: ActivationModel, lower, budget: int, max_compiles: int,
   static = measure.io_bytes(first)  # parameters, features and outputs: the same for every plan
   predicted = [int(static + a) for a in act]
   lowered = {0: first}
-  measured: dict[int, dict] = {}
+  measured: dict[int, dict] = {i: {'peak': int(peak)} for i, peak in (known or {}).items()}
   executables: dict[int, Any] = {}
+  compiles = 0
 
   def measure_rung(i: int) -> int:
+    nonlocal compiles
+    if i in measured:
+      return measured[i]['peak']
+    compiles += 1
     lo = lowered.pop(i, None) or lower(ladder[i])
     compiled, measured[i] = measure.compile_program(plan_summary(ladder[i]), lo)
     peak = measured[i]['peak'] = measured[i]['peak'] + scratch[i]
@@ -179,7 +204,8 @@ def _search(model: ActivationModel, lower, budget: int, max_compiles: int,
   if max_compiles <= 0:
     i = first_fitting(0, len(ladder), 0)
     i = len(ladder) - 1 if i is None else i
-    return AutoChunkResult(ladder[i], predicted[i], budget, 'analytic', predicted[i], 0), 0
+    return (AutoChunkResult(ladder[i], predicted[i], budget, 'analytic', predicted[i], 0), 0,
+            static, {})
 
   bad, fit = -1, None  # largest rung known not to fit; smallest rung known to fit
   i = first_fitting(0, len(ladder), 0)
@@ -201,16 +227,19 @@ def _search(model: ActivationModel, lower, budget: int, max_compiles: int,
       j = len(ladder) - 1  # does anything fit at all?
       if j in measured:
         break
-    if len(measured) >= max_compiles:
+    if compiles >= max_compiles:
       if fit is not None:
         break  # out of compiles: settle on the best plan confirmed so far
       j = len(ladder) - 1  # but always learn whether anything fits at all
       if j in measured:
         break
     i = j
+  peaks = {i: m['peak'] for i, m in measured.items()}
   if fit is None:
     smallest = len(ladder) - 1
     needed = measured[smallest]['peak'] if smallest in measured else predicted[smallest]
-    return None, int(needed)
-  return AutoChunkResult(ladder[fit], measured[fit]['peak'], budget, 'compiled', predicted[fit],
-                         len(measured), executables.get(fit)), measured[fit]['peak']
+    return None, int(needed), static, peaks
+  return (AutoChunkResult(ladder[fit], measured[fit]['peak'], budget,
+                          'compiled' if compiles else 'cache', predicted[fit], compiles,
+                          executables.get(fit)),
+          measured[fit]['peak'], static, peaks)
