@@ -32,8 +32,8 @@ if __name__ == '__main__':
   # Before the slower imports, so that even an early Ctrl-C ends with one line.
   cli.exit_on_signals('targets without ranking_debug.json are folded again by the next run')
 
-from af_jax.chunking import autochunk  # noqa: E402
-from af_jax.data import msa_search, pipeline, pipeline_multimer  # noqa: E402
+from af_jax import autochunk  # noqa: E402
+from af_jax.data import msa_search, pipeline  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from af_jax.parallel import distributed, mesh  # noqa: E402
 from af_jax.run import fold, warmup  # noqa: E402
@@ -110,15 +110,17 @@ flags.DEFINE_string('chunk', 'auto', 'auto: AutoChunk picks per-op chunk sizes w
                     'peak memory fits --memory_budget (decided from shapes, nothing runs; cached '
                     'on disk); none: unchunked; N: every axial op in chunks of N.')
 flags.DEFINE_string('memory_budget', None, 'Memory for --chunk=auto, in bytes or with a unit '
-                    '(1.5GB, 800MB). Default: 90% of the accelerator\'s memory, or 80% of the '
-                    'available RAM on CPU.')
+                    '(1.5GB, 800MB). Default: 90% of the accelerator\'s memory, or 45% of the '
+                    'available RAM on CPU rounded down to 2^k or 1.5 x 2^k bytes (so a bucket\'s '
+                    'plan, and its executable, stay the same between runs).')
 cli.define_compile_cache_flags()
 flags.DEFINE_bool('warmup_only', False, 'Compile every --model_names x length bucket into the '
                   'cache from shapes alone (only the buckets of --fasta_paths targets when given; '
                   'MSA depths: --warmup_msa_depths), then exit. Needs no weights.')
-flags.DEFINE_list('warmup_msa_depths', [], 'clusters:extra pairs to warm up (default: each '
-                  'preset\'s maxima, what a deep MSA fills; 1:1 with '
-                  '--msa_mode=single_sequence), e.g. 512:5120,64:256.')
+flags.DEFINE_list('warmup_msa_depths', [], 'clusters:extra pairs to warm up (default: a '
+                  'target\'s own depth when its MSA is known without a search, as with '
+                  '--msa_mode=single_sequence or precomputed alignments; else each preset\'s '
+                  'maxima, what a deep MSA fills), e.g. 512:5120,64:256.')
 flags.DEFINE_enum('models_to_relax', 'none', ['best', 'all', 'none'],
                   'Amber-relax (OpenMM) the best-ranked prediction, all of them, or none, into '
                   'relaxed_<model>.pdb/.cif (and relax_metrics.json); ranked_* then hold the '
@@ -201,10 +203,6 @@ def main(argv) -> None:
     except ValueError:
       raise ConfigError(f'--warmup_msa_depths={",".join(FLAGS.warmup_msa_depths)}: write '
                         'clusters:extra pairs, e.g. 512:5120,64:256') from None
-    if depths is None and FLAGS.msa_mode == 'single_sequence':
-      # The query alone: one cluster and one (empty) extra row; a complex's MSA is
-      # padded to the multimer pipeline's minimum depth.
-      depths = [(pipeline_multimer.MIN_NUM_SEQ, 0)] if options.multimer else [(1, 1)]
     targets = (read_targets(FLAGS.fasta_paths, multimer=options.multimer)
                if FLAGS.fasta_paths else ())
     warmup.warmup(options, targets, depths)

@@ -80,7 +80,7 @@ def compile_block(n_res: int, dap: int) -> dict:
   from flax import nnx
 
   import af_jax
-  from af_jax.chunking.autochunk import compiled_memory
+  from af_jax.autochunk import compiled_memory
   from af_jax.model.evoformer import EvoformerIteration
   from af_jax.parallel import dap as dap_lib
   from af_jax.parallel import make_mesh

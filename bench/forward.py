@@ -173,7 +173,8 @@ def chunk_plan(predictor=None, batch=None):
   """af_jax's ChunkPlan from --af_jax_chunk (for 'auto', the predictor's at this batch)."""
   import dataclasses
 
-  from af_jax.chunking import ChunkPlan, autochunk
+  from af_jax import autochunk
+  from af_jax.chunking import ChunkPlan
   from af_jax.inference import feature_shapes
   choice = FLAGS.af_jax_chunk.strip().lower()
   if choice == 'none':
@@ -252,7 +253,7 @@ def run_length(n_res: int, ref_runner, ref_params, predictor) -> dict:
               lower=lambda: predictor.lower(batch))
   sides = (ref, ours)
 
-  from af_jax.chunking import autochunk
+  from af_jax import autochunk
   result = {'L': n_res, 'af_jax_plan': autochunk.plan_summary(predictor.plan),
             'load_average_before': load_average(), 'sides': {}}
   for s in sides:

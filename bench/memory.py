@@ -4,7 +4,7 @@ For each sequence length L, one Evoformer block (model_1_ptm dimensions:
 c_m=256, c_z=128, 8 MSA heads, 4 triangle heads; N_seq MSA rows; float32) is
 run two ways:
 - unchunked: ChunkPlan() (every axial op one batched computation);
-- AutoChunk: the plan `af_jax.chunking.autochunk.choose_plan` picks for a
+- AutoChunk: the plan `af_jax.autochunk.choose_plan` picks for a
   budget of arguments + outputs + `--activation_fraction` x the unchunked
   block's temporaries (0.15: the issue's target of 85% less activation memory),
   found from compiled figures only.
@@ -124,7 +124,7 @@ def block_activation_model(cfg, n_res: int, n_seq: int):
   import jax
   import numpy as np
 
-  from af_jax.chunking.autochunk import ActivationModel
+  from af_jax.autochunk import ActivationModel
   block_cfg = cfg.model.copy_and_resolve_references()
   block_cfg.embeddings_and_evoformer.extra_msa_stack_num_block = 0
   block_cfg.embeddings_and_evoformer.template.enabled = False
@@ -144,7 +144,7 @@ def run_child(spec: dict) -> dict:
   from flax import nnx
 
   from af_jax.chunking import ChunkPlan
-  from af_jax.chunking.autochunk import compiled_memory
+  from af_jax.autochunk import compiled_memory
   cfg = block_config()
   c_m, c_z = block_dims(cfg)
   n_res, n_seq = spec['L'], FLAGS.num_seq
@@ -206,8 +206,9 @@ def run_length(n_res: int) -> dict:
   import jax
   from flax import nnx
 
+  from af_jax import autochunk
   from af_jax.chunking import ChunkPlan
-  from af_jax.chunking import autochunk
+  from af_jax.errors import InputError
   print(f'--- L = {n_res}', file=sys.stderr, flush=True)
   cfg = block_config()
   c_m, c_z = block_dims(cfg)
@@ -237,14 +238,12 @@ def run_length(n_res: int) -> dict:
                int(1.1 * (smallest_mem['peak'] + smallest_mem['scratch'])))
   t = time.perf_counter()
   try:
-    chosen = autochunk.choose_plan(
-        cfg, {'L': n_res}, budget, lower_fn=lower, model=model, use_cache=False,
-        max_compiles=FLAGS.max_compiles)
+    chosen = autochunk.plan_program(lower, model, budget, max_compiles=FLAGS.max_compiles)
     search = {'plan': autochunk.plan_summary(chosen.plan), 'compiles': chosen.compiles,
               'predicted_peak_bytes': chosen.predicted_peak_bytes,
               'analytic_peak_bytes': chosen.analytic_peak_bytes}
     plan = chosen.plan
-  except autochunk.InputError as e:
+  except InputError as e:
     search, plan = {'error': str(e)}, None
   search['seconds'] = time.perf_counter() - t
   search.update(budget_bytes=budget, target_budget_bytes=target,
@@ -291,7 +290,7 @@ def full_config(bf16: bool):
 
 def smallest_plan_predictor(cfg, n_res: int):
   """(abstract Predictor at the smallest AutoChunk plan, the bucket's shapes, the plan)."""
-  from af_jax.chunking import autochunk
+  from af_jax import autochunk
   from af_jax.inference import Predictor
   from af_jax.run.warmup import bucket_shapes
   shapes = bucket_shapes(cfg, n_res, int(cfg.data.eval.max_msa_clusters),
@@ -302,7 +301,7 @@ def smallest_plan_predictor(cfg, n_res: int):
 
 def full_model(n_res: int, bf16: bool) -> dict:
   """Compiled memory of the whole model at its smallest AutoChunk plan (not run)."""
-  from af_jax.chunking import autochunk
+  from af_jax import autochunk
   cfg = full_config(bf16)
   cfg.model.num_recycle = 1
   predictor, shapes, plan = smallest_plan_predictor(cfg, n_res)
@@ -325,7 +324,7 @@ def run_confirm_child(spec: dict) -> dict:
   import jax
   import numpy as np
 
-  from af_jax.chunking import autochunk
+  from af_jax import autochunk
   cfg = full_config(spec['dtype'] == 'bfloat16')
   cfg.model.num_recycle = 0
   cfg.data.common.num_recycle = 0

@@ -260,7 +260,7 @@ def run_length(n_res: int, ref_apply, ref_params, ours_jitted, ours_state) -> di
   import jax
   import numpy as np
 
-  from af_jax.chunking.autochunk import compiled_memory
+  from af_jax.autochunk import compiled_memory
   from af_jax.model.alphafold_multimer import recycle_key
   print(f'--- L = {n_res}', file=sys.stderr, flush=True)
   entities = [int(e) for e in FLAGS.chain_entities]

@@ -91,7 +91,7 @@ def run() -> dict:
   from flax import nnx
 
   import af_jax
-  from af_jax.chunking import autochunk
+  from af_jax import autochunk
   from af_jax.run.warmup import bucket_shapes
   from tests.parity import ref_utils
 

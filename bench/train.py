@@ -89,7 +89,7 @@ def run_child(spec: dict) -> dict:
   import jax
   import numpy as np
 
-  from af_jax.chunking.autochunk import compiled_memory
+  from af_jax.autochunk import compiled_memory
   from af_jax.train.data import TrainingData
   from af_jax.train.state import init_train_state
   from af_jax.train.step import TrainStep

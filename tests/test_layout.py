@@ -27,6 +27,7 @@ LAYERS = (
     ('af_jax.data', 'af_jax.parallel', 'af_jax.chunking', 'af_jax.params', 'af_jax.relax'),
     ('af_jax.model',),
     ('af_jax.inference',),
+    ('af_jax.autochunk',),
     ('af_jax',),
     ('af_jax.train',),
     ('af_jax.run',),
@@ -45,7 +46,6 @@ FORBIDDEN = {
 MAX_LINES = 500
 # Files over MAX_LINES today, each with the issue item that splits it. Shrink only.
 TOO_LONG = {
-    'af_jax/chunking/autochunk.py': 'issue 26 item 3',
     'af_jax/train/data.py': 'issue 26, a later item (not split in item 1)',
     'af_jax/common/violations.py': 'issue 26, a later item (not split in item 1)',
     'af_jax/train/losses.py': 'issue 26, a later item (not split in item 1)',

@@ -1,8 +1,7 @@
 """Axial chunking: every axial op runs as lax.map over slices (DESIGN decision 5).
 
-`autochunk.choose_plan` picks the fastest ChunkPlan whose compiled peak memory
-fits a budget (imported from `af_jax.chunking.autochunk`, not here: it pulls in
-the compilation cache, which the model modules do not need).
+The planner that picks a ChunkPlan for a bucket (AutoChunk) sits above inference, in
+`af_jax.autochunk`.
 """
 
 from af_jax.chunking.axial import ChunkPlan, axial_map

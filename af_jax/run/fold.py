@@ -9,7 +9,6 @@ every stage timed.
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import time
 from collections.abc import Mapping, Sequence
@@ -19,10 +18,11 @@ from absl import logging
 
 from af_jax import params as af_params
 from af_jax import relax
-from af_jax.chunking import ChunkPlan, autochunk
+from af_jax.chunking import ChunkPlan
 from af_jax.common import files, protein
 from af_jax.data import features, pipeline, pipeline_multimer, transforms, transforms_multimer
 from af_jax.errors import ParamsError, PredictionError
+from af_jax.run import buckets
 from af_jax.run import job as af_job
 from af_jax.run import outputs, plots
 from af_jax.run.options import (FoldOptions, check_relax_options, inference_mesh,
@@ -83,21 +83,12 @@ class Folder:
     return base if plan is None else base.with_plan(plan)
 
   def chunk_plan(self, model_name: str, batch: Mapping) -> tuple[ChunkPlan, dict]:
-    """The bucket's ChunkPlan per --chunk, and what to record of it in timings.json."""
-    chunk = self.options.chunk
-    if chunk == 'none':
-      return ChunkPlan(), {'plan': 'unchunked'}
-    if chunk != 'auto':
-      plan = ChunkPlan(**{f.name: int(chunk) for f in dataclasses.fields(ChunkPlan)})
-      return plan, {'plan': autochunk.plan_summary(plan)}
+    """The bucket's ChunkPlan per --chunk, and what to record of it in timings.json: the
+    warm-up's (`buckets.chunk_plan`), so a warmed bucket's executable is this one."""
     from af_jax.inference import feature_shapes
     base = self._predictors[model_name]
-    budget = self.options.memory_budget or autochunk.default_budget()
-    result = autochunk.choose_plan(base, feature_shapes(batch, base.use_templates), budget,
-                                   mesh=self.mesh)
-    return result.plan, {'plan': autochunk.plan_summary(result.plan),
-                         'predicted_peak_bytes': int(result.predicted_peak_bytes),
-                         'budget_bytes': int(result.budget_bytes), 'source': result.source}
+    return buckets.chunk_plan(base, feature_shapes(batch, base.use_templates),
+                              self.options.chunk, self.options.memory_budget)
 
   def job(self, target: Target, target_dir: pathlib.Path) -> dict:
     """The target's job with this run's models, weights and settings."""

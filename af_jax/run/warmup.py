@@ -9,15 +9,19 @@ and nothing executes.
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
 from absl import logging
 
-from af_jax.data import features, parsers, transforms, transforms_multimer
+from af_jax.data import (features, parsers, pipeline, pipeline_multimer, transforms,
+                         transforms_multimer)
 from af_jax.inference import Predictor, feature_shapes
 from af_jax.model.build import is_multimer
+from af_jax.run import buckets
+from af_jax.run.fold import bucket_sizes
 from af_jax.run.options import FoldOptions, inference_mesh, model_config
 from af_jax.run.targets import Target
 from configs import buckets as bucket_lists
@@ -68,21 +72,70 @@ def preset_depths(cfg) -> tuple[int, int]:
 
 
 def model_specs(cfg, lengths: Iterable[int],
-                msa_depths: Sequence[tuple[int, int]] | None = None, mesh=None) -> list:
+                msa_depths: Sequence[tuple[int, int]] | None = None, mesh=None, *,
+                chunk: str | int = 'auto', memory_budget: int | None = None) -> list:
   """(label, jitted forward, (abstract params, input shapes)) for each bucket of one config.
 
-  With a `mesh` (a --dap run), the executables are the sharded ones that run uses.
+  With a `mesh` (a --dap run), the executables are the sharded ones that run uses; each
+  bucket's chunk plan is the fold's (`buckets.bucket_predictor`, per --chunk and
+  --memory_budget; with 'auto', AutoChunk's search compiles and caches here).
   """
-  predictor = Predictor(cfg, None, mesh=mesh)
-  place = predictor.abstract
-  state = jax.tree_util.tree_map(place, predictor._state)
-  out = []
-  for num_res in lengths:
-    for clusters, extra in (msa_depths or [preset_depths(cfg)]):
-      shapes = bucket_shapes(cfg, int(num_res), int(clusters), int(extra))
-      out.append((predictor.label(shapes), predictor._forward,
-                  (state, jax.tree_util.tree_map(place, shapes))))
+  return bucket_specs(cfg, [(int(n), int(c), int(e)) for n in lengths
+                            for c, e in (msa_depths or [preset_depths(cfg)])],
+                      mesh, chunk=chunk, memory_budget=memory_budget)
+
+
+def bucket_specs(cfg, sizes: Iterable[tuple[int, int, int]], mesh=None, *,
+                 chunk: str | int = 'auto', memory_budget: int | None = None) -> list:
+  """`model_specs` for explicit (residues, clusters, extra rows) buckets, each once."""
+  base = Predictor(cfg, None, mesh=mesh)
+  out, seen = [], set()
+  for num_res, clusters, extra in sizes:
+    if (num_res, clusters, extra) in seen:
+      continue
+    seen.add((num_res, clusters, extra))
+    shapes = bucket_shapes(cfg, num_res, clusters, extra)
+    predictor, _ = buckets.bucket_predictor(base, shapes, chunk, memory_budget)
+    place = predictor.abstract
+    out.append((predictor.label(shapes), predictor._forward,
+                (jax.tree_util.tree_map(place, predictor._state),
+                 jax.tree_util.tree_map(place, shapes))))
   return out
+
+
+def default_depths(cfg, options: FoldOptions) -> list[tuple[int, int]]:
+  """The MSA depths to warm up when a target's are not known: the query alone in
+  single-sequence mode (a complex's MSA padded to the multimer pipeline's minimum), else
+  the preset's maxima (what a deep MSA fills)."""
+  if options.pipeline.msa_mode == 'single_sequence':
+    return [(pipeline_multimer.MIN_NUM_SEQ, 0)] if is_multimer(cfg.model) else [(1, 1)]
+  return [preset_depths(cfg)]
+
+
+def target_msa(target: Target, options: FoldOptions) -> dict | None:
+  """A monomer target's sequence and MSA features as the fold will make them, when its MSA
+  is known without a search (single-sequence mode, or precomputed alignments); else None."""
+  mode = options.pipeline.msa_mode
+  record = target.record
+  if target.features is not None or target.features_path or target.chains:
+    return None
+  if mode == 'single_sequence':
+    paths = []
+  elif mode == 'precomputed':
+    given = options.pipeline.msa_paths
+    msa_dir = options.output_dir / record.name / 'msas'
+    if given:
+      paths = [pathlib.Path(p) for p in given]
+    elif msa_dir.is_dir():
+      paths = sorted(msa_dir.iterdir())
+    else:
+      return None
+  else:
+    return None  # a search: the depth is known only after it
+  msas = [pipeline.query_msa(record)] + pipeline.read_msas(paths, record, log=False)
+  return {**features.make_sequence_features(record.sequence, record.description,
+                                            len(record.sequence)),
+          **features.make_msa_features(msas)}
 
 
 def _as_list(value) -> list[str]:
@@ -92,7 +145,8 @@ def _as_list(value) -> list[str]:
 
 
 def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle=None,
-          overrides: Mapping[str, str] | None = None, dap=1) -> list:
+          overrides: Mapping[str, str] | None = None, dap=1, chunk='auto',
+          memory_budget=None) -> list:
   """Warm-up specs for presets x lengths x MSA depths.
 
   Args:
@@ -102,8 +156,12 @@ def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle
     num_recycle: recycles (sets model.num_recycle and data.common.num_recycle).
     overrides: more `config key -> value` overrides, as `--config.*` gives them.
     dap: devices per prediction, as `run_inference.py --dap` (its sharded executables).
+    chunk: as `run_inference.py --chunk` ('auto', 'none' or a chunk size).
+    memory_budget: as `run_inference.py --memory_budget` (e.g. '16GB'; default: the device's).
   """
+  from af_jax.autochunk import parse_memory
   mesh = inference_mesh(int(dap))
+  budget = parse_memory(memory_budget) if memory_budget else None
   depths = None
   if msa_depths:
     depths = [tuple(int(x) for x in d.split(':')) for d in _as_list(msa_depths)]
@@ -113,7 +171,8 @@ def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle
     if num_recycle is not None:
       config_overrides.set_num_recycle(cfg, int(num_recycle))
     config_overrides.apply_overrides(cfg, dict(overrides or {}))
-    result += model_specs(cfg, [int(n) for n in _as_list(lengths)], depths, mesh=mesh)
+    result += model_specs(cfg, [int(n) for n in _as_list(lengths)], depths, mesh=mesh,
+                          chunk=str(chunk).lower(), memory_budget=budget)
   return result
 
 
@@ -121,7 +180,10 @@ def warmup(options: FoldOptions, targets: Sequence[Target] = (),
            msa_depths: Sequence[tuple[int, int]] | None = None) -> list:
   """Compile every model x length bucket (x MSA depth) into the cache, from shapes alone.
 
-  With targets, only the buckets they fall into; otherwise every length bucket.
+  With targets, only the buckets they fall into: a monomer's MSA depth is the one the fold
+  will pad it to when its alignments are known without a search (`target_msa`), else
+  `msa_depths` (default: the preset's maxima). Without targets, every length bucket. Each
+  bucket's chunk plan is the fold's (`buckets.bucket_predictor`).
   """
   import compile_cache
 
@@ -129,8 +191,22 @@ def warmup(options: FoldOptions, targets: Sequence[Target] = (),
                     for t in targets}) or list(options.length_buckets)
   specs = []
   mesh = inference_mesh(options.dap)
+  # A complex's MSA depth comes from pairing its chains' MSAs: the depths given, or the defaults.
+  known = not msa_depths and not options.multimer
+  msas = {t.record.name: target_msa(t, options) if known else None for t in targets}
   for name in options.model_names:
-    specs += model_specs(model_config(name, options), lengths, msa_depths, mesh=mesh)
+    cfg = model_config(name, options)
+    depths = list(msa_depths or default_depths(cfg, options))
+    sizes = []
+    for raw in msas.values():
+      if raw is not None:  # the fold's own bucket_sizes, on the same MSA rows
+        b = bucket_sizes(raw, cfg, options.length_buckets)
+        sizes.append((b['num_res'], b['msa_clusters'], b['extra_msa']))
+    unknown = sorted({bucket_lists.bucket_size(len(t.record.sequence), options.length_buckets)
+                      for t in targets if msas[t.record.name] is None}) if targets else lengths
+    sizes += [(n, c, e) for n in unknown for c, e in depths]
+    specs += bucket_specs(cfg, sorted(sizes), mesh, chunk=options.chunk,
+                          memory_budget=options.memory_budget)
   logging.info('warm-up: %d executables (%s x lengths %s)', len(specs),
                ', '.join(options.model_names), lengths)
   return compile_cache.warmup(specs)
