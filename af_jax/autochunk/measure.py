@@ -67,12 +67,14 @@ def compile_program(label: str, lowered: jax.stages.Lowered) -> tuple[jax.stages
 
 
 def default_cache_dir() -> pathlib.Path:
-  """`<cache>-autochunk` beside the compilation cache's root (the configured one, e.g.
+  """`autochunk/` inside the compilation cache's root (the configured one, e.g.
   `--compilation_cache_dir`, else its default): a run that names another compilation
-  cache has its own measurements too."""
+  cache has its own measurements too, a copied cache carries them along, and nothing is
+  written outside the directory the user named. compile_cache's clear/prune/verify leave
+  this subdirectory alone (not their files)."""
   settings = compile_cache.current()
   root = settings.root if settings is not None else pathlib.Path(compile_cache.default_dir())
-  return root.with_name(f'{root.name}-autochunk')
+  return root / 'autochunk'
 
 
 def _config_hash(config) -> str:
