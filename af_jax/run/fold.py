@@ -171,6 +171,7 @@ class Folder:
 
     num_res = len(target.record.sequence)
     scores, proteins, plddts, paes, chunk_plans = {}, {}, {}, {}, {}
+    pae_scores = {}
     for m, model_name in enumerate(opts.model_names):
       cfg = self._configs[model_name]
       for s in range(opts.num_seeds):
@@ -198,6 +199,7 @@ class Folder:
         plddts[pred_name] = plddt
         if 'predicted_aligned_error' in out:
           paes[pred_name] = out['predicted_aligned_error']
+          pae_scores[pred_name] = _plot_scores(out)
         prot = outputs.prediction_protein(out, raw_aatype(raw), np.arange(num_res))
         proteins[pred_name] = prot
         outputs.write_prediction(target_dir, pred_name, out, prot)
@@ -214,7 +216,8 @@ class Folder:
       title += ' - RANDOM WEIGHTS, smoke test only'
     plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title)
     if paes:
-      plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order if k in paes}, title)
+      plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order if k in paes}, title,
+                     scores=pae_scores)
     outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
                           relaxed=relaxed, job=self.job(target, target_dir))
@@ -236,6 +239,7 @@ class Folder:
                  target.record.name, len(target.chains), num_res, int(raw['num_alignments']),
                  timings['features'])
     scores, proteins, plddts, paes, chunk_plans = {}, {}, {}, {}, {}
+    pae_scores = {}
     for m, model_name in enumerate(opts.model_names):
       cfg = self._configs[model_name]
       batch = transforms_multimer.make_batch(
@@ -260,6 +264,7 @@ class Folder:
         scores[pred_name] = float(out['ranking_confidence'])
         plddts[pred_name] = np.asarray(out['plddt'])
         paes[pred_name] = out['predicted_aligned_error']
+        pae_scores[pred_name] = _plot_scores(out)
         proteins[pred_name] = prot
         outputs.write_prediction(target_dir, pred_name, out, prot)
         logging.info('%s %s: ipTM %.3f, pTM %.3f, mean pLDDT %.2f, %d recycles (tolerance '
@@ -277,7 +282,8 @@ class Folder:
       title += ' - RANDOM WEIGHTS, smoke test only'
     chains = dict(chain_lengths=lengths, chain_ids=first.chain_ids)
     plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title, **chains)
-    plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order}, title, **chains)
+    plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order}, title, scores=pae_scores,
+                   **chains)
     outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
                           relaxed=relaxed, score_label=outputs.MULTIMER_SCORE_LABEL,
@@ -366,6 +372,12 @@ _COMPILE_STATUS = {
     'compiled': 'compiled (cache miss; stored)', 'loaded': 'loaded from the compilation cache',
     'in_process': 'reused', 'uncached': 'compiled (no persistent cache)',
     'skipped': 'already cached'}
+
+
+def _plot_scores(out: Mapping) -> dict[str, float]:
+  """pTM (and ipTM for a complex) of a prediction, for its PAE panel's title."""
+  return {label: float(out[key]) for key, label in (('ptm', 'pTM'), ('iptm', 'ipTM'))
+          if key in out}
 
 
 def _log_skipped(i: int, n: int, target: Target, target_dir: pathlib.Path) -> None:
