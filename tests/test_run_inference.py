@@ -9,6 +9,7 @@ real database, and the written structures read back by biopython and gemmi.
 import json
 import pathlib
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -105,12 +106,16 @@ def test_outputs_of_three_real_chains(three_chains):
       np.testing.assert_allclose([r[0].b_iso for r in residues], plddt, atol=0.01)
     for png in ('plddt.png', 'pae.png'):
       assert (d / png).read_bytes()[:4] == b'\x89PNG'
+    # AlphaFold's flat name -> seconds; the stages do not overlap, so they add up to the
+    # target's wall time (its "done in" line).
     timings = json.loads((d / 'timings.json').read_text())
-    assert {'features', 'process_features_model_1_ptm_pred_0', 'chunk_plan_model_1_ptm_pred_0',
-            'compile_model_1_ptm_pred_0',
-            'predict_and_compile_model_1_ptm_pred_1'} <= set(timings)
+    assert {'features', 'outputs'} | {f'{stage}_{pred}' for pred in preds for stage in (
+        'process_features', 'chunk_plan', 'compile', 'predict')} == set(timings)
+    assert all(isinstance(v, float) and v >= 0 for v in timings.values()), timings
+    wall = float(re.search(rf'\] {name} done in ([\d.]+) s', proc.stderr)[1])
+    assert sum(timings.values()) == pytest.approx(wall, rel=0.05, abs=0.05), (timings, wall)
     # --chunk=auto (the default) records the plan AutoChunk chose and the figures behind it.
-    plan = timings['chunk_plans']['model_1_ptm_pred_0']
+    plan = ranking['chunk_plans']['model_1_ptm_pred_0']
     assert plan['plan'] and plan['predicted_peak_bytes'] <= plan['budget_bytes']
     feats = pickle.loads((d / 'features.pkl').read_bytes())
     assert feats['msa'].shape[0] > 1 and feats['aatype'].shape[0] == len(seq)
