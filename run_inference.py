@@ -188,6 +188,7 @@ def options_from_flags() -> FoldOptions:
 def main(argv) -> None:
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments {argv[1:]}; every input is a --flag')
+  cli.configure_logging()
   options = options_from_flags()
   cli.configure_compile_cache(FLAGS)
   if distributed.initialize_from_flags(FLAGS):

@@ -76,6 +76,7 @@ OVERRIDES: dict[str, str] = {}
 def main(argv) -> None:
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments {argv[1:]}; every input is a --flag')
+  cli.configure_logging()
   for name in ('mmcif_dir', 'alignment_dir', 'output_dir', 'num_steps'):
     if FLAGS[name].value is None:
       raise ConfigError(f'--{name} is required')

@@ -37,8 +37,9 @@ SMALL = [f'--config.{k}={v}' for k, v in TINY.items()] + [
     '--config.data.common.max_extra_msa=32', '--buckets=80,256', '--random_params']
 
 
-def run(args, check=True, devices=1):
-  return run_script(SCRIPT.name, args, cache_dir=CACHE_DIR, check=check, devices=devices)
+def run(args, check=True, devices=1, umask=-1):
+  return run_script(SCRIPT.name, args, cache_dir=CACHE_DIR, check=check, devices=devices,
+                    umask=umask)
 
 
 def first_row(a3m_path):
@@ -125,6 +126,28 @@ def test_outputs_of_three_real_chains(three_chains):
       'template_domain_names']) > 0
 
 
+def test_log_is_one_short_line_per_stage(three_chains):
+  out, seqs, _, proc = three_chains
+  info = [line for line in proc.stderr.splitlines() if line.startswith('I')]
+  lengths = {name: len(pickle.loads((out / name / 'features.pkl').read_bytes())['msa'])
+             for name in seqs}
+  assert info and not [line for line in info if len(line) > 160]
+  assert not [line for line in info if re.search('[0-9a-f]{32}', line)]  # cache keys: DEBUG
+  for chatter in ('Resetting cache', 'Unable to initialize backend', 'compilation_cache.py',
+                  'xla_bridge.py', 'Copied ', 'sequences from', 'AutoChunk: rung'):
+    assert not [line for line in info if chatter in line], chatter
+  preds = ['model_1_ptm_pred_0', 'model_1_ptm_pred_1']
+  for name in seqs:
+    # One line each: the target, its MSA files, its features, every prediction, the end.
+    stages = [f'] {name} (', f' in {name}/msas (delete', f'] {name}: {lengths[name]} MSA rows; ',
+              f'] {name} done in ',
+              *(f'] {name} {p}: executable ' for p in preds),
+              *(f'] {name} {p}: mean pLDDT ' for p in preds)]
+    for stage in stages:
+      assert sum(stage in line for line in info) == 1, (stage, info)
+  assert sum('AutoChunk L=' in line for line in info) == len(seqs) * len(preds)
+
+
 def test_rerun_skips_complete_targets(three_chains):
   out, seqs, args, _ = three_chains
   before = {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()}
@@ -151,10 +174,19 @@ def test_jackhmmer_search_of_a_small_database(tmp_path):
   seq = ''.join(('G' if c == 'A' else 'A') if i % 10 == 5 else c for i, c in enumerate(db_seq))
   fasta = tmp_path / 'q.fasta'
   fasta.write_text(f'>query1\n{seq}\n')
-  run([f'--fasta_paths={fasta}', f'--output_dir={tmp_path / "out"}', '--msa_mode=jackhmmer',
-       f'--uniref90_database_path={MINI_DATABASES / "uniref90__subsampled_1000.fasta"}',
-       '--model_names=model_3_ptm', *SMALL])
+  # A group-shared umask, as on a cluster: every output follows it like any new file.
+  # --verbosity=1 (DEBUG) shows what INFO leaves out: cache keys, JAX's own lines.
+  proc = run([f'--fasta_paths={fasta}', f'--output_dir={tmp_path / "out"}',
+              '--msa_mode=jackhmmer',
+              f'--uniref90_database_path={MINI_DATABASES / "uniref90__subsampled_1000.fasta"}',
+              '--model_names=model_3_ptm', '--verbosity=1', *SMALL], umask=0o002)
+  assert re.search('compile cache key of .*[0-9a-f]{32}', proc.stderr)
+  assert 'Resetting cache' in proc.stderr
   d = tmp_path / 'out' / 'query1'
+  modes = {str(p.relative_to(d)): p.stat().st_mode & 0o777 for p in d.rglob('*')}
+  assert modes['msas/uniref90_hits.sto'] == 0o664 and modes['ranking_debug.json'] == 0o664
+  assert {m for p, m in modes.items() if (d / p).is_file()} == {0o664}, modes
+  assert {m for p, m in modes.items() if (d / p).is_dir()} == {0o775}, modes
   sto = parsers.read_msa(d / 'msas' / 'uniref90_hits.sto')
   assert sto.sequences[0] == seq and len(sto) >= 2
   assert pickle.loads((d / 'features.pkl').read_bytes())['msa'].shape[0] >= 2

@@ -648,7 +648,7 @@ def choose_plan(predictor_or_config, shapes: Mapping[str, Any], budget_bytes: in
         raise _too_big(model.n_res, entry['needed_bytes'], budget)
       result = AutoChunkResult(ChunkPlan(**entry['plan']), entry['predicted_peak_bytes'],
                                budget, 'cache', entry.get('analytic_peak_bytes', 0), 0)
-      logging.info('%s, L=%d', result.summary(), model.n_res)
+      _log_decision(result, model.n_res)
       return result
 
   result, needed = _search(model, lower_fn, budget, max_compiles, cpu)
@@ -661,8 +661,19 @@ def choose_plan(predictor_or_config, shapes: Mapping[str, Any], budget_bytes: in
     _write_cache(cache_path, entry)
   if result is None:
     raise _too_big(model.n_res, needed, budget)
-  logging.info('%s, L=%d', result.summary(), model.n_res)
+  _log_decision(result, model.n_res)
   return result
+
+
+def _log_decision(result: AutoChunkResult, n_res: int) -> None:
+  """One short INFO line (the figures); the plan itself, which can be long, at DEBUG (and
+  in the caller's records)."""
+  chunked = sum(getattr(result.plan, f) is not None for f in FIELDS)
+  logging.info('AutoChunk L=%d: %d of %d op kinds chunked, predicted peak %s, budget %s (%s, %d '
+               'compile(s))', n_res, chunked, len(FIELDS),
+               format_bytes(result.predicted_peak_bytes), format_bytes(result.budget_bytes),
+               result.source, result.compiles)
+  logging.debug('%s, L=%d', result.summary(), n_res)
 
 
 def _search(model: ActivationModel, lower_fn, budget: int, max_compiles: int,
@@ -690,7 +701,7 @@ def _search(model: ActivationModel, lower_fn, budget: int, max_compiles: int,
     if peak <= budget and (not executables or i < min(executables)):
       executables.clear()  # keep only the executable of the best fitting plan
       executables[i] = compiled
-    logging.info('AutoChunk: rung %d/%d %s: compiled peak %s%s (analytic %s), budget %s', i,
+    logging.debug('AutoChunk: rung %d/%d %s: compiled peak %s%s (analytic %s), budget %s', i,
                  len(ladder) - 1, plan_summary(ladder[i]), format_bytes(peak),
                  f' incl. {format_bytes(scratch[i])} run-time scratch' if cpu else '',
                  format_bytes(predicted[i]), format_bytes(budget))

@@ -1,9 +1,10 @@
-"""Shared command-line plumbing: the compilation-cache flags, one-line errors, SIGINT and
-SIGTERM as one line and exit status 128 + the signal's number. (`--config.*` overrides:
-configs.overrides.)"""
+"""Shared command-line plumbing: the compilation-cache flags, short log lines, one-line
+errors, SIGINT and SIGTERM as one line and exit status 128 + the signal's number.
+(`--config.*` overrides: configs.overrides.)"""
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import select
 import signal
@@ -35,6 +36,31 @@ def define_compile_cache_flags() -> None:
                       'profile\'s and part of the cache key.')
 
 
+# Libraries whose INFO lines are their own business (JAX's "Resetting cache", "Unable to
+# initialize backend 'tpu'"): shown from --verbosity=1 (DEBUG) on.
+CHATTY_LOGGERS = ('jax', 'jaxlib', 'orbax')
+
+
+class ShortFormatter(std_logging.Formatter):
+  """`I1207 00:46:19 fold.py] message`: absl's prefix without microseconds, thread id or
+  line number, so a line is mostly its message."""
+
+  def __init__(self):
+    super().__init__('%(levelname).1s%(asctime)s %(filename)s] %(message)s',
+                     datefmt='%m%d %H:%M:%S')
+
+
+def configure_logging() -> None:
+  """Short log lines on stderr, and other libraries' INFO lines only at --verbosity >= 1.
+
+  Call first in a command line's main(), after absl has parsed the flags.
+  """
+  logging.get_absl_handler().setFormatter(ShortFormatter())
+  level = std_logging.NOTSET if logging.get_verbosity() >= logging.DEBUG else std_logging.WARNING
+  for name in CHATTY_LOGGERS:
+    std_logging.getLogger(name).setLevel(level)
+
+
 def configure_compile_cache(values: flags.FlagValues) -> None:
   """Apply `define_compile_cache_flags`' values; call before anything touches JAX (the
   profile's XLA flags are read when the backend starts)."""
@@ -45,7 +71,7 @@ def configure_compile_cache(values: flags.FlagValues) -> None:
       values.compilation_cache_dir, max_size_bytes=values.compilation_cache_max_size,
       autotune_profile=values.autotune_profile, xla_flags=values.xla_flags)
   compile_cache.strip_xla_argv()
-  logging.info('compilation cache: %s (profile %s)', path, values.autotune_profile)
+  logging.debug('compilation cache: %s (profile %s)', path, values.autotune_profile)
 
 
 def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:

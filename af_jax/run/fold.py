@@ -169,7 +169,8 @@ class Folder:
     outputs.remove_outputs(target_dir, keep=_inputs(target))
     write_features(target_dir, raw)
     timings['features'] = time.time() - start
-    logging.info('%s: features in %.1f s', target.record.name, timings['features'])
+    logging.info('%s: %d MSA rows; features in %.1f s', target.record.name,
+                 len(raw['msa']), timings['features'])
 
     num_res = len(target.record.sequence)
     scores, proteins, plddts, paes, chunk_plans = {}, {}, {}, {}, {}
