@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -25,3 +26,27 @@ def run_script(script: str, args, *, cache_dir: str, check: bool = True, devices
   if check and proc.returncode != 0:
     raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
   return proc
+
+
+def help_of(script: str, *, cache_dir: str) -> tuple[str, list[str], list[str], set[str]]:
+  """What `<script> --help` shows, and what it should.
+
+  Returns:
+    (the usage text before the first heading, the headings in order, the flags listed
+    under them in order, the flags the script and af_jax's shared modules define, as
+    absl's --helpfull lists them by module).
+  """
+  text = run_script(script, ['--help'], cache_dir=cache_dir).stdout
+  usage, _, groups = text.partition('\n\n' + next(
+      line for line in text.splitlines() if re.fullmatch(r'[A-Z][a-z ,A-Z]+:', line)))
+  headings = re.findall(r'^([A-Z][a-z ,A-Z]+):$', text, re.M)
+  listed = re.findall(r'^  --(?:\[no\])?(\w+):', groups, re.M)
+  full = run_script(script, ['--helpfull'], cache_dir=cache_dir, check=False).stdout
+  defined, module = set(), None
+  for line in full.splitlines():
+    if re.fullmatch(r'\S+:', line):
+      module = line[:-1]
+    elif module and (module.endswith(script) or module in ('af_jax.run.cli',
+                                                           'af_jax.parallel.distributed')):
+      defined.update(re.findall(r'^  --(?:\[no\])?(\w+):', line))
+  return usage, headings, listed, defined

@@ -22,7 +22,7 @@ from Bio.PDB import PDBParser
 
 from af_jax.data import parsers
 from tests.data.shared_data import CHAIN_2Q2K, MINI_DATABASES, SHARED_DATA, TEMPLATE_FIXTURE
-from tests.cli_runner import run_script
+from tests.cli_runner import help_of, run_script
 from tests.model.tiny import TINY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -191,6 +191,18 @@ def test_jackhmmer_search_of_a_small_database(tmp_path):
   assert sto.sequences[0] == seq and len(sto) >= 2
   assert pickle.loads((d / 'features.pkl').read_bytes())['msa'].shape[0] >= 2
   assert (d / 'ranked_0.pdb').is_file()
+
+
+def test_help_lists_every_flag_once_under_headings():
+  usage, headings, listed, defined = help_of(SCRIPT.name, cache_dir=CACHE_DIR)
+  assert headings == ['Inputs and outputs', 'MSA and templates', 'Model and recycling',
+                      'Memory and devices', 'Compilation cache and XLA', 'Relaxation',
+                      'Many hosts']
+  assert len(listed) == len(set(listed)) and set(listed) == defined
+  assert {'compilation_cache_dir', 'xla_flags', 'fasta_paths', 'dap'} <= set(listed)
+  # The example is a shell command as written: continued lines, no runs of spaces inside.
+  assert 'out \\\n      --params_dir=' in usage
+  assert not [line for line in usage.splitlines() if '  ' in line.strip()]
 
 
 # ---------------------------------------------------------------------------- bad input

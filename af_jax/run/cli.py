@@ -9,6 +9,7 @@ import os
 import select
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,8 @@ from af_jax.errors import AfJaxError
 
 
 def define_compile_cache_flags() -> None:
-  """The persistent-cache and XLA flags every af_jax command line accepts."""
+  """The persistent-cache and XLA flags every af_jax command line accepts
+  (COMPILE_CACHE_FLAGS)."""
   flags.DEFINE_string('compilation_cache_dir', None, 'Persistent XLA cache directory (default: '
                       '$COMPILE_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, /af_jax/xla). Each '
                       'shape compiles once, ever; later runs load it.')
@@ -59,6 +61,58 @@ def configure_logging() -> None:
   level = std_logging.NOTSET if logging.get_verbosity() >= logging.DEBUG else std_logging.WARNING
   for name in CHATTY_LOGGERS:
     std_logging.getLogger(name).setLevel(level)
+
+
+# What asks for the short help; absl's --helpfull (every module's flags) is left to absl.
+HELP_ARGS = ('--help', '-help', '-h', '--h', '-?', '--helpshort', '-helpshort')
+
+
+def help_text(doc: str, groups: Sequence[tuple[str, Sequence[str]]],
+              values: flags.FlagValues = flags.FLAGS, width: int = 100) -> str:
+  """A command line's --help: its docstring, then its flags under headings, in order.
+
+  Args:
+    doc: the script's docstring (usage and examples).
+    groups: (heading, flag names) pairs; each flag is listed where it is named.
+    values: where the flags are defined.
+    width: the column lines wrap at.
+
+  Raises:
+    KeyError: a group names a flag that is not defined.
+  """
+  lines = [doc.strip(), '']
+  for heading, names in groups:
+    lines += [f'{heading}:']
+    for name in names:
+      lines += _flag_lines(values[name], width)
+    lines += ['']
+  lines += ['--config.<key>=<value> overrides any config value; --helpfull lists every flag, '
+            "absl's and JAX's too."]
+  return '\n'.join(lines)
+
+
+def _flag_lines(flag: flags.Flag, width: int) -> list[str]:
+  """`  --name: help (default: ...)`, wrapped with a hanging indent (absl puts an enum's
+  choices at the start of its help)."""
+  name = f'--[no]{flag.name}' if flag.boolean else f'--{flag.name}'
+  text = f'{name}: {" ".join(flag.help.split())}'
+  if flag.default_as_str not in (None, "''"):
+    text += f' (default:\N{NO-BREAK SPACE}{flag.default_as_str})'  # kept on one line
+  lines = textwrap.wrap(text, width, initial_indent='  ', subsequent_indent='      ',
+                        break_on_hyphens=False)
+  return [line.replace('\N{NO-BREAK SPACE}', ' ') for line in lines]
+
+
+def exit_on_help(argv: Sequence[str], doc: str, groups: Sequence[tuple[str, Sequence[str]]],
+                 values: flags.FlagValues = flags.FLAGS) -> None:
+  """Print help_text and exit 0 when argv asks for help (HELP_ARGS); else return."""
+  if any(arg in HELP_ARGS for arg in argv[1:]):
+    print(help_text(doc, groups, values))
+    sys.exit(0)
+
+
+COMPILE_CACHE_FLAGS = ('compilation_cache_dir', 'compilation_cache', 'compilation_cache_max_size',
+                       'autotune_profile', 'xla_flags')
 
 
 def configure_compile_cache(values: flags.FlagValues) -> None:
