@@ -1,7 +1,7 @@
 """Fold proteins from FASTA files, as AlphaFold's run_alphafold.py does, on JAX/XLA.
 
-  python run_inference.py --fasta_paths=examples/2q2k_A.fasta --output_dir=out \
-      --params_dir=/data/alphafold --model_preset=monomer_ptm \
+  python run_inference.py --fasta_paths=examples/2q2k_A.fasta --output_dir=out \\
+      --params_dir=/data/alphafold --model_preset=monomer_ptm \\
       --msa_mode=precomputed --msa_paths=examples/2q2k_A_msas
 
   python run_inference.py --fasta_paths=complex.fasta --model_preset=multimer ...
@@ -136,6 +136,26 @@ flags.DEFINE_integer('dap', 1, 'Devices that share each prediction (Dynamic Axia
                      'run count. With N > 1, consider --autotune_profile=multi_device on GPUs.')
 distributed.define_flags()
 FLAGS = flags.FLAGS
+# --help lists the flags under these headings, in this order.
+FLAG_GROUPS = (
+    ('Inputs and outputs', ('fasta_paths', 'features_paths', 'output_dir')),
+    ('MSA and templates', (
+        'msa_mode', 'msa_paths', 'use_templates', 'template_mmcif_dir', 'max_template_date',
+        'uniref90_database_path', 'mgnify_database_path', 'small_bfd_database_path',
+        'bfd_database_path', 'uniref30_database_path', 'uniprot_database_path',
+        'mmseqs_database_path', 'pdb70_database_path', 'obsolete_pdbs_path', 'n_cpu',
+        'search_timeout', 'jackhmmer_binary_path', 'hhblits_binary_path',
+        'hhsearch_binary_path', 'mmseqs_binary_path', 'kalign_binary_path')),
+    ('Model and recycling', (
+        'model_preset', 'model_names', 'params_dir', 'random_params', 'num_recycle',
+        'random_seed', 'num_seeds', 'num_multimer_predictions_per_model', 'precision',
+        'buckets')),
+    ('Memory and devices', ('chunk', 'memory_budget', 'dap')),
+    ('Compilation cache and XLA', (*cli.COMPILE_CACHE_FLAGS, 'warmup_only',
+                                   'warmup_msa_depths')),
+    ('Relaxation', ('models_to_relax', 'relax_use_gpu')),
+    ('Many hosts', distributed.FLAG_NAMES),
+)
 MSA_FILE_SUFFIXES = pipeline.MSA_SUFFIXES + ('.hhr',)
 
 OVERRIDES: dict[str, str] = {}
@@ -190,6 +210,7 @@ def options_from_flags() -> FoldOptions:
 def main(argv) -> None:
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments {argv[1:]}; every input is a --flag')
+  cli.configure_logging()
   options = options_from_flags()
   cli.configure_compile_cache(FLAGS)
   if distributed.initialize_from_flags(FLAGS):
@@ -214,6 +235,7 @@ def main(argv) -> None:
 
 def entry(argv: list[str]) -> None:
   rest, overrides = config_overrides.split_config_overrides(argv)
+  cli.exit_on_help(rest, __doc__, FLAG_GROUPS)
   OVERRIDES.update(overrides)
   app.run(main, argv=rest)
 

@@ -1,6 +1,6 @@
 """Train or fine-tune AlphaFold2 on mmCIF structures and precomputed MSAs (OpenFold's layout).
 
-  python run_train.py --config=finetune --mmcif_dir=mmcifs --alignment_dir=alignments \
+  python run_train.py --config=finetune --mmcif_dir=mmcifs --alignment_dir=alignments \\
       --output_dir=runs/ft1 --num_steps=1000 --init_params=/data/alphafold/params
 
 Each chain is `<alignment_dir>/<pdb_id>_<chain_id>/` (a3m/sto MSAs) with its structure in
@@ -69,6 +69,16 @@ flags.DEFINE_bool('export', True, 'Write the EMA parameters to '
 cli.define_compile_cache_flags()
 distributed.define_flags()
 FLAGS = flags.FLAGS
+# --help lists the flags under these headings, in this order.
+FLAG_GROUPS = (
+    ('Inputs and outputs', ('mmcif_dir', 'alignment_dir', 'chain_data_cache_path',
+                            'template_mmcif_dir', 'kalign_binary_path', 'obsolete_pdbs_path',
+                            'output_dir', 'export')),
+    ('Model and training', ('config', 'init_params', 'num_steps')),
+    ('Memory and devices', ('dap', 'data_parallel')),
+    ('Compilation cache and XLA', cli.COMPILE_CACHE_FLAGS),
+    ('Many hosts', distributed.FLAG_NAMES),
+)
 
 OVERRIDES: dict[str, str] = {}
 
@@ -76,6 +86,7 @@ OVERRIDES: dict[str, str] = {}
 def main(argv) -> None:
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments {argv[1:]}; every input is a --flag')
+  cli.configure_logging()
   for name in ('mmcif_dir', 'alignment_dir', 'output_dir', 'num_steps'):
     if FLAGS[name].value is None:
       raise ConfigError(f'--{name} is required')
@@ -97,6 +108,7 @@ def main(argv) -> None:
 
 def entry(argv: list[str]) -> None:
   rest, overrides = config_overrides.split_config_overrides(argv)
+  cli.exit_on_help(rest, __doc__, FLAG_GROUPS)
   OVERRIDES.update(overrides)
   app.run(main, argv=rest)
 

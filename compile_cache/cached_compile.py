@@ -18,6 +18,9 @@ from compile_cache import store
 
 logger = logging.getLogger(__name__)
 
+# Characters of a label an INFO line shows (the whole label and the key are at DEBUG).
+_SHOWN_LABEL = 64
+
 Status = Literal['compiled', 'loaded', 'skipped', 'in_process', 'uncached']
 
 
@@ -130,7 +133,9 @@ def compile_with_cache(label: str, lowered: jax.stages.Lowered, *,
         logger.warning('compile cache: metadata for %s not written (%s)', label, e)
   elif entry is not None:
     compile_seconds = entry.compile_seconds
-  logger.info('compile cache %s: %s in %.2f s (key %s)', 'hit' if status == 'loaded' else 'miss',
-              label, seconds, lookup.key)
+  shown = label if len(label) <= _SHOWN_LABEL else label[:_SHOWN_LABEL - 3] + '...'
+  logger.info('compile cache %s: %s in %.2f s', 'hit' if status == 'loaded' else 'miss', shown,
+              seconds)
+  logger.debug('compile cache key of %s: %s', label, lookup.key)
   return CompileResult(label, compiled, status, seconds, key=lookup.key,
                        size_bytes=entry.size if entry else None, compile_seconds=compile_seconds)

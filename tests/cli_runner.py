@@ -3,6 +3,7 @@
 import atexit
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -19,8 +20,11 @@ def scratch_dir(prefix: str) -> str:
   return path
 
 
-def run_script(script: str, args, *, cache_dir: str, check: bool = True, devices: int = 1):
+def run_script(script: str, args, *, cache_dir: str, check: bool = True, devices: int = 1,
+               umask: int = -1):
   """`python <script> args` on `devices` CPU devices with its compilation cache in `cache_dir`.
+
+  `umask` (when not -1) is the child's file-creation mask.
 
   Raises AssertionError with the end of stderr when `check` and the exit status is not 0.
   """
@@ -29,7 +33,31 @@ def run_script(script: str, args, *, cache_dir: str, check: bool = True, devices
   if devices > 1:
     env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
+                        capture_output=True, text=True, timeout=900, umask=umask)
   if check and proc.returncode != 0:
     raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
   return proc
+
+
+def help_of(script: str, *, cache_dir: str) -> tuple[str, list[str], list[str], set[str]]:
+  """What `<script> --help` shows, and what it should.
+
+  Returns:
+    (the usage text before the first heading, the headings in order, the flags listed
+    under them in order, the flags the script and af_jax's shared modules define, as
+    absl's --helpfull lists them by module).
+  """
+  text = run_script(script, ['--help'], cache_dir=cache_dir).stdout
+  usage, _, groups = text.partition('\n\n' + next(
+      line for line in text.splitlines() if re.fullmatch(r'[A-Z][a-z ,A-Z]+:', line)))
+  headings = re.findall(r'^([A-Z][a-z ,A-Z]+):$', text, re.M)
+  listed = re.findall(r'^  --(?:\[no\])?(\w+):', groups, re.M)
+  full = run_script(script, ['--helpfull'], cache_dir=cache_dir, check=False).stdout
+  defined, module = set(), None
+  for line in full.splitlines():
+    if re.fullmatch(r'\S+:', line):
+      module = line[:-1]
+    elif module and (module.endswith(script) or module in ('af_jax.run.cli',
+                                                           'af_jax.parallel.distributed')):
+      defined.update(re.findall(r'^  --(?:\[no\])?(\w+):', line))
+  return usage, headings, listed, defined

@@ -309,3 +309,34 @@ def test_plots_with_chain_boundaries(tmp_path):
     plots.plot_plddt(tmp_path / 'x.png', {'a': np.zeros(40)}, 't', chain_lengths=lengths,
                      chain_ids=['A', 'B'])
   assert not (tmp_path / 'x.png').exists()
+
+
+def test_plots_number_residues_from_one_and_label_what_they_show(tmp_path):
+  rng = np.random.default_rng(0)
+  n, lengths = 30, [12, 18]
+  fig = plots.plot_plddt(tmp_path / 'plddt.png', {'a': rng.uniform(0, 100, n)}, 't',
+                         chain_lengths=lengths)
+  ax = fig.axes[0]
+  assert ax.get_xlim() == (0.5, n + 0.5)
+  assert list(ax.get_lines()[0].get_xdata()) == list(range(1, n + 1))
+  # The chain boundary sits between residues 12 and 13.
+  assert [line.get_xdata()[0] for line in ax.get_lines()[1:]] == [12.5]
+  legends = [c for c in ax.get_children() if c.__class__.__name__ == 'Legend']
+  texts = {t.get_text() for leg in legends for t in leg.get_texts()}
+  assert {'very high (> 90)', 'confident (70-90)', 'low (50-70)', 'very low (< 50)'} <= texts
+  assert any(t.startswith('a (') for t in texts)  # the prediction's own legend stays
+
+  fig = plots.plot_pae(tmp_path / 'pae.png', {'m_pred_0': rng.uniform(0, 30, (n, n)),
+                                              'm_pred_1': rng.uniform(0, 30, (n, n))}, 't',
+                       chain_lengths=lengths,
+                       scores={'m_pred_0': {'pTM': 0.4567, 'ipTM': 0.1234},
+                               'm_pred_1': {'pTM': 0.5}})
+  first, second = fig.axes[:2]
+  assert first.images[0].get_extent() == [0.5, n + 0.5, n + 0.5, 0.5]
+  ticks = [t for t in first.get_xticks() if 0.5 <= t <= n + 0.5]
+  assert min(ticks) >= 1 and max(ticks) <= n
+  assert first.get_title() == 'm_pred_0\nipTM 0.123, pTM 0.457'
+  assert second.get_title() == 'm_pred_1\npTM 0.500'
+  assert 12.5 in [line.get_xdata()[0] for line in first.get_lines()]
+  fig = plots.plot_pae(tmp_path / 'plain.png', {'x': np.zeros((n, n))}, 't')
+  assert fig.axes[0].get_title() == 'x'

@@ -9,6 +9,7 @@ real database, and the written structures read back by biopython and gemmi.
 import json
 import pathlib
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from Bio.PDB import PDBParser
 
 from af_jax.data import parsers
 from tests.data.shared_data import CHAIN_2Q2K, MINI_DATABASES, SHARED_DATA, TEMPLATE_FIXTURE
-from tests.cli_runner import run_script, scratch_dir
+from tests.cli_runner import help_of, run_script, scratch_dir
 from tests.model.tiny import TINY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -35,8 +36,9 @@ SMALL = [f'--config.{k}={v}' for k, v in TINY.items()] + [
     '--config.data.common.max_extra_msa=32', '--buckets=80,256', '--random_params']
 
 
-def run(args, check=True, devices=1):
-  return run_script(SCRIPT.name, args, cache_dir=CACHE_DIR, check=check, devices=devices)
+def run(args, check=True, devices=1, umask=-1):
+  return run_script(SCRIPT.name, args, cache_dir=CACHE_DIR, check=check, devices=devices,
+                    umask=umask)
 
 
 def first_row(a3m_path):
@@ -104,12 +106,16 @@ def test_outputs_of_three_real_chains(three_chains):
       np.testing.assert_allclose([r[0].b_iso for r in residues], plddt, atol=0.01)
     for png in ('plddt.png', 'pae.png'):
       assert (d / png).read_bytes()[:4] == b'\x89PNG'
+    # AlphaFold's flat name -> seconds; the stages do not overlap, so they add up to the
+    # target's wall time (its "done in" line).
     timings = json.loads((d / 'timings.json').read_text())
-    assert {'features', 'process_features_model_1_ptm_pred_0', 'chunk_plan_model_1_ptm_pred_0',
-            'compile_model_1_ptm_pred_0',
-            'predict_and_compile_model_1_ptm_pred_1'} <= set(timings)
+    assert {'features', 'outputs'} | {f'{stage}_{pred}' for pred in preds for stage in (
+        'process_features', 'chunk_plan', 'compile', 'predict')} == set(timings)
+    assert all(isinstance(v, float) and v >= 0 for v in timings.values()), timings
+    wall = float(re.search(rf'\] {name} done in ([\d.]+) s', proc.stderr)[1])
+    assert sum(timings.values()) == pytest.approx(wall, rel=0.05, abs=0.05), (timings, wall)
     # --chunk=auto (the default) records the plan AutoChunk chose and the figures behind it.
-    plan = timings['chunk_plans']['model_1_ptm_pred_0']
+    plan = ranking['chunk_plans']['model_1_ptm_pred_0']
     assert plan['plan'] and plan['predicted_peak_bytes'] <= plan['budget_bytes']
     feats = pickle.loads((d / 'features.pkl').read_bytes())
     assert feats['msa'].shape[0] > 1 and feats['aatype'].shape[0] == len(seq)
@@ -117,6 +123,28 @@ def test_outputs_of_three_real_chains(three_chains):
   # Templates came from the fixture for the one target that has an hhr.
   assert len(pickle.loads((out / 'short' / 'features.pkl').read_bytes())[
       'template_domain_names']) > 0
+
+
+def test_log_is_one_short_line_per_stage(three_chains):
+  out, seqs, _, proc = three_chains
+  info = [line for line in proc.stderr.splitlines() if line.startswith('I')]
+  lengths = {name: len(pickle.loads((out / name / 'features.pkl').read_bytes())['msa'])
+             for name in seqs}
+  assert info and not [line for line in info if len(line) > 160]
+  assert not [line for line in info if re.search('[0-9a-f]{32}', line)]  # cache keys: DEBUG
+  for chatter in ('Resetting cache', 'Unable to initialize backend', 'compilation_cache.py',
+                  'xla_bridge.py', 'Copied ', 'sequences from', 'AutoChunk: rung'):
+    assert not [line for line in info if chatter in line], chatter
+  preds = ['model_1_ptm_pred_0', 'model_1_ptm_pred_1']
+  for name in seqs:
+    # One line each: the target, its MSA files, its features, every prediction, the end.
+    stages = [f'] {name} (', f' in {name}/msas (delete', f'] {name}: {lengths[name]} MSA rows; ',
+              f'] {name} done in ',
+              *(f'] {name} {p}: executable ' for p in preds),
+              *(f'] {name} {p}: mean pLDDT ' for p in preds)]
+    for stage in stages:
+      assert sum(stage in line for line in info) == 1, (stage, info)
+  assert sum('AutoChunk L=' in line for line in info) == len(seqs) * len(preds)
 
 
 def test_rerun_skips_complete_targets(three_chains):
@@ -145,14 +173,35 @@ def test_jackhmmer_search_of_a_small_database(tmp_path):
   seq = ''.join(('G' if c == 'A' else 'A') if i % 10 == 5 else c for i, c in enumerate(db_seq))
   fasta = tmp_path / 'q.fasta'
   fasta.write_text(f'>query1\n{seq}\n')
-  run([f'--fasta_paths={fasta}', f'--output_dir={tmp_path / "out"}', '--msa_mode=jackhmmer',
-       f'--uniref90_database_path={MINI_DATABASES / "uniref90__subsampled_1000.fasta"}',
-       '--model_names=model_3_ptm', *SMALL])
+  # A group-shared umask, as on a cluster: every output follows it like any new file.
+  # --verbosity=1 (DEBUG) shows what INFO leaves out: cache keys, JAX's own lines.
+  proc = run([f'--fasta_paths={fasta}', f'--output_dir={tmp_path / "out"}',
+              '--msa_mode=jackhmmer',
+              f'--uniref90_database_path={MINI_DATABASES / "uniref90__subsampled_1000.fasta"}',
+              '--model_names=model_3_ptm', '--verbosity=1', *SMALL], umask=0o002)
+  assert re.search('compile cache key of .*[0-9a-f]{32}', proc.stderr)
+  assert 'Resetting cache' in proc.stderr
   d = tmp_path / 'out' / 'query1'
+  modes = {str(p.relative_to(d)): p.stat().st_mode & 0o777 for p in d.rglob('*')}
+  assert modes['msas/uniref90_hits.sto'] == 0o664 and modes['ranking_debug.json'] == 0o664
+  assert {m for p, m in modes.items() if (d / p).is_file()} == {0o664}, modes
+  assert {m for p, m in modes.items() if (d / p).is_dir()} == {0o775}, modes
   sto = parsers.read_msa(d / 'msas' / 'uniref90_hits.sto')
   assert sto.sequences[0] == seq and len(sto) >= 2
   assert pickle.loads((d / 'features.pkl').read_bytes())['msa'].shape[0] >= 2
   assert (d / 'ranked_0.pdb').is_file()
+
+
+def test_help_lists_every_flag_once_under_headings():
+  usage, headings, listed, defined = help_of(SCRIPT.name, cache_dir=CACHE_DIR)
+  assert headings == ['Inputs and outputs', 'MSA and templates', 'Model and recycling',
+                      'Memory and devices', 'Compilation cache and XLA', 'Relaxation',
+                      'Many hosts']
+  assert len(listed) == len(set(listed)) and set(listed) == defined
+  assert {'compilation_cache_dir', 'xla_flags', 'fasta_paths', 'dap'} <= set(listed)
+  # The example is a shell command as written: continued lines, no runs of spaces inside.
+  assert 'out \\\n      --params_dir=' in usage
+  assert not [line for line in usage.splitlines() if '  ' in line.strip()]
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -55,11 +55,12 @@ def compiled_memory(compiled: jax.stages.Compiled) -> dict[str, int]:
   return d
 
 
-def compile_program(label: str, lowered: jax.stages.Lowered) -> tuple[jax.stages.Compiled, dict]:
+def compile_program(label: str, lowered: jax.stages.Lowered
+                    ) -> tuple[jax.stages.Compiled, dict, float]:
   """`lowered` compiled through the persistent cache (logged as a hit or a miss) under
-  `autochunk/<label>`, and its `compiled_memory`."""
-  compiled = compile_cache.compile_with_cache(f'autochunk/{label}', lowered).compiled
-  return compiled, compiled_memory(compiled)
+  `autochunk/<label>`, its `compiled_memory`, and the seconds the compile (or load) took."""
+  result = compile_cache.compile_with_cache(f'autochunk/{label}', lowered)
+  return result.compiled, compiled_memory(result.compiled), result.seconds
 
 
 # ----------------------------------------------------------------------------

@@ -40,7 +40,9 @@ class AutoChunkResult:
   `predicted_peak_bytes` is the compiler's figure for the plan (its buffer
   assignment, nothing ran), on a CPU plus the model's `scratch_bytes`; `source`
   is 'compiled' (searched now), 'cache' (settled by peaks cached on disk, no compile) or
-  'analytic' (the model's guess, `max_compiles=0`).
+  'analytic' (the model's guess, `max_compiles=0`). `executable_seconds` is the part
+  of the search spent compiling (or loading) the chosen plan's `executable`, which
+  inference then reuses: a compile, not planning, in a run's timings.
   """
 
   plan: ChunkPlan
@@ -50,6 +52,7 @@ class AutoChunkResult:
   analytic_peak_bytes: int = 0
   compiles: int = 0
   executable: Any = dataclasses.field(default=None, compare=False, repr=False)
+  executable_seconds: float = dataclasses.field(default=0.0, compare=False)
 
   def summary(self) -> str:
     return (f'AutoChunk plan {plan_summary(self.plan)}: predicted peak '
@@ -137,7 +140,7 @@ def plan_program(lower: Callable[[ChunkPlan], jax.stages.Lowered], model: Activa
       analytic = int(static + model.activation_bytes(ladder[decided])
                      + (model.scratch_bytes(ladder[decided]) if cpu else 0))
       result = AutoChunkResult(ladder[decided], known[decided], budget, 'cache', analytic, 0)
-      logging.info('%s, L=%d', result.summary(), model.n_res)
+      _log_decision(result, model.n_res)
       return result
 
   result, needed, static, peaks = _search(model, lower, budget, max_compiles, cpu, known)
@@ -146,8 +149,19 @@ def plan_program(lower: Callable[[ChunkPlan], jax.stages.Lowered], model: Activa
                         {plan_summary(ladder[i]): peak for i, peak in peaks.items()})
   if result is None:
     raise _too_big(model.n_res, needed, budget)
-  logging.info('%s, L=%d', result.summary(), model.n_res)
+  _log_decision(result, model.n_res)
   return result
+
+
+def _log_decision(result: AutoChunkResult, n_res: int) -> None:
+  """One short INFO line (the figures); the plan itself, which can be long, at DEBUG (and
+  in the caller's records)."""
+  chunked = sum(getattr(result.plan, f) is not None for f in FIELDS)
+  logging.info('AutoChunk L=%d: %d of %d op kinds chunked, predicted peak %s, budget %s (%s, %d '
+               'compile(s))', n_res, chunked, len(FIELDS),
+               format_bytes(result.predicted_peak_bytes), format_bytes(result.budget_bytes),
+               result.source, result.compiles)
+  logging.debug('%s, L=%d', result.summary(), n_res)
 
 
 def _decided(known: Mapping[int, int], n: int, budget: int) -> int | None:
@@ -179,6 +193,7 @@ def _search(model: ActivationModel, lower, budget: int, max_compiles: int, cpu: 
   lowered = {0: first}
   measured: dict[int, dict] = {i: {'peak': int(peak)} for i, peak in (known or {}).items()}
   executables: dict[int, Any] = {}
+  seconds: dict[int, float] = {}
   compiles = 0
 
   def measure_rung(i: int) -> int:
@@ -187,15 +202,15 @@ def _search(model: ActivationModel, lower, budget: int, max_compiles: int, cpu: 
       return measured[i]['peak']
     compiles += 1
     lo = lowered.pop(i, None) or lower(ladder[i])
-    compiled, measured[i] = measure.compile_program(plan_summary(ladder[i]), lo)
+    compiled, measured[i], seconds[i] = measure.compile_program(plan_summary(ladder[i]), lo)
     peak = measured[i]['peak'] = measured[i]['peak'] + scratch[i]
     if peak <= budget and (not executables or i < min(executables)):
       executables.clear()  # keep only the executable of the best fitting plan
       executables[i] = compiled
-    logging.info('AutoChunk: rung %d/%d %s: compiled peak %s%s (analytic %s), budget %s', i,
-                 len(ladder) - 1, plan_summary(ladder[i]), format_bytes(peak),
-                 f' incl. {format_bytes(scratch[i])} run-time scratch' if cpu else '',
-                 format_bytes(predicted[i]), format_bytes(budget))
+    logging.debug('AutoChunk: rung %d/%d %s: compiled peak %s%s (analytic %s), budget %s', i,
+                  len(ladder) - 1, plan_summary(ladder[i]), format_bytes(peak),
+                  f' incl. {format_bytes(scratch[i])} run-time scratch' if cpu else '',
+                  format_bytes(predicted[i]), format_bytes(budget))
     return peak
 
   def first_fitting(lo: int, hi: int, delta: float) -> int | None:
@@ -241,5 +256,5 @@ def _search(model: ActivationModel, lower, budget: int, max_compiles: int, cpu: 
     return None, int(needed), static, peaks
   return (AutoChunkResult(ladder[fit], measured[fit]['peak'], budget,
                           'compiled' if compiles else 'cache', predicted[fit], compiles,
-                          executables.get(fit)),
+                          executables.get(fit), seconds[fit] if fit in executables else 0.0),
           measured[fit]['peak'], static, peaks)

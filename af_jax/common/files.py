@@ -26,6 +26,12 @@ _ACTIVE: set[pathlib.Path] = set()
 _ACTIVE_LOCK = threading.Lock()
 
 
+def short_path(path: str | os.PathLike, parts: int = 3) -> str:
+  """The last `parts` components of `path` (`<target>/msas/uniref90_hits.sto`), for a log
+  line that names a file without the whole output directory's path."""
+  return os.path.join(*pathlib.Path(path).parts[-parts:])
+
+
 def temp_path(path: str | os.PathLike) -> pathlib.Path:
   """Where `path` is written before it is renamed: `.<name>.tmp-<pid>` beside it."""
   path = pathlib.Path(path)

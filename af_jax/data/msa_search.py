@@ -147,13 +147,19 @@ def _search_jobs(sequence: str, target_name: str, mode: str, databases: Database
   return jobs
 
 
-def _reuse(path: pathlib.Path) -> None:
-  """Logs that `path` is reused and cuts a Stockholm file to AlphaFold's hit limit."""
-  logging.info('Reusing %s (delete it to search again)', path)
-  if path.name in MAX_HITS:
-    # AlphaFold also cuts precomputed Stockholm files to its limits when it reads them.
-    kept = jackhmmer.truncate_stockholm(path, path, MAX_HITS[path.name])
-    logging.info('%s: %d sequences (limit %d)', path.name, kept, MAX_HITS[path.name])
+def _reuse(paths: Sequence[pathlib.Path]) -> None:
+  """Logs in one line that `paths` (files of one directory) are reused, and cuts each
+  Stockholm file to AlphaFold's hit limit."""
+  if not paths:
+    return
+  logging.info('Reusing %d file(s) in %s (delete one to search it again)', len(paths),
+               files.short_path(paths[0].parent, 2))
+  for path in paths:
+    logging.debug('Reusing %s', path)
+    if path.name in MAX_HITS:
+      # AlphaFold also cuts precomputed Stockholm files to its limits when it reads them.
+      kept = jackhmmer.truncate_stockholm(path, path, MAX_HITS[path.name])
+      logging.debug('%s: %d sequences (limit %d)', path.name, kept, MAX_HITS[path.name])
 
 
 def _order(paths: Sequence[pathlib.Path]) -> list[pathlib.Path]:
@@ -175,8 +181,7 @@ def _precomputed(msa_dir: pathlib.Path, msa_paths: Sequence[str], sequence: str,
     if not any(p.suffix in _MSA_SUFFIXES for p in found):
       raise InputError(f'msa mode precomputed found no MSA (*.a3m, *.sto) in {msa_dir} and no '
                        '--msa_paths were given: pass --msa_paths or put the files there')
-    for path in found:
-      _reuse(path)
+    _reuse(found)
     return found
   copies = {}
   for given in msa_paths:
@@ -204,7 +209,7 @@ def _precomputed(msa_dir: pathlib.Path, msa_paths: Sequence[str], sequence: str,
     if not (dst.exists() and os.path.samefile(src, dst)):
       with files.writing(dst) as tmp:
         shutil.copyfile(src, tmp)
-      logging.info('Copied %s to %s', src, dst)
+      logging.debug('Copied %s to %s', src, dst)
     if dst.name in MAX_HITS:
       jackhmmer.truncate_stockholm(dst, dst, MAX_HITS[dst.name])
     copied.append(dst)
@@ -317,17 +322,16 @@ def search_msas(sequence: str, target_name: str, msa_dir: pathlib.Path, mode: st
     if template_tool is not None:
       template_tool.check()
 
+    _reuse([msa_dir / job.name for job in jobs if job.name not in tools])
     for job in jobs:
       if job.name in tools:
         job.run(tools[job.name], msa_dir / job.name)
-      else:
-        _reuse(msa_dir / job.name)
     if not search_templates:
       return msas
     if template_tool is None:
       # DIFFERS FROM AF2: AlphaFold reruns hhsearch even with --use_precomputed_msas;
       # like the MSAs, existing template hits are reused.
-      logging.info('Reusing %s (delete it to search again)', hhr)
+      logging.info('Reusing %s (delete it to search again)', files.short_path(hhr))
     else:
       template_tool.search(_template_query(msas, sequence, target_name, work), hhr)
     return msas + [hhr]

@@ -70,7 +70,7 @@ def read_msas(paths: Sequence[pathlib.Path], record: parsers.FastaRecord, *,
     msa = parsers.read_msa(path)
     parsers.check_msa_query(msa, record.sequence, str(path), target=record.name)
     if log:
-      logging.info('%s: %d sequences from %s', record.name, len(msa), path.name)
+      logging.debug('%s: %d sequences from %s', record.name, len(msa), path.name)
     msas.append(msa)
   return msas
 
@@ -89,7 +89,7 @@ def make_raw_features(record: parsers.FastaRecord, target_dir: pathlib.Path,
   feats = {**features.make_sequence_features(record.sequence, record.description,
                                              len(record.sequence)),
            **features.make_msa_features(msas)}
-  logging.info('%s: %d unique MSA rows', record.name, int(feats['num_alignments'][0]))
+  logging.debug('%s: %d unique MSA rows', record.name, int(feats['num_alignments'][0]))
   feats.update(template_features(record, msa_dir, options))
   return feats
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import logging
 
+from af_jax.common import files
 from af_jax.common import residue_constants as rc
 from af_jax.data import features, msa_pairing, msa_search, names, parsers, pipeline
 from af_jax.data.tools import jackhmmer, runner
@@ -270,7 +271,7 @@ def read_chain_msa(path: pathlib.Path, record: parsers.FastaRecord) -> parsers.M
   limit = MAX_HITS.get(_base_name(pathlib.Path(path)))
   if limit is not None and len(msa) > limit:
     msa = msa.truncate(limit)
-  logging.info('%s: %d sequences from %s', record.name, len(msa), pathlib.Path(path).name)
+  logging.debug('%s: %d sequences from %s', record.name, len(msa), pathlib.Path(path).name)
   return msa
 
 
@@ -360,7 +361,7 @@ def _search_uniprot(record: parsers.FastaRecord, msa_dir: pathlib.Path,
   """uniprot_hits.sto in msa_dir (searched with jackhmmer unless there), else None."""
   out = msa_dir / UNIPROT_STO
   if out.exists():
-    logging.info('Reusing %s (delete it to search again)', out)
+    logging.info('Reusing %s (delete it to search again)', files.short_path(out))
     return out
   if not uniprot_database:
     logging.warning('%s: no UniProt database given, so no pairing MSA: only the chains\' '

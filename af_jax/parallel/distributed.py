@@ -23,8 +23,11 @@ from absl import flags
 from af_jax.errors import InputError
 
 
+FLAG_NAMES = ('coordinator_address', 'num_processes', 'process_id', 'distributed')
+
+
 def define_flags() -> None:
-  """The multi-host flags every af_jax command line accepts."""
+  """The multi-host flags every af_jax command line accepts (FLAG_NAMES)."""
   flags.DEFINE_string('coordinator_address', None,
                       'host:port of process 0, which coordinates a multi-host run '
                       '(also JAX_COORDINATOR_ADDRESS).')

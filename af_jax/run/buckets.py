@@ -21,8 +21,9 @@ from af_jax.inference import Predictor
 
 
 def chunk_plan(predictor: Predictor, shapes: Mapping[str, jax.ShapeDtypeStruct], chunk: str | int,
-               memory_budget: int | None = None) -> tuple[ChunkPlan, dict]:
-  """The bucket's ChunkPlan per --chunk, and what to record of it in timings.json.
+               memory_budget: int | None = None) -> tuple[ChunkPlan, dict, float]:
+  """The bucket's ChunkPlan per --chunk, what to record of it in ranking_debug.json, and
+  the seconds planning spent compiling (or loading) the executable the prediction reuses.
 
   With 'auto', AutoChunk's plan for these shapes within `memory_budget` (None: the
   device's default budget, which does not drift between runs on one machine); its
@@ -30,15 +31,16 @@ def chunk_plan(predictor: Predictor, shapes: Mapping[str, jax.ShapeDtypeStruct],
   """
   chunk = str(chunk)
   if chunk == 'none':
-    return ChunkPlan(), {'plan': 'unchunked'}
+    return ChunkPlan(), {'plan': 'unchunked'}, 0.0
   if chunk != 'auto':
     plan = ChunkPlan(**{f.name: int(chunk) for f in dataclasses.fields(ChunkPlan)})
-    return plan, {'plan': autochunk.plan_summary(plan)}
+    return plan, {'plan': autochunk.plan_summary(plan)}, 0.0
   budget = memory_budget or autochunk.default_budget()
   result = autochunk.choose_plan(predictor, shapes, budget)
   return result.plan, {'plan': autochunk.plan_summary(result.plan),
                        'predicted_peak_bytes': int(result.predicted_peak_bytes),
-                       'budget_bytes': int(result.budget_bytes), 'source': result.source}
+                       'budget_bytes': int(result.budget_bytes), 'source': result.source}, \
+      result.executable_seconds
 
 
 def bucket_predictor(predictor: Predictor, shapes: Mapping[str, jax.ShapeDtypeStruct],
@@ -46,5 +48,5 @@ def bucket_predictor(predictor: Predictor, shapes: Mapping[str, jax.ShapeDtypeSt
                      ) -> tuple[Predictor, dict]:
   """`predictor` with the bucket's chunk plan fixed (the one that compiles `shapes`), and
   the plan's record (`chunk_plan`)."""
-  plan, info = chunk_plan(predictor, shapes, chunk, memory_budget)
+  plan, info, _ = chunk_plan(predictor, shapes, chunk, memory_budget)
   return predictor.with_plan(plan), info

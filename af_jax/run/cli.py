@@ -1,13 +1,15 @@
-"""Shared command-line plumbing: the compilation-cache flags, one-line errors, SIGINT and
-SIGTERM as one line and exit status 128 + the signal's number. (`--config.*` overrides:
-configs.overrides.)"""
+"""Shared command-line plumbing: the compilation-cache flags, short log lines, one-line
+errors, SIGINT and SIGTERM as one line and exit status 128 + the signal's number.
+(`--config.*` overrides: configs.overrides.)"""
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import select
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +22,8 @@ from af_jax.errors import AfJaxError
 
 
 def define_compile_cache_flags() -> None:
-  """The persistent-cache and XLA flags every af_jax command line accepts."""
+  """The persistent-cache and XLA flags every af_jax command line accepts
+  (COMPILE_CACHE_FLAGS)."""
   flags.DEFINE_string('compilation_cache_dir', None, 'Persistent XLA cache directory (default: '
                       '$COMPILE_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, /af_jax/xla). Each '
                       'shape compiles once, ever; later runs load it.')
@@ -35,6 +38,83 @@ def define_compile_cache_flags() -> None:
                       'profile\'s and part of the cache key.')
 
 
+# Libraries whose INFO lines are their own business (JAX's "Resetting cache", "Unable to
+# initialize backend 'tpu'"): shown from --verbosity=1 (DEBUG) on.
+CHATTY_LOGGERS = ('jax', 'jaxlib', 'orbax')
+
+
+class ShortFormatter(std_logging.Formatter):
+  """`I1207 00:46:19 fold.py] message`: absl's prefix without microseconds, thread id or
+  line number, so a line is mostly its message."""
+
+  def __init__(self):
+    super().__init__('%(levelname).1s%(asctime)s %(filename)s] %(message)s',
+                     datefmt='%m%d %H:%M:%S')
+
+
+def configure_logging() -> None:
+  """Short log lines on stderr, and other libraries' INFO lines only at --verbosity >= 1.
+
+  Call first in a command line's main(), after absl has parsed the flags.
+  """
+  logging.get_absl_handler().setFormatter(ShortFormatter())
+  level = std_logging.NOTSET if logging.get_verbosity() >= logging.DEBUG else std_logging.WARNING
+  for name in CHATTY_LOGGERS:
+    std_logging.getLogger(name).setLevel(level)
+
+
+# What asks for the short help; absl's --helpfull (every module's flags) is left to absl.
+HELP_ARGS = ('--help', '-help', '-h', '--h', '-?', '--helpshort', '-helpshort')
+
+
+def help_text(doc: str, groups: Sequence[tuple[str, Sequence[str]]],
+              values: flags.FlagValues = flags.FLAGS, width: int = 100) -> str:
+  """A command line's --help: its docstring, then its flags under headings, in order.
+
+  Args:
+    doc: the script's docstring (usage and examples).
+    groups: (heading, flag names) pairs; each flag is listed where it is named.
+    values: where the flags are defined.
+    width: the column lines wrap at.
+
+  Raises:
+    KeyError: a group names a flag that is not defined.
+  """
+  lines = [doc.strip(), '']
+  for heading, names in groups:
+    lines += [f'{heading}:']
+    for name in names:
+      lines += _flag_lines(values[name], width)
+    lines += ['']
+  lines += ['--config.<key>=<value> overrides any config value; --helpfull lists every flag, '
+            "absl's and JAX's too."]
+  return '\n'.join(lines)
+
+
+def _flag_lines(flag: flags.Flag, width: int) -> list[str]:
+  """`  --name: help (default: ...)`, wrapped with a hanging indent (absl puts an enum's
+  choices at the start of its help)."""
+  name = f'--[no]{flag.name}' if flag.boolean else f'--{flag.name}'
+  text = f'{name}: {" ".join(flag.help.split())}'
+  if flag.default_as_str not in (None, "''"):
+    text += f' (default:\N{NO-BREAK SPACE}{flag.default_as_str})'  # kept on one line
+  lines = textwrap.wrap(text, width, initial_indent='  ', subsequent_indent='      ',
+                        break_on_hyphens=False)
+  return [line.replace('\N{NO-BREAK SPACE}', ' ') for line in lines]
+
+
+def exit_on_help(argv: Sequence[str], doc: str, groups: Sequence[tuple[str, Sequence[str]]],
+                 values: flags.FlagValues = flags.FLAGS) -> None:
+  """Print help_text and exit 0 when argv asks for help (HELP_ARGS); else return."""
+  if any(arg in HELP_ARGS for arg in argv[1:]):
+    print(help_text(doc, groups, values))
+    sys.exit(0)
+
+
+COMPILE_CACHE_FLAGS = ('compilation_cache_dir', 'compilation_cache', 'compilation_cache_max_size',
+                       'autotune_profile', 'xla_flags')
+
+
 def configure_compile_cache(values: flags.FlagValues) -> None:
   """Apply `define_compile_cache_flags`' values; call before anything touches JAX (the
   profile's XLA flags are read when the backend starts)."""
@@ -45,7 +125,7 @@ def configure_compile_cache(values: flags.FlagValues) -> None:
       values.compilation_cache_dir, max_size_bytes=values.compilation_cache_max_size,
       autotune_profile=values.autotune_profile, xla_flags=values.xla_flags)
   compile_cache.strip_xla_argv()
-  logging.info('compilation cache: %s (profile %s)', path, values.autotune_profile)
+  logging.debug('compilation cache: %s (profile %s)', path, values.autotune_profile)
 
 
 def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:

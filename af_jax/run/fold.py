@@ -82,9 +82,10 @@ class Folder:
     base = self._predictors[model_name]
     return base if plan is None else base.with_plan(plan)
 
-  def chunk_plan(self, model_name: str, batch: Mapping) -> tuple[ChunkPlan, dict]:
-    """The bucket's ChunkPlan per --chunk, and what to record of it in timings.json: the
-    warm-up's (`buckets.chunk_plan`), so a warmed bucket's executable is this one."""
+  def chunk_plan(self, model_name: str, batch: Mapping) -> tuple[ChunkPlan, dict, float]:
+    """The bucket's ChunkPlan per --chunk, what to record of it in ranking_debug.json, and
+    the seconds planning spent compiling (or loading) the executable the prediction reuses:
+    the warm-up's (`buckets.chunk_plan`), so a warmed bucket's executable is this one."""
     from af_jax.inference import feature_shapes
     base = self._predictors[model_name]
     return buckets.chunk_plan(base, feature_shapes(batch, base.use_templates),
@@ -158,10 +159,12 @@ class Folder:
     outputs.remove_outputs(target_dir, keep=_inputs(target))
     write_features(target_dir, raw)
     timings['features'] = time.time() - start
-    logging.info('%s: features in %.1f s', target.record.name, timings['features'])
+    logging.info('%s: %d MSA rows; features in %.1f s', target.record.name,
+                 len(raw['msa']), timings['features'])
 
     num_res = len(target.record.sequence)
     scores, proteins, plddts, paes, chunk_plans = {}, {}, {}, {}, {}
+    pae_scores = {}
     for m, model_name in enumerate(opts.model_names):
       cfg = self._configs[model_name]
       for s in range(opts.num_seeds):
@@ -172,16 +175,20 @@ class Folder:
             raw, cfg, seed, **bucket_sizes(raw, cfg, opts.length_buckets))
         timings[f'process_features_{pred_name}'] = time.time() - t0
         t0 = time.time()
-        plan, chunk_plans[pred_name] = self.chunk_plan(model_name, batch)
-        # AutoChunk compiles the plan it picks; the prediction then reuses that executable.
-        timings[f'chunk_plan_{pred_name}'] = time.time() - t0
+        plan, chunk_plans[pred_name], built = self.chunk_plan(model_name, batch)
+        # AutoChunk compiles the plan it picks, and the prediction reuses that executable:
+        # that compile counts as compiling, not planning.
+        timings[f'chunk_plan_{pred_name}'] = time.time() - t0 - built
+        t0 = time.time()
         predictor = self.predictor(model_name, plan)
         compiled = predictor.compile(batch)
-        timings[f'compile_{pred_name}'] = compiled.seconds
+        timings[f'compile_{pred_name}'] = built + time.time() - t0
         logging.info('%s %s: executable %s %s in %.1f s', target.record.name, pred_name,
                      compiled.label, _COMPILE_STATUS[compiled.status], compiled.seconds)
+        t0 = time.time()
         out = predictor.predict_processed(batch, random_seed=seed)
-        timings[f'predict_and_compile_{pred_name}'] = time.time() - t0
+        timings[f'predict_{pred_name}'] = time.time() - t0
+        t0 = time.time()
         out = outputs.unpad_prediction(out, num_res)
         outputs.check_finite(out, _prediction_name(target, model_name, pred_name, seed))
         plddt = np.asarray(out['plddt'])
@@ -189,26 +196,32 @@ class Folder:
         plddts[pred_name] = plddt
         if 'predicted_aligned_error' in out:
           paes[pred_name] = out['predicted_aligned_error']
+          pae_scores[pred_name] = _plot_scores(out)
         prot = outputs.prediction_protein(out, raw_aatype(raw), np.arange(num_res))
         proteins[pred_name] = prot
         outputs.write_prediction(target_dir, pred_name, out, prot)
+        timings['outputs'] = timings.get('outputs', 0.0) + time.time() - t0
         logging.info('%s %s: mean pLDDT %.2f%s, %d recycles, %.1f s (padded to %d residues)',
                      target.record.name, pred_name, scores[pred_name],
                      f', pTM {float(out["ptm"]):.3f}' if 'ptm' in out else '',
-                     int(out['num_recycles']), timings[f'predict_and_compile_{pred_name}'],
+                     int(out['num_recycles']), timings[f'predict_{pred_name}'],
                      batch['aatype'].shape[-1])
     order = sorted(scores, key=scores.get, reverse=True)
     relaxed = relax_models(target_dir, outputs.relax_targets(order, opts.models_to_relax),
                            proteins, use_gpu=opts.relax_use_gpu, timings=timings)
+    t0 = time.time()
     title = f'{target.record.name} ({num_res} residues)'
     if opts.random_params:
       title += ' - RANDOM WEIGHTS, smoke test only'
     plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title)
     if paes:
-      plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order if k in paes}, title)
-    outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
+      plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order if k in paes}, title,
+                     scores=pae_scores)
+    timings['outputs'] = timings.get('outputs', 0.0) + time.time() - t0
+    outputs.write_timings(target_dir, timings)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
-                          relaxed=relaxed, job=self.job(target, target_dir))
+                          relaxed=relaxed, job=self.job(target, target_dir),
+                          chunk_plans=chunk_plans)
 
   def fold_complex(self, target: Target, target_dir: pathlib.Path) -> None:
     """A complex: its features, every multimer model x seed, outputs, ranking by
@@ -227,11 +240,16 @@ class Folder:
                  target.record.name, len(target.chains), num_res, int(raw['num_alignments']),
                  timings['features'])
     scores, proteins, plddts, paes, chunk_plans = {}, {}, {}, {}, {}
+    pae_scores = {}
     for m, model_name in enumerate(opts.model_names):
       cfg = self._configs[model_name]
+      t0 = time.time()
       batch = transforms_multimer.make_batch(
           raw, **complex_bucket_sizes(raw, cfg, opts.length_buckets))
-      plan, plan_info = self.chunk_plan(model_name, batch)
+      timings[f'process_features_{model_name}'] = time.time() - t0
+      t0 = time.time()
+      plan, plan_info, built = self.chunk_plan(model_name, batch)
+      timings[f'chunk_plan_{model_name}'] = time.time() - t0 - built  # as fold_target
       predictor = self.predictor(model_name, plan)
       for s in range(opts.num_seeds):
         pred_name = f'{model_name}_pred_{s}'
@@ -239,28 +257,34 @@ class Folder:
         chunk_plans[pred_name] = plan_info
         t0 = time.time()
         compiled = predictor.compile(batch)
-        timings[f'compile_{pred_name}'] = compiled.seconds
+        timings[f'compile_{pred_name}'] = built + time.time() - t0
+        built = 0.0  # the model's later seeds reuse the executable
         logging.info('%s %s: executable %s %s in %.1f s', target.record.name, pred_name,
                      compiled.label, _COMPILE_STATUS[compiled.status], compiled.seconds)
-        out = outputs.unpad_prediction(predictor.predict_processed(batch, random_seed=seed),
-                                       num_res)
-        timings[f'predict_and_compile_{pred_name}'] = time.time() - t0
+        t0 = time.time()
+        out = predictor.predict_processed(batch, random_seed=seed)
+        timings[f'predict_{pred_name}'] = time.time() - t0
+        t0 = time.time()
+        out = outputs.unpad_prediction(out, num_res)
         outputs.check_finite(out, _prediction_name(target, model_name, pred_name, seed))
         prot = outputs.prediction_protein(out, raw['aatype'], raw['residue_index'],
                                           asym_id=raw['asym_id'])
         scores[pred_name] = float(out['ranking_confidence'])
         plddts[pred_name] = np.asarray(out['plddt'])
         paes[pred_name] = out['predicted_aligned_error']
+        pae_scores[pred_name] = _plot_scores(out)
         proteins[pred_name] = prot
         outputs.write_prediction(target_dir, pred_name, out, prot)
+        timings['outputs'] = timings.get('outputs', 0.0) + time.time() - t0
         logging.info('%s %s: ipTM %.3f, pTM %.3f, mean pLDDT %.2f, %d recycles (tolerance '
                      '%.2f A), %.1f s (padded to %d residues)', target.record.name, pred_name,
                      float(out['iptm']), float(out['ptm']), float(plddts[pred_name].mean()),
                      int(out['num_recycles']), float(out['tol']),
-                     timings[f'predict_and_compile_{pred_name}'], batch['aatype'].shape[0])
+                     timings[f'predict_{pred_name}'], batch['aatype'].shape[0])
     order = sorted(scores, key=scores.get, reverse=True)
     relaxed = relax_models(target_dir, outputs.relax_targets(order, opts.models_to_relax),
                            proteins, use_gpu=opts.relax_use_gpu, timings=timings)
+    t0 = time.time()
     first = proteins[order[0]]
     lengths = [end - begin for _, begin, end in protein.chain_runs(first)]
     title = f'{target.record.name} ({len(lengths)} chains, {num_res} residues)'
@@ -268,11 +292,13 @@ class Folder:
       title += ' - RANDOM WEIGHTS, smoke test only'
     chains = dict(chain_lengths=lengths, chain_ids=first.chain_ids)
     plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title, **chains)
-    plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order}, title, **chains)
-    outputs.write_timings(target_dir, timings, chunk_plans=chunk_plans)
+    plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order}, title, scores=pae_scores,
+                   **chains)
+    timings['outputs'] = timings.get('outputs', 0.0) + time.time() - t0
+    outputs.write_timings(target_dir, timings)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
                           relaxed=relaxed, score_label=outputs.MULTIMER_SCORE_LABEL,
-                          job=self.job(target, target_dir))
+                          job=self.job(target, target_dir), chunk_plans=chunk_plans)
 
 
 def write_features(target_dir: pathlib.Path, raw: Mapping) -> None:
@@ -357,6 +383,12 @@ _COMPILE_STATUS = {
     'compiled': 'compiled (cache miss; stored)', 'loaded': 'loaded from the compilation cache',
     'in_process': 'reused', 'uncached': 'compiled (no persistent cache)',
     'skipped': 'already cached'}
+
+
+def _plot_scores(out: Mapping) -> dict[str, float]:
+  """pTM (and ipTM for a complex) of a prediction, for its PAE panel's title."""
+  return {label: float(out[key]) for key, label in (('ptm', 'pTM'), ('iptm', 'ipTM'))
+          if key in out}
 
 
 def _log_skipped(i: int, n: int, target: Target, target_dir: pathlib.Path) -> None:

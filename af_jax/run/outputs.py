@@ -17,7 +17,7 @@
     ranked_<i>.pdb / .cif          predictions ranked by mean pLDDT, complexes by
                                    0.8 ipTM + 0.2 pTM (relaxed where relaxed)
     plddt.png, pae.png             pictures of the confidences
-    timings.json                   seconds per stage
+    timings.json                   seconds per stage (write_timings), a flat mapping
     ranking_debug.json             ranking scores and order, and the job that made them
                                    (af_jax.run.job); written last, so its presence (with every
                                    file it names) means the target is complete for that job
@@ -281,7 +281,8 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
                   random_params: bool = False,
                   relaxed: Mapping[str, tuple[str, protein.Protein]] | None = None,
                   score_label: str = MONOMER_SCORE_LABEL,
-                  job: Mapping | None = None) -> list[str]:
+                  job: Mapping | None = None,
+                  chunk_plans: Mapping[str, Mapping] | None = None) -> list[str]:
   """ranked_<i>.pdb/.cif by score (best first), then ranking_debug.json last.
 
   The scores are what AlphaFold ranks by: mean pLDDT for monomers, the
@@ -291,6 +292,8 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
   text, relaxed Protein)) is ranked by its relaxed structure, as AlphaFold does. With
   random weights the ranking file says so, so nobody mistakes a smoke test for a fold.
   `job` (af_jax.run.job.make_job) is recorded under JOB_KEY: what is_complete compares.
+  `chunk_plans` (prediction -> the chunk plan it ran with, and AutoChunk's figures behind
+  it) is recorded under 'chunk_plans'.
   """
   order = sorted(scores, key=lambda name: scores[name], reverse=True)
   relaxed = relaxed or {}
@@ -306,16 +309,23 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
     ranking['params'] = 'RANDOM (--random_params): smoke test, the structures are meaningless'
   if job is not None:
     ranking[JOB_KEY] = dict(job)
+  if chunk_plans:
+    ranking['chunk_plans'] = {k: dict(v) for k, v in chunk_plans.items()}
   write_atomic(target_dir / RANKING_FILE, json.dumps(ranking, indent=4, allow_nan=False))
   return order
 
 
-def write_timings(target_dir: pathlib.Path, timings: Mapping[str, float],
-                  chunk_plans: Mapping[str, Mapping] | None = None) -> None:
-  """Seconds per stage (AlphaFold's keys), and the chunk plan each prediction ran with."""
-  data: dict = {k: round(float(v), 3) for k, v in timings.items()}
-  if chunk_plans:
-    data['chunk_plans'] = {k: dict(v) for k, v in chunk_plans.items()}
+def write_timings(target_dir: pathlib.Path, timings: Mapping[str, float]) -> None:
+  """timings.json: stage name -> seconds, a flat mapping as AlphaFold's.
+
+  The stages do not overlap, so they add up to the target's time: features,
+  process_features_<p>, chunk_plan_<p> (AutoChunk's search: tracing and measuring plans),
+  compile_<p> (compiling or loading the executable, AutoChunk's compile of the chosen
+  plan included), predict_<p>, relax_<p>, outputs (writing files and plots). <p> is a
+  prediction; a complex's process_features and chunk_plan are per model. AlphaFold's
+  predict_and_compile_<p> is chunk_plan_<p> + compile_<p> + predict_<p>.
+  """
+  data = {k: round(float(v), 3) for k, v in timings.items()}
   write_atomic(target_dir / 'timings.json', json.dumps(data, indent=4, allow_nan=False))
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 import gzip
+import os
 import shutil
 
 import pytest
@@ -80,6 +81,28 @@ def test_precomputed_copies_files_in_alphafold_order_then_reuses_them(tmp_path, 
   again = msa_search.search_msas(SEQ_2Q2K, '2q2k', msa_dir, 'precomputed',
                                  msa_search.Databases())
   assert again == got
+
+
+def test_copied_and_searched_msas_follow_the_umask(tmp_path):
+  # A user's private (0600) alignment copied into a group-shared output directory: the
+  # copy is a new file, made with the process's umask as any other.
+  private = tmp_path / 'mine'
+  private.mkdir()
+  shutil.copy(ALIGNMENTS_2Q2K / 'bfd_uniclust_hits.a3m', private)
+  (private / 'bfd_uniclust_hits.a3m').chmod(0o600)
+  name, sequence = fasta_record(UNIREF90_MINI, 5)
+  old = os.umask(0o002)
+  try:
+    copied = msa_search.search_msas(SEQ_2Q2K, '2q2k', tmp_path / 'copied', 'precomputed',
+                                    msa_search.Databases(),
+                                    msa_paths=[str(private / 'bfd_uniclust_hits.a3m')])
+    searched = msa_search.search_msas(sequence, name, tmp_path / 'searched', 'jackhmmer',
+                                      msa_search.Databases(uniref90=str(UNIREF90_MINI)))
+  finally:
+    os.umask(old)
+  for path in [*copied, *searched]:
+    assert path.stat().st_mode & 0o777 == 0o664, path
+    assert path.parent.stat().st_mode & 0o777 == 0o775, path.parent
 
 
 def test_precomputed_template_hits_take_alphafold_name(tmp_path, monkeypatch):

@@ -247,7 +247,7 @@ def test_a_killed_refold_leaves_no_old_result_and_no_mix(base, tmp_path):
                            stdout=subprocess.DEVNULL, text=True)
   try:
     for line in child.stderr:
-      if 'same: features in' in line:
+      if '] same: ' in line and 'features in' in line:
         child.send_signal(signal.SIGKILL)
         break
   finally:

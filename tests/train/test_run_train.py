@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import af_jax
-from tests.cli_runner import ROOT, run_script, scratch_dir
+from tests.cli_runner import ROOT, help_of, run_script, scratch_dir
 from tests.train.train_case import ALIGNMENT_DIR, MMCIF_DIR, SMALL_OVERRIDES
 
 # The runs share one compilation cache: the train step compiles once for the file.
@@ -122,3 +122,12 @@ def test_bad_input_is_one_error_line(args, message, tmp_path):
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
   assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr
+
+
+def test_help_lists_every_flag_once_under_headings():
+  usage, headings, listed, defined = help_of('run_train.py', cache_dir=CACHE_DIR)
+  assert headings == ['Inputs and outputs', 'Model and training', 'Memory and devices',
+                      'Compilation cache and XLA', 'Many hosts']
+  assert len(listed) == len(set(listed)) and set(listed) == defined
+  assert 'alignments \\\n      --output_dir=' in usage
+  assert not [line for line in usage.splitlines() if '  ' in line.strip()]

@@ -114,7 +114,8 @@ def run_tool(cmd: Sequence[str | os.PathLike], *, timeout: float,
   """
   cmd = [str(c) for c in cmd]
   tool = pathlib.Path(cmd[0]).name
-  logging.info('Running %s', ' '.join(cmd))
+  logging.info('Running %s', tool)
+  logging.debug('%s command: %s', tool, ' '.join(cmd))
   start = time.perf_counter()
   try:
     # A new session makes the tool a process-group leader, so a timeout can kill its
