@@ -79,8 +79,8 @@ def test_warm_up_then_fold_compiles_nothing(tmp_path):
   log = run([*flags, f'--output_dir={tmp_path / "warm"}'], cache)
   assert xla_compilations(log) == []
   assert f'executable {MODEL}/L96/msa16x8/r1 loaded from the compilation cache' in log
-  timings = json.loads((tmp_path / 'warm' / '2q2k_A' / 'timings.json').read_text())
-  plan = timings['chunk_plans'][f'{MODEL}_pred_0']
+  ranking = json.loads((tmp_path / 'warm' / '2q2k_A' / 'ranking_debug.json').read_text())
+  plan = ranking['chunk_plans'][f'{MODEL}_pred_0']
   assert plan['plan'] != 'unchunked', plan  # the test covers a chunked plan
   assert plan['source'] == 'cache', plan  # AutoChunk's peaks were measured by the warm-up
 
