@@ -18,23 +18,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from af_jax import params as af_params
 from af_jax.chunking import ChunkPlan
 from af_jax.errors import InputError
-from af_jax.data.transforms_multimer import MULTIMER_INPUTS
+from af_jax.data import schema
 from af_jax.model.build import build_model, is_multimer
-from af_jax.model.evoformer import TEMPLATE_FEATURES
 from af_jax.parallel.mesh import dap_size, replicate
-
-# Processed features the model reads, with their dtypes.
-MODEL_FEATURES = {
-    'aatype': np.int32, 'residue_index': np.int32, 'seq_mask': np.float32,
-    'target_feat': np.float32, 'msa_feat': np.float32, 'msa_mask': np.float32,
-    'extra_msa': np.int32, 'extra_msa_mask': np.float32, 'extra_has_deletion': np.float32,
-    'extra_deletion_value': np.float32,
-}
-
 
 # A multimer batch carries its MSA-sampling key (raw uint32 key data) as an input,
 # so one executable serves every seed.
-SAMPLING_KEY = 'random_key'
+SAMPLING_KEY = schema.SAMPLING_KEY.name
 
 
 def _model_inputs(batch: Mapping, use_templates: bool) -> dict[str, type]:
@@ -44,14 +34,14 @@ def _model_inputs(batch: Mapping, use_templates: bool) -> dict[str, type]:
   SAMPLING_KEY); any other is a monomer's processed batch.
   """
   if 'asym_id' in batch:
-    missing = [k for k in MULTIMER_INPUTS if k not in batch]
+    missing = schema.MULTIMER.missing(batch)
     if missing:
       raise InputError(f'multimer batch lacks {missing}; build it with '
                        'af_jax.data.transforms_multimer.make_batch')
-    return {**MULTIMER_INPUTS, SAMPLING_KEY: np.uint32}
-  wanted = dict(MODEL_FEATURES)
+    return {**schema.MULTIMER.dtypes, SAMPLING_KEY: schema.SAMPLING_KEY.dtype}
+  wanted = schema.MONOMER.dtypes
   if use_templates:
-    wanted.update(TEMPLATE_FEATURES)
+    wanted.update(schema.MONOMER_TEMPLATES.dtypes)
   missing = [k for k in wanted if k not in batch]
   if missing:
     raise InputError(f'processed batch lacks {missing}; pass the output of AlphaFold\'s '
@@ -80,7 +70,7 @@ def select_features(batch: Mapping, use_templates: bool) -> dict[str, np.ndarray
 def feature_shapes(batch: Mapping, use_templates: bool) -> dict[str, jax.ShapeDtypeStruct]:
   """The model inputs' shapes and dtypes from a batch of arrays or of shape structs."""
   def shape(k):  # the sampling key is added at prediction time
-    return (2,) if k == SAMPLING_KEY else tuple(np.shape(batch[k]))
+    return schema.SAMPLING_KEY.shape({}) if k == SAMPLING_KEY else tuple(np.shape(batch[k]))
   return {k: jax.ShapeDtypeStruct(shape(k), dt)
           for k, dt in _model_inputs(batch, use_templates).items()}
 

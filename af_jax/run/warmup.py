@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import jax
-import numpy as np
 from absl import logging
 
-from af_jax.data import features, parsers, transforms, transforms_multimer
+from af_jax.data import features, parsers, schema, transforms, transforms_multimer
 from af_jax.inference import Predictor, feature_shapes
 from af_jax.model.build import is_multimer
 from af_jax.run.options import FoldOptions, inference_mesh, model_config
@@ -45,12 +44,7 @@ def bucket_shapes(cfg, num_res: int, msa_clusters: int,
 def _multimer_dummy(cfg, num_res: int, num_seq: int) -> dict:
   """A one-residue complex padded to a bucket, as transforms_multimer pads real ones."""
   n_templ = int(cfg.model.embeddings_and_evoformer.template.max_templates)
-  ranks = {'msa': (1, 1), 'msa_mask': (1, 1), 'deletion_matrix': (1, 1), 'bert_mask': (1, 1),
-           'cluster_bias_mask': (1,), 'template_aatype': (n_templ, 1),
-           'template_all_atom_positions': (n_templ, 1, 37, 3),
-           'template_all_atom_mask': (n_templ, 1, 37)}
-  raw = {k: np.zeros(ranks.get(k, (1,)), dt)
-         for k, dt in transforms_multimer.MULTIMER_INPUTS.items()}
+  raw = schema.MULTIMER.zeros(num_res=1, num_msa=1, num_templates=n_templ)
   return transforms_multimer.make_batch(raw, num_res=num_res, num_seq=num_seq,
                                         num_templates=n_templ)
 
