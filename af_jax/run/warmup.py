@@ -14,9 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import jax
 from absl import logging
 
-from af_jax.data import features, parsers, schema, transforms, transforms_multimer
 from af_jax.inference import Predictor, feature_shapes
-from af_jax.model.build import is_multimer
+from af_jax.model import kind
 from af_jax.run.options import FoldOptions, inference_mesh, model_config
 from af_jax.run.targets import Target
 from configs import buckets as bucket_lists
@@ -31,22 +30,8 @@ def bucket_shapes(cfg, num_res: int, msa_clusters: int,
   A multimer bucket has one MSA depth, `msa_clusters` (all rows; the model
   samples them itself); `extra_msa` is then ignored.
   """
-  if is_multimer(cfg.model):
-    return feature_shapes(_multimer_dummy(cfg, num_res, msa_clusters), True)
-  msa = parsers.Msa(sequences=['A'], deletion_matrix=[[0]], descriptions=['warmup'])
-  raw = {**features.make_sequence_features('A', 'warmup', 1), **features.make_msa_features([msa]),
-         **features.empty_template_features(1)}
-  batch = transforms.process_features(raw, cfg, 0, num_res=num_res, msa_clusters=msa_clusters,
-                                      extra_msa=extra_msa)
+  batch = kind.for_config(cfg.model).dummy_batch(cfg, num_res, msa_clusters, extra_msa)
   return feature_shapes(batch, bool(cfg.model.embeddings_and_evoformer.template.enabled))
-
-
-def _multimer_dummy(cfg, num_res: int, num_seq: int) -> dict:
-  """A one-residue complex padded to a bucket, as transforms_multimer pads real ones."""
-  n_templ = int(cfg.model.embeddings_and_evoformer.template.max_templates)
-  raw = schema.MULTIMER.zeros(num_res=1, num_msa=1, num_templates=n_templ)
-  return transforms_multimer.make_batch(raw, num_res=num_res, num_seq=num_seq,
-                                        num_templates=n_templ)
 
 
 def preset_depths(cfg) -> tuple[int, int]:
@@ -54,11 +39,7 @@ def preset_depths(cfg) -> tuple[int, int]:
 
   Multimer: (the rows it can read, sampled + extra, rounded up to an MSA bucket; 0).
   """
-  if is_multimer(cfg.model):
-    e = cfg.model.embeddings_and_evoformer
-    return bucket_lists.bucket_size(int(e.num_msa) + int(e.num_extra_msa),
-                                    bucket_lists.MSA_BUCKETS), 0
-  return transforms.max_msa_clusters(cfg), max(int(cfg.data.common.max_extra_msa), 1)
+  return kind.for_config(cfg.model).preset_depths(cfg)
 
 
 def model_specs(cfg, lengths: Iterable[int],
