@@ -62,13 +62,10 @@ def batch_keys(model_cfg: ml_collections.ConfigDict) -> dict[str, type]:
 
 def _no_templates(aatype: np.ndarray) -> dict[str, np.ndarray]:
   """One fully masked template per slice: the template embedding then adds exactly zero."""
-  shape = aatype.shape[:-1] + (1, aatype.shape[-1])  # [B, R, T=1, N_res]
-  return {'template_aatype': np.zeros(shape, np.int32),
-          'template_all_atom_positions': np.zeros(shape + (37, 3), np.float32),
-          'template_all_atom_masks': np.zeros(shape + (37,), np.float32),
-          'template_pseudo_beta': np.zeros(shape + (3,), np.float32),
-          'template_pseudo_beta_mask': np.zeros(shape, np.float32),
-          'template_mask': np.zeros(shape[:-1], np.float32)}
+  *batch, n_slices, n_res = aatype.shape  # [B, R, N_res]
+  shapes = schema.MONOMER_TEMPLATES.shapes(num_slices=n_slices, num_templates=1, num_res=n_res)
+  return {k: np.zeros((*batch, *shape), schema.MONOMER_TEMPLATES[k].dtype)
+          for k, shape in shapes.items()}
 
 
 def select_batch(batch: Mapping, model_cfg: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
