@@ -18,85 +18,32 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from af_jax import params as af_params
 from af_jax.chunking import ChunkPlan
 from af_jax.errors import InputError
-from af_jax.data.transforms_multimer import MULTIMER_INPUTS
-from af_jax.model.build import build_model, is_multimer
-from af_jax.model.evoformer import TEMPLATE_FEATURES
+from af_jax.model import kind as model_kind
+from af_jax.model.build import build_model
 from af_jax.parallel.mesh import dap_size, replicate
-
-# Processed features the model reads, with their dtypes.
-MODEL_FEATURES = {
-    'aatype': np.int32, 'residue_index': np.int32, 'seq_mask': np.float32,
-    'target_feat': np.float32, 'msa_feat': np.float32, 'msa_mask': np.float32,
-    'extra_msa': np.int32, 'extra_msa_mask': np.float32, 'extra_has_deletion': np.float32,
-    'extra_deletion_value': np.float32,
-}
-
-
-# A multimer batch carries its MSA-sampling key (raw uint32 key data) as an input,
-# so one executable serves every seed.
-SAMPLING_KEY = 'random_key'
-
-
-def _model_inputs(batch: Mapping, use_templates: bool) -> dict[str, type]:
-  """The feature names (and dtypes) the model reads; InputError if `batch` lacks any.
-
-  A batch with `asym_id` is a complex's (transforms_multimer.make_batch plus
-  SAMPLING_KEY); any other is a monomer's processed batch.
-  """
-  if 'asym_id' in batch:
-    missing = [k for k in MULTIMER_INPUTS if k not in batch]
-    if missing:
-      raise InputError(f'multimer batch lacks {missing}; build it with '
-                       'af_jax.data.transforms_multimer.make_batch')
-    return {**MULTIMER_INPUTS, SAMPLING_KEY: np.uint32}
-  wanted = dict(MODEL_FEATURES)
-  if use_templates:
-    wanted.update(TEMPLATE_FEATURES)
-  missing = [k for k in wanted if k not in batch]
-  if missing:
-    raise InputError(f'processed batch lacks {missing}; pass the output of AlphaFold\'s '
-                     'RunModel.process_features (or af_jax.data processing)')
-  return wanted
 
 
 def select_features(batch: Mapping, use_templates: bool) -> dict[str, np.ndarray]:
-  """The model's inputs from a processed batch, with checked names and dtypes."""
-  wanted = _model_inputs(batch, use_templates)
-  if SAMPLING_KEY in wanted and SAMPLING_KEY not in batch:
-    raise InputError('multimer batch lacks its sampling key; predict it with '
-                     'Predictor.predict_processed(batch, random_seed=...)')
-  out = {k: np.asarray(batch[k]).astype(dt) for k, dt in wanted.items()}
-  if 'asym_id' in out:
-    if out['aatype'].ndim != 1:
-      raise InputError(f"multimer batch['aatype'] has shape {out['aatype'].shape}; expected "
-                       '[N_res] (the multimer samples its MSA per recycle in the model)')
-    return out
-  if out['aatype'].ndim != 2:
-    raise InputError(f"batch['aatype'] has shape {out['aatype'].shape}; expected "
-                     '[num_recycle + 1, N_res] (one slice per recycle)')
-  return out
+  """The model's inputs from a processed batch (a complex's: with asym_id), with checked
+  names and dtypes."""
+  return model_kind.of_batch(batch).select(batch, use_templates)
 
 
 def feature_shapes(batch: Mapping, use_templates: bool) -> dict[str, jax.ShapeDtypeStruct]:
   """The model inputs' shapes and dtypes from a batch of arrays or of shape structs."""
-  def shape(k):  # the sampling key is added at prediction time
-    return (2,) if k == SAMPLING_KEY else tuple(np.shape(batch[k]))
-  return {k: jax.ShapeDtypeStruct(shape(k), dt)
-          for k, dt in _model_inputs(batch, use_templates).items()}
+  return _shape_structs(model_kind.of_batch(batch), batch, use_templates)
+
+
+def _shape_structs(kind: model_kind.ModelKind, batch: Mapping,
+                   use_templates: bool) -> dict[str, jax.ShapeDtypeStruct]:
+  shapes = kind.input_shapes(batch, use_templates)
+  return {k: jax.ShapeDtypeStruct(shape, dt) for k, (shape, dt) in shapes.items()}
 
 
 def bucket_label(model_name: str, shapes: Mapping[str, jax.ShapeDtypeStruct]) -> str:
   """`model_1_ptm/L128/msa512x1024/t4/r4` (multimer: `.../L128/msa2048/t4`): what a
   compiled executable is for."""
-  if 'asym_id' in shapes:
-    return (f'{model_name}/L{shapes["aatype"].shape[0]}/msa{shapes["msa"].shape[0]}'
-            f'/t{shapes["template_aatype"].shape[0]}')
-  n_slices, n_res = shapes['aatype'].shape
-  label = (f'{model_name}/L{n_res}/msa{shapes["msa_feat"].shape[1]}'
-           f'x{shapes["extra_msa"].shape[1]}')
-  if 'template_aatype' in shapes:
-    label += f'/t{shapes["template_aatype"].shape[1]}'
-  return f'{label}/r{n_slices}'
+  return model_kind.of_batch(shapes).bucket_label(model_name, shapes)
 
 
 class Predictor:
@@ -122,6 +69,7 @@ class Predictor:
     self.plan = plan or ChunkPlan()
     self.mesh = mesh
     self.name = config.get('model_name') or 'model'
+    self.kind = model_kind.for_config(config.model)
     # Everything outside the sharded stacks is replicated over the mesh.
     self._replicated = NamedSharding(mesh, PartitionSpec()) if mesh is not None else None
     if params is None:
@@ -140,15 +88,7 @@ class Predictor:
     return jax.jit(self._apply, out_shardings=self._replicated)
 
   def _apply(self, state, batch):
-    model = nnx.merge(self._graphdef, state)
-    if self.multimer:
-      batch = dict(batch)
-      return model(batch, batch.pop(SAMPLING_KEY), self.plan, mesh=self.mesh)
-    return model(batch, self.plan, mesh=self.mesh)
-
-  @property
-  def multimer(self) -> bool:
-    return is_multimer(self.config.model)
+    return self.kind.apply(nnx.merge(self._graphdef, state), batch, self.plan, self.mesh)
 
   @property
   def dap(self) -> int:
@@ -156,9 +96,7 @@ class Predictor:
 
   def label(self, shapes: Mapping[str, jax.ShapeDtypeStruct]) -> str:
     """The executable's name in the cache; `/dap4` when split over 4 devices."""
-    label = bucket_label(self.name, shapes)
-    if 'asym_id' in shapes:  # the recycle count is the loop's bound, not an input shape
-      label += f'/r{int(self.config.model.num_recycle) + 1}'
+    label = self.kind.label(self.name, shapes, self.config.model)
     return label if self.mesh is None else f'{label}/dap{self.dap}'
 
   def with_plan(self, plan: ChunkPlan) -> Predictor:
@@ -183,8 +121,12 @@ class Predictor:
   def lower(self, batch: Mapping):
     """The jitted forward lowered for `batch`'s shapes (arrays or ShapeDtypeStructs)."""
     state = jax.tree_util.tree_map(self.abstract, self._state)
-    shapes = jax.tree_util.tree_map(self.abstract, feature_shapes(batch, self.use_templates))
+    shapes = jax.tree_util.tree_map(self.abstract, self.feature_shapes(batch))
     return self._forward.lower(state, shapes)
+
+  def feature_shapes(self, batch: Mapping) -> dict[str, jax.ShapeDtypeStruct]:
+    """This model's inputs' shapes and dtypes from a batch of arrays or of shape structs."""
+    return _shape_structs(self.kind, batch, self.use_templates)
 
   def abstract(self, x) -> jax.ShapeDtypeStruct:
     """`x`'s shape and dtype placed as this Predictor places its inputs (for lowering)."""
@@ -198,7 +140,7 @@ class Predictor:
       or 'uncached', and seconds).
     """
     import compile_cache
-    shapes = feature_shapes(batch, self.use_templates)
+    shapes = self.feature_shapes(batch)
     key = tuple((k, v.shape) for k, v in sorted(shapes.items()))
     if key in self._executables:
       self.last_compile = compile_cache.CompileResult(
@@ -216,16 +158,9 @@ class Predictor:
     the in-model MSA sampling; a monomer's inference is deterministic given its
     processed features and ignores it.
     """
-    if self.multimer:
-      if 'asym_id' not in batch:
-        raise InputError(f'{self.name} is a multimer preset: pass complex features '
-                         '(af_jax.data.pipeline_multimer), not a monomer batch')
-      batch = {**batch, SAMPLING_KEY: np.asarray(jax.random.key_data(
-          jax.random.PRNGKey(random_seed)), np.uint32)}
-    elif 'asym_id' in batch:
-      raise InputError(f'{self.name} is a monomer preset; fold complexes with a multimer '
-                       'preset (--model_preset=multimer)')
-    feats = select_features(batch, self.use_templates)
+    if not self.kind.owns(batch):
+      raise InputError(self.kind.mismatch(self.name))
+    feats = self.kind.select(self.kind.with_seed(batch, random_seed), self.use_templates)
     executable = self.compile(feats).compiled
     if self.mesh is not None:
       feats = replicate(feats, self.mesh)

@@ -123,7 +123,7 @@ def make_complex(n_res: int, entities: list[int], n_rows: int, n_templ: int,
   import numpy as np
 
   from af_jax.common import residue_constants as rc
-  from af_jax.model.evoformer_multimer import MULTIMER_FEATURES
+  from af_jax.data import schema
   rng = np.random.default_rng(seed)
   chains, n_pad = chain_layout(n_res, entities)
   seqs = {}
@@ -167,7 +167,7 @@ def make_complex(n_res: int, entities: list[int], n_rows: int, n_templ: int,
       'template_aatype': t_aatype, 'template_all_atom_positions': pos * t_mask[..., None],
       'template_all_atom_mask': t_mask,
   }
-  assert set(MULTIMER_FEATURES) <= set(feats)
+  assert not schema.MULTIMER.missing(feats)
   return {k: np.asarray(v).astype(np.int32 if np.asarray(v).dtype.kind in 'iu' else np.float32)
           for k, v in feats.items()}
 

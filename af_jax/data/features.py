@@ -18,21 +18,13 @@ from absl import logging
 
 from af_jax.common import files
 from af_jax.common import residue_constants as rc
+from af_jax.data import schema
 from af_jax.data.names import shown
 from af_jax.data.parsers import Msa
 from af_jax.errors import InputError
 
 FeatureDict = dict[str, np.ndarray]
 
-# AlphaFold's templates.TEMPLATE_FEATURES: name -> dtype.
-TEMPLATE_FEATURES = {
-    'template_aatype': np.float32,
-    'template_all_atom_masks': np.float32,
-    'template_all_atom_positions': np.float32,
-    'template_domain_names': object,
-    'template_sequence': object,
-    'template_sum_probs': np.float32,
-}
 
 _HHBLITS_LUT = np.full(256, -1, np.int32)
 for _letter, _index in rc.HHBLITS_AA_TO_ID.items():
@@ -169,15 +161,7 @@ def empty_template_features(num_res: int) -> FeatureDict:
   """
   # DIFFERS FROM AF2: AlphaFold gives shape (0,) for every feature when no hit is found;
   # full shapes with T = 0 let later stages pad or stack without special cases.
-  shapes = {
-      'template_aatype': (0, num_res, len(rc.restypes_with_x_and_gap)),
-      'template_all_atom_masks': (0, num_res, rc.atom_type_num),
-      'template_all_atom_positions': (0, num_res, rc.atom_type_num, 3),
-      'template_domain_names': (0,),
-      'template_sequence': (0,),
-      'template_sum_probs': (0, 1),
-  }
-  return {name: np.zeros(shapes[name], dtype) for name, dtype in TEMPLATE_FEATURES.items()}
+  return schema.RAW_TEMPLATES.zeros(num_templates=0, num_res=num_res)
 
 
 # ---------------------------------------------------------------------------
@@ -293,17 +277,12 @@ def _check_shapes(feats: FeatureDict, num_res: int, num_seq: int, path: str) -> 
       'msa': (num_seq, num_res),
       'deletion_matrix_int': (num_seq, num_res),
       'msa_species_identifiers': (num_seq,),
-      'template_aatype': (t, num_res, len(rc.restypes_with_x_and_gap)),
-      'template_all_atom_masks': (t, num_res, rc.atom_type_num),
-      'template_all_atom_positions': (t, num_res, rc.atom_type_num, 3),
-      'template_domain_names': (t,),
-      'template_sequence': (t,),
-      'template_sum_probs': (t, 1),
+      **schema.RAW_TEMPLATES.shapes(num_templates=t, num_res=num_res),
   }
-  for name in TEMPLATE_FEATURES:
+  for name in schema.RAW_TEMPLATES.names:
     if name not in feats and name not in ('template_domain_names', 'template_sequence'):
       raise InputError(f'{path} has template features but lacks {name}: pass all of '
-                       f'{", ".join(TEMPLATE_FEATURES)} or none')
+                       f'{", ".join(schema.RAW_TEMPLATES.names)} or none')
   for name, shape in expected.items():
     if name in feats and np.shape(feats[name]) != shape:
       raise InputError(f'{name} in {path} has shape {np.shape(feats[name])}, expected {shape} '

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from af_jax.common import residue_constants as rc
+from af_jax.data import schema
 
 FeatureDict = dict[str, np.ndarray]
 
@@ -27,13 +28,12 @@ GAP = rc.HHBLITS_AA_TO_ID['-']  # 21, also the gap in AlphaFold's order
 MSA_CROP_SIZE = 2048  # rows per chain, paired + unpaired
 MAX_TEMPLATES = 4  # per chain
 MAX_SPECIES_ROWS = 600  # a species with more rows than this in any chain is not paired
-TEMPLATE_FEATURES = ('template_aatype', 'template_all_atom_positions', 'template_all_atom_mask')
 # Features of the merged example, as AlphaFold-Multimer's pipeline returns them.
 OUTPUT_FEATURES = frozenset({
     'aatype', 'all_atom_mask', 'all_atom_positions', 'assembly_num_chains', 'asym_id',
     'bert_mask', 'cluster_bias_mask', 'deletion_matrix', 'deletion_mean', 'entity_id',
     'entity_mask', 'msa', 'msa_mask', 'num_alignments', 'num_templates', 'residue_index',
-    'seq_length', 'seq_mask', 'sym_id', *TEMPLATE_FEATURES})
+    'seq_length', 'seq_mask', 'sym_id', *schema.MULTIMER_TEMPLATES.names})
 _RESIDUE_FEATURES = ('aatype', 'residue_index', 'asym_id', 'sym_id', 'entity_id',
                      'entity_mask', 'deletion_mean', 'all_atom_mask', 'all_atom_positions')
 _HHBLITS_TO_AF = np.asarray(rc.MAP_HHBLITS_AATYPE_TO_OUR_AATYPE)
@@ -179,7 +179,7 @@ def _chain_arrays(chain: FeatureDict, paired_rows: np.ndarray | None) -> dict[st
     out['deletion_matrix_all_seq'] = paired_deletions[:num_paired]
   num_templates = min(chain['template_aatype'].shape[0], MAX_TEMPLATES)
   out['num_templates'] = np.asarray(num_templates, np.int32)
-  for name in TEMPLATE_FEATURES:
+  for name in schema.MULTIMER_TEMPLATES.names:
     value = chain[name][:num_templates]
     padding = [(0, MAX_TEMPLATES - num_templates)] + [(0, 0)] * (value.ndim - 1)
     out[name] = np.pad(value, padding)
@@ -240,7 +240,7 @@ def pair_and_merge(chains: Sequence[FeatureDict]) -> FeatureDict:
             for i, c in enumerate(chains)]
 
   out = {name: np.concatenate([c[name] for c in merged]) for name in _RESIDUE_FEATURES}
-  for name in TEMPLATE_FEATURES:
+  for name in schema.MULTIMER_TEMPLATES.names:
     out[name] = np.concatenate([c[name] for c in merged], axis=1)
   msa_blocks = _entity_blocks(merged, 'msa')
   msa = block_diagonal(msa_blocks, GAP)

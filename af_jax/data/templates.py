@@ -28,13 +28,11 @@ from typing import Any
 import numpy as np
 
 from af_jax.common import residue_constants as rc
-from af_jax.data import features, mmcif
+from af_jax.data import features, mmcif, schema
 from af_jax.data.parsers import TemplateHit
 from af_jax.data.tools import kalign, runner
 from af_jax.errors import InputError, ToolError
 
-# AlphaFold's templates.TEMPLATE_FEATURES: name -> dtype (one table, in features.py).
-TEMPLATE_FEATURES = features.TEMPLATE_FEATURES
 
 _MAX_SUBSEQUENCE_RATIO = 0.95
 _MIN_ALIGN_RATIO = 0.1
@@ -334,7 +332,7 @@ def _has_chain_break(positions: np.ndarray, mask: np.ndarray) -> bool:
 def _stack(kept: Sequence[Mapping[str, Any]], num_res: int) -> dict[str, np.ndarray]:
   if kept:
     return {name: np.stack([np.asarray(f[name], dtype) for f in kept]).astype(dtype)
-            for name, dtype in TEMPLATE_FEATURES.items()}
+            for name, dtype in schema.RAW_TEMPLATES.dtypes.items()}
   # DIFFERS FROM AF2: with no template AlphaFold returns 1-D empty arrays; we keep
   # the feature ranks (T = 0) so that padding and batching need no special case.
   return features.empty_template_features(num_res)

@@ -13,28 +13,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from af_jax.data import schema
 from af_jax.errors import InputError
-
-# Raw multimer features the model reads, with their dtypes.
-MULTIMER_INPUTS = {
-    'aatype': np.int32, 'residue_index': np.int32, 'asym_id': np.int32,
-    'entity_id': np.int32, 'sym_id': np.int32, 'seq_mask': np.float32,
-    'msa': np.int32, 'msa_mask': np.float32, 'deletion_matrix': np.float32,
-    'cluster_bias_mask': np.float32, 'bert_mask': np.float32,
-    'template_aatype': np.int32, 'template_all_atom_positions': np.float32,
-    'template_all_atom_mask': np.float32,
-}
-# Which axes of each input are residues, MSA rows or template slots.
-_RESIDUE_AXES = {'msa': (1,), 'msa_mask': (1,), 'deletion_matrix': (1,), 'bert_mask': (1,),
-                 'template_aatype': (1,), 'template_all_atom_positions': (1,),
-                 'template_all_atom_mask': (1,), 'cluster_bias_mask': ()}
-_ROW_FEATURES = ('msa', 'msa_mask', 'deletion_matrix', 'bert_mask', 'cluster_bias_mask')
-_TEMPLATE_FEATURES = ('template_aatype', 'template_all_atom_positions', 'template_all_atom_mask')
 
 
 def natural_sizes(raw: Mapping[str, np.ndarray]) -> tuple[int, int, int]:
   """(residues, MSA rows, template slots) of a complex's raw features."""
-  missing = [k for k in MULTIMER_INPUTS if k not in raw]
+  missing = schema.MULTIMER.missing(raw)
   if missing:
     raise InputError(f'multimer features lack {missing}; build them with '
                      'af_jax.data.pipeline_multimer (a multimer preset needs complex features)')
@@ -66,13 +51,13 @@ def make_batch(raw: Mapping[str, np.ndarray], *, num_res: int | None = None,
     raise InputError(f'a complex of {n_res} residues and {n_seq} MSA rows does not fit a '
                      f'bucket of {num_res} x {num_seq}; use larger buckets')
   out = {}
-  for key, dtype in MULTIMER_INPUTS.items():
-    x = np.asarray(raw[key]).astype(dtype)
-    if key in _TEMPLATE_FEATURES:
-      x = _pad_axis(x[:num_templates], 0, num_templates)
-    if key in _ROW_FEATURES:
-      x = _pad_axis(x, 0, num_seq)
-    for axis in _RESIDUE_AXES.get(key, (0,)):
+  for feature in schema.MULTIMER:
+    x = np.asarray(raw[feature.name]).astype(feature.dtype)
+    for axis in feature.axes_named('num_templates'):
+      x = _pad_axis(x[(slice(None),) * axis + (slice(num_templates),)], axis, num_templates)
+    for axis in feature.axes_named('num_msa'):
+      x = _pad_axis(x, axis, num_seq)
+    for axis in feature.axes_named('num_res'):
       x = _pad_axis(x, axis, num_res)
-    out[key] = x
+    out[feature.name] = x
   return out

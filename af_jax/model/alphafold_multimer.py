@@ -62,8 +62,8 @@ class AlphaFoldMultimer(AlphaFold):
     """Recycle until the structure stops moving, then predict.
 
     Args:
-      batch: raw multimer features (evoformer_multimer.MULTIMER_FEATURES and
-        `template_*`), no recycle axis: each recycle samples its own MSA.
+      batch: raw multimer features (data.schema.MULTIMER), no recycle axis: each
+        recycle samples its own MSA.
       msa_key: the prediction's sampling key; recycle r uses `recycle_key(msa_key, r)`.
       plan, key, mesh: as for the monomer (`key` enables dropout).
 

@@ -13,22 +13,14 @@ import numpy as np
 from flax import nnx
 
 from af_jax import params as af_params
+from af_jax.model import kind
 from af_jax.model.alphafold import AlphaFold
-
-
-def is_multimer(model_config) -> bool:
-  """Whether a `model` config is AlphaFold-Multimer's."""
-  return bool(model_config.global_config.get('multimer_mode', False))
 
 
 def build_model(model_config, flat_params: Mapping[str, np.ndarray] | None = None,
                 *, preset: str | None = None, seed: int = 0) -> AlphaFold:
   """An AlphaFold (or AlphaFoldMultimer) module, with `flat_params` (AlphaFold keys) loaded."""
-  if is_multimer(model_config):
-    from af_jax.model.alphafold_multimer import AlphaFoldMultimer
-    cls = AlphaFoldMultimer
-  else:
-    cls = AlphaFold
+  cls = kind.for_config(model_config).module_class()
   if flat_params is None:
     return cls(model_config, rngs=nnx.Rngs(seed))
   model = nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(seed)))

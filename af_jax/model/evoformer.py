@@ -10,11 +10,11 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
 from af_jax.chunking import ChunkPlan
+from af_jax.data import schema
 from af_jax.model import dropout, embedders, primitives, stack
 from af_jax.model.msa import (MSAColumnAttention, MSAColumnGlobalAttention,
                               MSARowAttentionWithPairBias)
@@ -118,14 +118,6 @@ class EvoformerIteration(nnx.Module):
     return msa, dap.to_rows(pair)
 
 
-# Template features the trunk reads (processed names), with their dtypes.
-TEMPLATE_FEATURES = {
-    'template_aatype': np.int32, 'template_all_atom_positions': np.float32,
-    'template_all_atom_masks': np.float32, 'template_pseudo_beta': np.float32,
-    'template_pseudo_beta_mask': np.float32, 'template_mask': np.float32,
-}
-
-
 class EmbeddingsAndEvoformer(nnx.Module):
   """Embeds the inputs and runs the extra-MSA stack and the Evoformer.
 
@@ -227,7 +219,8 @@ class EmbeddingsAndEvoformer(nnx.Module):
                                                    c.max_relative_feature)
       pair = pair + self.pair_activations(relpos)
     # Alg. 2 lines 9-13: template pair embedding.
-    templates = {k: batch[k] for k in TEMPLATE_FEATURES} if c.template.enabled else None
+    templates = ({k: batch[k] for k in schema.MONOMER_TEMPLATES.names} if c.template.enabled
+                 else None)
     pair = constrain(pair, mesh, 'res_i', 'res_j', 'channel')
     if templates is not None:
       pair = pair + self.template_embedding(pair, templates, mask_2d, plan, k_templ, remat,

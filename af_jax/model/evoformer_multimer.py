@@ -18,17 +18,13 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from af_jax.chunking import ChunkPlan
+from af_jax.data import schema
 from af_jax.model import embedders, primitives, stack
 from af_jax.model import embedders_multimer as emb
 from af_jax.model.evoformer import EvoformerIteration
-from af_jax.model.template_multimer import TEMPLATE_FEATURES, TemplateEmbeddingMultimer
+from af_jax.model.template_multimer import TemplateEmbeddingMultimer
 from af_jax.parallel import dap as dap_lib
 from af_jax.parallel.mesh import constrain
-
-# Raw multimer features the trunk reads (AlphaFold-Multimer's names).
-MULTIMER_FEATURES = ('aatype', 'residue_index', 'asym_id', 'entity_id', 'sym_id', 'seq_mask',
-                     'msa', 'msa_mask', 'deletion_matrix', 'cluster_bias_mask', 'bert_mask')
-
 
 class RelativeEncoding(nnx.Module):
   """Holds `position_activations` (AlphaFold's scope `~_relative_encoding`)."""
@@ -105,7 +101,7 @@ class EmbeddingsAndEvoformerMultimer(nnx.Module):
     """Runs one recycling iteration's trunk.
 
     Args:
-      batch: raw multimer features (`MULTIMER_FEATURES`, `template_*`), padded
+      batch: raw multimer features (`data.schema.MULTIMER`), padded
         to a bucket, no recycle axis.
       prev: `prev_msa_first_row`, `prev_pair`, `prev_pos` of the previous recycle.
       msa_key: this iteration's sampling key (`embedders_multimer.iteration_keys`).
@@ -138,7 +134,7 @@ class EmbeddingsAndEvoformerMultimer(nnx.Module):
       pair = pair + self.relative_encoding(rel)
     pair = constrain(pair, mesh, 'res_i', 'res_j', 'channel')
     if c.template.enabled:
-      templates = {k: batch[k] for k in TEMPLATE_FEATURES}
+      templates = {k: batch[k] for k in schema.MULTIMER_TEMPLATES.names}
       same_chain = batch['asym_id'][:, None] == batch['asym_id'][None, :]
       pair = pair + self.template_embedding(pair, templates, mask_2d, same_chain, plan, k_templ,
                                             remat, mesh)

@@ -15,6 +15,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from af_jax.chunking import ChunkPlan
+from af_jax.data import schema
 from af_jax.model import embedders_multimer, primitives, stack
 from af_jax.model.template import MULTIMER_ORDER, TemplatePairBlock
 from af_jax.parallel import NO_DAP, Dap
@@ -25,8 +26,6 @@ from af_jax.parallel.mesh import dap_size, round_up
 # the 9th takes the query pair (c_z channels).
 _PAIR_INPUTS = (39, (), 22, 22, (), (), (), ())
 _COLUMN_FEATURE = 2  # aatype of j, [1, N_res, 22]: the same for every row
-
-TEMPLATE_FEATURES = ('template_aatype', 'template_all_atom_positions', 'template_all_atom_mask')
 
 
 class SingleTemplateEmbedding(nnx.Module):
@@ -97,7 +96,7 @@ class TemplateEmbeddingMultimer(nnx.Module):
     keys = jax.random.split(key, n_templ) if key is not None else None
     n_padded = round_up(pair.shape[0], dap_size(mesh))
     per_residue = {k: dap_lib.pad_residues(templates[k], n_padded, (1,))
-                   for k in TEMPLATE_FEATURES}
+                   for k in schema.MULTIMER_TEMPLATES.names}
     chain_mask = dap_lib.pad_residues(multichain_mask.astype(jnp.float32), n_padded, (0, 1))
 
     def apply(dap, pair_rows, mask_2d, per_residue, chain_mask):

@@ -20,7 +20,7 @@ from af_jax import params as af_params
 from af_jax import relax
 from af_jax.chunking import ChunkPlan
 from af_jax.common import files, protein
-from af_jax.data import features, pipeline, pipeline_multimer, transforms, transforms_multimer
+from af_jax.data import features
 from af_jax.errors import ParamsError, PredictionError
 from af_jax.run import buckets
 from af_jax.run import job as af_job
@@ -28,8 +28,7 @@ from af_jax.run import outputs, plots
 from af_jax.run.options import (FoldOptions, check_relax_options, inference_mesh,
                                 load_model_params, model_config, weights_id)
 from af_jax.run.targets import (FEATURES_FILES, Target, check_output_dir, check_target_dirs,
-                                file_error, raw_aatype, read_targets)
-from configs import buckets as bucket_lists
+                                file_error, read_targets)
 
 
 def target_job(target: Target, target_dir: pathlib.Path, options: FoldOptions,
@@ -70,6 +69,9 @@ class Folder:
         if str(where) in str(e):  # read_npz's messages name the file already
           raise ParamsError(f'{name} weights: {e}') from None
         raise ParamsError(f'{name} weights from {where}: {e}') from None
+    # What differs between monomers and complexes; the run's presets are of one kind
+    # (FoldOptions.multimer refuses a mix).
+    self.kind = self._predictors[options.model_names[0]].kind
 
   @property
   def primary(self) -> bool:
@@ -140,12 +142,10 @@ class Folder:
     return dirs
 
   def fold_target(self, target: Target, target_dir: pathlib.Path) -> None:
-    """Features, every model x seed, outputs and ranking for one target."""
-    opts = self.options
+    """Features, every model x seed, outputs and ranking for one target: a protein, or with
+    multimer presets a complex (the presets' ModelKind says what differs)."""
+    opts, kind = self.options, self.kind
     target_dir.mkdir(parents=True, exist_ok=True)
-    if target.chains:
-      self.fold_complex(target, target_dir)
-      return
     timings: dict[str, float] = {}
     start = time.time()
     if target.features is not None:
@@ -153,34 +153,39 @@ class Folder:
     elif target.features_path:
       raw = features.load_features(target.features_path)
     else:
-      raw = pipeline.make_raw_features(target.record, target_dir, opts.pipeline)
+      raw = kind.make_raw_features(target.record, target.chains, target_dir, opts.pipeline,
+                                   uniprot_database=opts.uniprot_database)
     # The inputs are read and checked: only now go the outputs of an earlier job (or an
     # interrupted run), ranking_debug.json first, so bad input leaves an earlier result.
     outputs.remove_outputs(target_dir, keep=_inputs(target))
     write_features(target_dir, raw)
     timings['features'] = time.time() - start
-    logging.info('%s: %d MSA rows; features in %.1f s', target.record.name,
-                 len(raw['msa']), timings['features'])
+    logging.info('%s: %sfeatures in %.1f s', target.record.name, kind.describe_features(raw),
+                 timings['features'])
 
-    num_res = len(target.record.sequence)
+    num_res = kind.num_residues(raw)
     scores, proteins, plddts, paes, chunk_plans = {}, {}, {}, {}, {}
     pae_scores = {}
     for m, model_name in enumerate(opts.model_names):
       cfg = self._configs[model_name]
+      batch = predictor = plan_info = None
       for s in range(opts.num_seeds):
         pred_name = f'{model_name}_pred_{s}'
         seed = opts.random_seed + s * len(opts.model_names) + m
         t0 = time.time()
-        batch = transforms.process_features(
-            raw, cfg, seed, **bucket_sizes(raw, cfg, opts.length_buckets))
-        timings[f'process_features_{pred_name}'] = time.time() - t0
-        t0 = time.time()
-        plan, chunk_plans[pred_name], built = self.chunk_plan(model_name, batch)
-        # AutoChunk compiles the plan it picks, and the prediction reuses that executable:
-        # that compile counts as compiling, not planning.
-        timings[f'chunk_plan_{pred_name}'] = time.time() - t0 - built
-        t0 = time.time()
-        predictor = self.predictor(model_name, plan)
+        if batch is None or kind.batch_per_seed:
+          batch = kind.make_batch(raw, cfg, seed, opts.length_buckets)
+          timings[f'process_features_{pred_name}'] = time.time() - t0
+          t0 = time.time()
+          plan, plan_info, built = self.chunk_plan(model_name, batch)
+          # AutoChunk compiles the plan it picks, and the prediction reuses that executable:
+          # that compile counts as compiling, not planning.
+          timings[f'chunk_plan_{pred_name}'] = time.time() - t0 - built
+          t0 = time.time()
+          predictor = self.predictor(model_name, plan)
+        else:
+          t0, built = time.time(), 0.0  # a complex's later seeds reuse the executable
+        chunk_plans[pred_name] = plan_info
         compiled = predictor.compile(batch)
         timings[f'compile_{pred_name}'] = built + time.time() - t0
         logging.info('%s %s: executable %s %s in %.1f s', target.record.name, pred_name,
@@ -191,113 +196,33 @@ class Folder:
         t0 = time.time()
         out = outputs.unpad_prediction(out, num_res)
         outputs.check_finite(out, _prediction_name(target, model_name, pred_name, seed))
-        plddt = np.asarray(out['plddt'])
-        scores[pred_name] = float(plddt.mean())
-        plddts[pred_name] = plddt
+        scores[pred_name] = kind.ranking_score(out)
+        plddts[pred_name] = np.asarray(out['plddt'])
         if 'predicted_aligned_error' in out:
           paes[pred_name] = out['predicted_aligned_error']
           pae_scores[pred_name] = _plot_scores(out)
-        prot = outputs.prediction_protein(out, raw_aatype(raw), np.arange(num_res))
+        prot = outputs.prediction_protein(out, **kind.protein_fields(raw))
         proteins[pred_name] = prot
         outputs.write_prediction(target_dir, pred_name, out, prot)
         timings['outputs'] = timings.get('outputs', 0.0) + time.time() - t0
-        logging.info('%s %s: mean pLDDT %.2f%s, %d recycles, %.1f s (padded to %d residues)',
-                     target.record.name, pred_name, scores[pred_name],
-                     f', pTM {float(out["ptm"]):.3f}' if 'ptm' in out else '',
-                     int(out['num_recycles']), timings[f'predict_{pred_name}'],
+        logging.info('%s %s: %s, %.1f s (padded to %d residues)', target.record.name,
+                     pred_name, kind.summary(out), timings[f'predict_{pred_name}'],
                      batch['aatype'].shape[-1])
     order = sorted(scores, key=scores.get, reverse=True)
     relaxed = relax_models(target_dir, outputs.relax_targets(order, opts.models_to_relax),
                            proteins, use_gpu=opts.relax_use_gpu, timings=timings)
     t0 = time.time()
-    title = f'{target.record.name} ({num_res} residues)'
+    title, chains = kind.plot_labels(target.record.name, num_res, proteins[order[0]])
     if opts.random_params:
       title += ' - RANDOM WEIGHTS, smoke test only'
-    plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title)
+    plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title, **chains)
     if paes:
       plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order if k in paes}, title,
-                     scores=pae_scores)
+                     scores=pae_scores, **chains)
     timings['outputs'] = timings.get('outputs', 0.0) + time.time() - t0
     outputs.write_timings(target_dir, timings)
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
-                          relaxed=relaxed, job=self.job(target, target_dir),
-                          chunk_plans=chunk_plans)
-
-  def fold_complex(self, target: Target, target_dir: pathlib.Path) -> None:
-    """A complex: its features, every multimer model x seed, outputs, ranking by
-    0.8 ipTM + 0.2 pTM (AlphaFold-Multimer's ranking_confidence)."""
-    opts = self.options
-    timings: dict[str, float] = {}
-    start = time.time()
-    cplx = pipeline_multimer.Complex(target.record.name, target.chains)
-    raw = pipeline_multimer.make_complex_features(cplx, target_dir, opts.pipeline,
-                                                  uniprot_database=opts.uniprot_database)
-    outputs.remove_outputs(target_dir, keep=_inputs(target))  # as fold_target
-    write_features(target_dir, raw)
-    timings['features'] = time.time() - start
-    num_res = transforms_multimer.natural_sizes(raw)[0]
-    logging.info('%s: %d chains, %d residues, %d MSA rows; features in %.1f s',
-                 target.record.name, len(target.chains), num_res, int(raw['num_alignments']),
-                 timings['features'])
-    scores, proteins, plddts, paes, chunk_plans = {}, {}, {}, {}, {}
-    pae_scores = {}
-    for m, model_name in enumerate(opts.model_names):
-      cfg = self._configs[model_name]
-      t0 = time.time()
-      batch = transforms_multimer.make_batch(
-          raw, **complex_bucket_sizes(raw, cfg, opts.length_buckets))
-      timings[f'process_features_{model_name}'] = time.time() - t0
-      t0 = time.time()
-      plan, plan_info, built = self.chunk_plan(model_name, batch)
-      timings[f'chunk_plan_{model_name}'] = time.time() - t0 - built  # as fold_target
-      predictor = self.predictor(model_name, plan)
-      for s in range(opts.num_seeds):
-        pred_name = f'{model_name}_pred_{s}'
-        seed = opts.random_seed + s * len(opts.model_names) + m
-        chunk_plans[pred_name] = plan_info
-        t0 = time.time()
-        compiled = predictor.compile(batch)
-        timings[f'compile_{pred_name}'] = built + time.time() - t0
-        built = 0.0  # the model's later seeds reuse the executable
-        logging.info('%s %s: executable %s %s in %.1f s', target.record.name, pred_name,
-                     compiled.label, _COMPILE_STATUS[compiled.status], compiled.seconds)
-        t0 = time.time()
-        out = predictor.predict_processed(batch, random_seed=seed)
-        timings[f'predict_{pred_name}'] = time.time() - t0
-        t0 = time.time()
-        out = outputs.unpad_prediction(out, num_res)
-        outputs.check_finite(out, _prediction_name(target, model_name, pred_name, seed))
-        prot = outputs.prediction_protein(out, raw['aatype'], raw['residue_index'],
-                                          asym_id=raw['asym_id'])
-        scores[pred_name] = float(out['ranking_confidence'])
-        plddts[pred_name] = np.asarray(out['plddt'])
-        paes[pred_name] = out['predicted_aligned_error']
-        pae_scores[pred_name] = _plot_scores(out)
-        proteins[pred_name] = prot
-        outputs.write_prediction(target_dir, pred_name, out, prot)
-        timings['outputs'] = timings.get('outputs', 0.0) + time.time() - t0
-        logging.info('%s %s: ipTM %.3f, pTM %.3f, mean pLDDT %.2f, %d recycles (tolerance '
-                     '%.2f A), %.1f s (padded to %d residues)', target.record.name, pred_name,
-                     float(out['iptm']), float(out['ptm']), float(plddts[pred_name].mean()),
-                     int(out['num_recycles']), float(out['tol']),
-                     timings[f'predict_{pred_name}'], batch['aatype'].shape[0])
-    order = sorted(scores, key=scores.get, reverse=True)
-    relaxed = relax_models(target_dir, outputs.relax_targets(order, opts.models_to_relax),
-                           proteins, use_gpu=opts.relax_use_gpu, timings=timings)
-    t0 = time.time()
-    first = proteins[order[0]]
-    lengths = [end - begin for _, begin, end in protein.chain_runs(first)]
-    title = f'{target.record.name} ({len(lengths)} chains, {num_res} residues)'
-    if opts.random_params:
-      title += ' - RANDOM WEIGHTS, smoke test only'
-    chains = dict(chain_lengths=lengths, chain_ids=first.chain_ids)
-    plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title, **chains)
-    plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order}, title, scores=pae_scores,
-                   **chains)
-    timings['outputs'] = timings.get('outputs', 0.0) + time.time() - t0
-    outputs.write_timings(target_dir, timings)
-    outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
-                          relaxed=relaxed, score_label=outputs.MULTIMER_SCORE_LABEL,
+                          relaxed=relaxed, score_label=kind.score_label,
                           job=self.job(target, target_dir), chunk_plans=chunk_plans)
 
 
@@ -305,15 +230,6 @@ def write_features(target_dir: pathlib.Path, raw: Mapping) -> None:
   """features.pkl (AlphaFold's file) and the same features as a pickle-free features.npz."""
   features.write_features_pkl(target_dir / FEATURES_FILES[0], raw)
   features.write_features_npz(target_dir / FEATURES_FILES[1], raw)
-
-
-def complex_bucket_sizes(raw: Mapping, cfg, length_buckets: Sequence[int]) -> dict[str, int]:
-  """Padded sizes of a complex: residues and MSA rows rounded up to buckets, the preset's
-  template slots. Every MSA row is kept (the model samples from all of them)."""
-  num_res, num_seq, _ = transforms_multimer.natural_sizes(raw)
-  return {'num_res': bucket_lists.bucket_size(num_res, length_buckets),
-          'num_seq': bucket_lists.bucket_size(num_seq, bucket_lists.MSA_BUCKETS),
-          'num_templates': int(cfg.model.embeddings_and_evoformer.template.max_templates)}
 
 
 def _scratch_dir(target_dir: pathlib.Path) -> pathlib.Path:
@@ -361,22 +277,6 @@ def relax_models(target_dir: pathlib.Path, names: Sequence[str],
   if names:
     outputs.write_relax_metrics(target_dir, metrics)
   return relaxed
-
-
-def bucket_sizes(raw: Mapping, cfg, length_buckets: Sequence[int]) -> dict[str, int]:
-  """Padded sizes for a target: its length and MSA depths rounded up to buckets.
-
-  MSA depths use configs.MSA_BUCKETS, capped at the preset's own maxima (which
-  are then the bucket), so a set of proteins needs a handful of executables.
-  """
-  num_res, clusters, extra = transforms.natural_sizes(raw, cfg)
-  return {
-      'num_res': bucket_lists.bucket_size(num_res, length_buckets),
-      'msa_clusters': min(bucket_lists.bucket_size(clusters, bucket_lists.MSA_BUCKETS),
-                          transforms.max_msa_clusters(cfg)),
-      'extra_msa': min(bucket_lists.bucket_size(extra, bucket_lists.MSA_BUCKETS),
-                       max(int(cfg.data.common.max_extra_msa), 1)),
-  }
 
 
 _COMPILE_STATUS = {

@@ -129,9 +129,3 @@ def file_error(e: OSError, target: str) -> InputError:
   fix = _FILE_ERROR_FIXES.get(e.errno, 'check that file and its file system')
   return InputError(f'target {target}: {e.strerror or e}{where}: {fix}, then run again '
                     '(finished targets are kept)')
-
-
-def raw_aatype(raw: Mapping) -> np.ndarray:
-  """Residue type indices from the raw one-hot aatype."""
-  aatype = np.asarray(raw['aatype'])
-  return np.argmax(aatype, axis=-1).astype(np.int32) if aatype.ndim == 2 else aatype

@@ -13,15 +13,12 @@ import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import jax
-import numpy as np
 from absl import logging
 
-from af_jax.data import (features, parsers, pipeline, pipeline_multimer, transforms,
-                         transforms_multimer)
+from af_jax.data import features, pipeline
 from af_jax.inference import Predictor, feature_shapes
-from af_jax.model.build import is_multimer
+from af_jax.model import kind
 from af_jax.run import buckets
-from af_jax.run.fold import bucket_sizes
 from af_jax.run.options import FoldOptions, inference_mesh, model_config
 from af_jax.run.targets import Target
 from configs import buckets as bucket_lists
@@ -36,27 +33,8 @@ def bucket_shapes(cfg, num_res: int, msa_clusters: int,
   A multimer bucket has one MSA depth, `msa_clusters` (all rows; the model
   samples them itself); `extra_msa` is then ignored.
   """
-  if is_multimer(cfg.model):
-    return feature_shapes(_multimer_dummy(cfg, num_res, msa_clusters), True)
-  msa = parsers.Msa(sequences=['A'], deletion_matrix=[[0]], descriptions=['warmup'])
-  raw = {**features.make_sequence_features('A', 'warmup', 1), **features.make_msa_features([msa]),
-         **features.empty_template_features(1)}
-  batch = transforms.process_features(raw, cfg, 0, num_res=num_res, msa_clusters=msa_clusters,
-                                      extra_msa=extra_msa)
+  batch = kind.for_config(cfg.model).dummy_batch(cfg, num_res, msa_clusters, extra_msa)
   return feature_shapes(batch, bool(cfg.model.embeddings_and_evoformer.template.enabled))
-
-
-def _multimer_dummy(cfg, num_res: int, num_seq: int) -> dict:
-  """A one-residue complex padded to a bucket, as transforms_multimer pads real ones."""
-  n_templ = int(cfg.model.embeddings_and_evoformer.template.max_templates)
-  ranks = {'msa': (1, 1), 'msa_mask': (1, 1), 'deletion_matrix': (1, 1), 'bert_mask': (1, 1),
-           'cluster_bias_mask': (1,), 'template_aatype': (n_templ, 1),
-           'template_all_atom_positions': (n_templ, 1, 37, 3),
-           'template_all_atom_mask': (n_templ, 1, 37)}
-  raw = {k: np.zeros(ranks.get(k, (1,)), dt)
-         for k, dt in transforms_multimer.MULTIMER_INPUTS.items()}
-  return transforms_multimer.make_batch(raw, num_res=num_res, num_seq=num_seq,
-                                        num_templates=n_templ)
 
 
 def preset_depths(cfg) -> tuple[int, int]:
@@ -64,11 +42,7 @@ def preset_depths(cfg) -> tuple[int, int]:
 
   Multimer: (the rows it can read, sampled + extra, rounded up to an MSA bucket; 0).
   """
-  if is_multimer(cfg.model):
-    e = cfg.model.embeddings_and_evoformer
-    return bucket_lists.bucket_size(int(e.num_msa) + int(e.num_extra_msa),
-                                    bucket_lists.MSA_BUCKETS), 0
-  return transforms.max_msa_clusters(cfg), max(int(cfg.data.common.max_extra_msa), 1)
+  return kind.for_config(cfg.model).preset_depths(cfg)
 
 
 def model_specs(cfg, lengths: Iterable[int],
@@ -108,7 +82,7 @@ def default_depths(cfg, options: FoldOptions) -> list[tuple[int, int]]:
   single-sequence mode (a complex's MSA padded to the multimer pipeline's minimum), else
   the preset's maxima (what a deep MSA fills)."""
   if options.pipeline.msa_mode == 'single_sequence':
-    return [(pipeline_multimer.MIN_NUM_SEQ, 0)] if is_multimer(cfg.model) else [(1, 1)]
+    return [kind.for_config(cfg.model).single_sequence_depths()]
   return [preset_depths(cfg)]
 
 
@@ -200,7 +174,7 @@ def warmup(options: FoldOptions, targets: Sequence[Target] = (),
     sizes = []
     for raw in msas.values():
       if raw is not None:  # the fold's own bucket_sizes, on the same MSA rows
-        b = bucket_sizes(raw, cfg, options.length_buckets)
+        b = kind.bucket_sizes(raw, cfg, options.length_buckets)
         sizes.append((b['num_res'], b['msa_clusters'], b['extra_msa']))
     unknown = sorted({bucket_lists.bucket_size(len(t.record.sequence), options.length_buckets)
                       for t in targets if msas[t.record.name] is None}) if targets else lengths

@@ -30,8 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from af_jax.chunking import ChunkPlan
 from af_jax.errors import ConfigError, InputError
-from af_jax.inference import MODEL_FEATURES
-from af_jax.model.evoformer import TEMPLATE_FEATURES
+from af_jax.data import schema
 from af_jax.parallel.mesh import DATA_AXIS, dap_size
 from af_jax.train import losses
 from af_jax.train.optimizer import (clip_by_global_norm, ema_update, learning_rate_schedule,
@@ -40,10 +39,8 @@ from af_jax.train.state import TrainState, check_batch_size, training_model_conf
 
 # What the step reads besides the model's inputs: masked-MSA targets ([B, R, ...]) and
 # per-example labels and flags ([B, ...]).
-TARGET_FEATURES = {'true_msa': np.int32, 'bert_mask': np.float32}
-EXAMPLE_KEYS = {'all_atom_positions': np.float32, 'all_atom_mask': np.float32,
-                'resolution': np.float32, 'use_clamped_fape': np.float32,
-                'num_recycles': np.int32}
+TARGET_FEATURES = schema.TRAIN_TARGETS.dtypes
+EXAMPLE_KEYS = schema.TRAIN_EXAMPLE.dtypes
 
 
 def training_plan(cfg: ml_collections.ConfigDict) -> ChunkPlan:
@@ -57,21 +54,18 @@ def training_plan(cfg: ml_collections.ConfigDict) -> ChunkPlan:
 
 def batch_keys(model_cfg: ml_collections.ConfigDict) -> dict[str, type]:
   """The batch entries a step reads, with their dtypes."""
-  keys = {**MODEL_FEATURES, **TARGET_FEATURES, **EXAMPLE_KEYS}
+  keys = {**schema.MONOMER.dtypes, **TARGET_FEATURES, **EXAMPLE_KEYS}
   if model_cfg.embeddings_and_evoformer.template.enabled:
-    keys.update(TEMPLATE_FEATURES)
+    keys.update(schema.MONOMER_TEMPLATES.dtypes)
   return keys
 
 
 def _no_templates(aatype: np.ndarray) -> dict[str, np.ndarray]:
   """One fully masked template per slice: the template embedding then adds exactly zero."""
-  shape = aatype.shape[:-1] + (1, aatype.shape[-1])  # [B, R, T=1, N_res]
-  return {'template_aatype': np.zeros(shape, np.int32),
-          'template_all_atom_positions': np.zeros(shape + (37, 3), np.float32),
-          'template_all_atom_masks': np.zeros(shape + (37,), np.float32),
-          'template_pseudo_beta': np.zeros(shape + (3,), np.float32),
-          'template_pseudo_beta_mask': np.zeros(shape, np.float32),
-          'template_mask': np.zeros(shape[:-1], np.float32)}
+  *batch, n_slices, n_res = aatype.shape  # [B, R, N_res]
+  shapes = schema.MONOMER_TEMPLATES.shapes(num_slices=n_slices, num_templates=1, num_res=n_res)
+  return {k: np.zeros((*batch, *shape), schema.MONOMER_TEMPLATES[k].dtype)
+          for k, shape in shapes.items()}
 
 
 def select_batch(batch: Mapping, model_cfg: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
@@ -82,7 +76,7 @@ def select_batch(batch: Mapping, model_cfg: ml_collections.ConfigDict) -> dict[s
   model_1/2 parameters) stay in the model and in the exported file, untouched.
   """
   keys = batch_keys(model_cfg)
-  if 'template_mask' in keys and not any(k in batch for k in TEMPLATE_FEATURES):
+  if 'template_mask' in keys and not any(k in batch for k in schema.MONOMER_TEMPLATES.names):
     batch = {**batch, **_no_templates(np.asarray(batch['aatype']))}
   missing = [k for k in keys if k not in batch]
   if missing:

@@ -17,7 +17,7 @@ from alphafold.data import mmcif_parsing, parsers
 from alphafold.data import templates as ref_templates
 from alphafold.data.tools import kalign as ref_kalign
 
-from af_jax.data import templates
+from af_jax.data import schema, templates
 from af_jax.data.tools import kalign
 from af_jax.errors import InputError, ToolError
 from tests.data.shared_data import CHAIN_2Q2K, TEMPLATE_FIXTURE
@@ -57,7 +57,7 @@ def _ref(fx, hits, date, tmp_path=None, **kwargs):
 
 
 def _assert_same(ours, ref):
-  assert set(ours) == set(ref) == set(templates.TEMPLATE_FEATURES)
+  assert set(ours) == set(ref) == set(schema.RAW_TEMPLATES.names)
   for name, value in ref.items():
     assert ours[name].dtype == value.dtype, name
     if value.size == 0:  # AlphaFold's empty features are 1-D; ours keep their rank.

@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 from af_jax.chunking import ChunkPlan
+from af_jax.data import schema
 from af_jax.model import template_multimer
 from af_jax.model.alphafold import recycled_state
 from af_jax.model.alphafold_multimer import AlphaFoldMultimer, recycle_key
@@ -133,7 +134,7 @@ def test_template_embedding_chunked_equals_unchunked():
   module = template_multimer.TemplateEmbeddingMultimer(cfg.template, c_z=cfg.pair_channel,
                                                        zero_init=False, rngs=nnx.Rngs(2))
   batch = random_multimer_batch(seed=4, chain_lengths=(6, 5), entity_ids=(1, 2), n_templ=3)
-  templates = {k: jnp.asarray(batch[k]) for k in template_multimer.TEMPLATE_FEATURES}
+  templates = {k: jnp.asarray(batch[k]) for k in schema.MULTIMER_TEMPLATES.names}
   mask_2d = batch['seq_mask'][:, None] * batch['seq_mask'][None, :]
   same_chain = batch['asym_id'][:, None] == batch['asym_id'][None, :]
   pair = jax.random.normal(jax.random.key(6), (13, 13, cfg.pair_channel))

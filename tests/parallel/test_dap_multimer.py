@@ -21,7 +21,8 @@ from flax import nnx
 
 from af_jax.chunking import ChunkPlan
 from af_jax.model.alphafold_multimer import AlphaFoldMultimer
-from af_jax.model.template_multimer import TEMPLATE_FEATURES, TemplateEmbeddingMultimer
+from af_jax.data import schema
+from af_jax.model.template_multimer import TemplateEmbeddingMultimer
 from af_jax.parallel import make_mesh
 from tests import tolerance
 from tests.model.tiny import random_multimer_batch, tiny_multimer_config
@@ -84,7 +85,7 @@ def test_template_embedding_matches_one_device():
   module = TemplateEmbeddingMultimer(cfg.template, c_z=cfg.pair_channel, zero_init=False,
                                      rngs=nnx.Rngs(2))
   batch = random_multimer_batch(seed=5, chain_lengths=(6, 5), entity_ids=(1, 2), n_templ=3)
-  templates = {k: jnp.asarray(batch[k]) for k in TEMPLATE_FEATURES}
+  templates = {k: jnp.asarray(batch[k]) for k in schema.MULTIMER_TEMPLATES.names}
   mask_2d = batch['seq_mask'][:, None] * batch['seq_mask'][None, :]
   same_chain = batch['asym_id'][:, None] == batch['asym_id'][None, :]
   pair = jax.random.normal(jax.random.key(6), (13, 13, cfg.pair_channel))

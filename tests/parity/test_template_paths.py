@@ -24,7 +24,8 @@ from flax import nnx
 
 from af_jax.common import residue_constants as rc
 from af_jax.model import embedders, embedders_multimer
-from af_jax.model.evoformer import TEMPLATE_FEATURES, EmbeddingsAndEvoformer
+from af_jax.data import schema
+from af_jax.model.evoformer import EmbeddingsAndEvoformer
 from af_jax.model.template_multimer import TemplateEmbeddingMultimer
 from tests.parity import ref_utils, template_inputs
 
@@ -164,7 +165,7 @@ def _run_monomer_trunk(pipeline_raw, case, switch, bfloat16):
   if c.template.enabled:
     (pair_in, _, mask_2d), ref_pair = seen['template_embedding']
     pair = nnx.jit(lambda m, p, t, mk: m.template_embedding(p, t, mk))(
-        ours, pair_in, {k: jbatch[k] for k in TEMPLATE_FEATURES}, mask_2d)
+        ours, pair_in, {k: jbatch[k] for k in schema.MONOMER_TEMPLATES.names}, mask_2d)
     compared.append(('template pair', pair, ref_pair))
   if c.template.enabled and c.template.embed_torsion_angles:
     feats, row_mask = embedders.template_single_features(jbatch, gc.zero_init)

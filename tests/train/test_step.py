@@ -188,3 +188,21 @@ def test_batch_without_a_needed_feature_is_one_error(step_fn, state0, dataset):
   with pytest.raises(InputError, match='bert_mask'):
     step_fn(state0, batch)
 
+
+
+def test_a_template_model_gets_masked_templates_from_data_without_them():
+  from af_jax.data import schema
+  from af_jax.train.step import EXAMPLE_KEYS, TARGET_FEATURES, select_batch
+  model_cfg = af_jax.model_config('model_1').model  # a preset that embeds templates
+  sizes = dict(num_slices=2, num_res=5, num_msa=3, num_extra_msa=4)
+  batch = {k: np.zeros((1, *shape)) for k, shape in schema.MONOMER.shapes(**sizes).items()}
+  for part in (schema.TRAIN_TARGETS, schema.TRAIN_EXAMPLE):
+    batch.update({k: np.zeros((1, *shape)) for k, shape in part.shapes(**sizes).items()})
+  selected = select_batch(batch, model_cfg)
+  assert set(selected) == set(batch) | set(schema.MONOMER_TEMPLATES.names)
+  assert set(TARGET_FEATURES) | set(EXAMPLE_KEYS) <= set(selected)
+  templates = schema.MONOMER_TEMPLATES.shapes(num_templates=1, **sizes)
+  for name, shape in templates.items():
+    assert selected[name].shape == (1, *shape), name
+    assert selected[name].dtype == schema.MONOMER_TEMPLATES[name].dtype and not selected[name].any()
+  assert selected['aatype'].dtype == np.int32
