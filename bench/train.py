@@ -20,8 +20,19 @@ dimensions (c_m=256, c_z=128) with `--evoformer_blocks` blocks, for a GPU. The
 batch is 2Q2K chain A (70 residues) from ../shared/data padded to the crop: the
 shapes, hence the compute and memory, are those of a full crop.
 
+`--mode=compile` measures instead how long the train step takes to compile,
+cold (an empty persistent cache) and warm (a second process loading it from
+that cache), for `--compile_variants`: `small` is the real `small` training
+preset (model_1_ptm at full dimensions, crop 32, batch 2), `tiny` the tests'
+variant (tests/train/train_case.py). Each process reports the seconds to trace
+and lower, to compile or load (wall and CPU; the machine is shared, so CPU
+seconds are the steadier figure), the cache status, and, for a compiled
+executable, the number of XLA kernels (fusions, and distinct ones: XLA:CPU
+compiles each distinct kernel once with LLVM, the bulk of the compile).
+
 Usage:
   PYTHONPATH=. python bench/train.py --crop_size=256 --dims=small
+  PYTHONPATH=. python bench/train.py --mode=compile
 """
 
 from __future__ import annotations
@@ -53,16 +64,22 @@ flags.DEFINE_list('chunk_sizes', ['none', '32'], 'Training chunk sizes compared 
                   'unchunked), each with and without remat.')
 flags.DEFINE_string('preset', 'model_3_ptm', 'AlphaFold preset trained.')
 flags.DEFINE_bool('bfloat16', False, 'Compute the trunk in bfloat16.')
+flags.DEFINE_enum('mode', 'remat', ['remat', 'compile'], 'remat: step time and memory with '
+                  'and without remat; compile: cold and warm compile time of the train step.')
+flags.DEFINE_list('compile_variants', ['small', 'tiny'], "--mode=compile: 'small' (the real "
+                  "small preset) and/or 'tiny' (the tests' variant).")
 flags.DEFINE_string('child', None, 'Internal: run one side (JSON spec) and print its result.')
 flags.DEFINE_string('json_out', os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                              'results', 'train.json'),
-                    'Write the JSON results here ("" to skip).')
+                    'Write the JSON results here ("" to skip; --mode=compile defaults to '
+                    'results/train_compile.json).')
 flags.DEFINE_string('results_md', os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                'RESULTS.md'),
                     'Markdown file whose train.py section is replaced ("" to skip).')
 FLAGS = flags.FLAGS
 
 _BEGIN, _END = common.markers('bench/train.py')
+_COMPILE_BEGIN, _COMPILE_END = common.markers('bench/train.py', 'compile')
 _CHAIN = os.path.join(os.path.dirname(_ROOT), 'shared', 'data', 'chains_with_msa',
                       'openfold_2q2k')
 
@@ -134,6 +151,125 @@ def run_child(spec: dict) -> dict:
   }
 
 
+def compile_config(variant: str):
+  """The training config of a `--compile_variants` entry."""
+  if variant == 'tiny':
+    from tests.train.train_case import small_train_config
+    return small_train_config()
+  from configs.train import train_config as make
+  return make('small')
+
+
+def kernel_counts(hlo_text: str) -> dict:
+  """Fusions in an optimised HLO module and how many are distinct (XLA:CPU emits and
+  compiles one kernel per distinct fused computation and reuses it for the others)."""
+  import re
+  bodies, name = {}, None
+  for line in hlo_text.splitlines():
+    head = re.match(r'^(?:ENTRY )?%(\S+) .*\{$', line)
+    if head:
+      name = head.group(1)
+      bodies[name] = []
+    elif line.startswith('}'):
+      name = None
+    elif name is not None:
+      bodies[name].append(line)
+  # A fused computation with its instruction names stripped: equal text, one kernel.
+  canon = {k: '\n'.join(re.sub(r'%[\w.-]+', '%', re.sub(r', metadata=\{.*?\}', '', x)).strip()
+                        for x in v) for k, v in bodies.items()}
+  fusions, distinct = 0, set()
+  for lines in bodies.values():
+    for line in lines:
+      if ' fusion(' in line:
+        fusions += 1
+        callee = re.search(r'calls=%([\w.-]+)', line).group(1)
+        distinct.add(canon.get(callee, callee) + line.split('=', 1)[1].split('fusion(')[0])
+  return {'fusions': fusions, 'distinct_kernels': len(distinct)}
+
+
+def run_compile_child(spec: dict) -> dict:
+  import compile_cache
+  compile_cache.configure(spec['cache_dir'])  # before the first compilation
+  import jax
+
+  from af_jax.train.data import TrainingData
+  from af_jax.train.state import init_train_state
+  from af_jax.train.step import TrainStep
+  load = common.load_average()
+  cfg = compile_config(spec['variant'])
+  data = TrainingData(os.path.join(_CHAIN, 'alignments'), _CHAIN, cfg.data,
+                      batch_size=cfg.data.data_module.data_loaders.batch_size)
+  batch = data.batch(0)
+  state = init_train_state(cfg)
+  jax.block_until_ready(state)
+  step = TrainStep(cfg, state.graphdef, donate=False)
+  placed = step.place(batch)
+  t, cpu = time.perf_counter(), time.process_time()
+  lowered = step.lower(state, batch)
+  lower_s, lower_cpu_s = time.perf_counter() - t, time.process_time() - cpu
+  t, cpu = time.perf_counter(), time.process_time()
+  result = compile_cache.compile_with_cache(step.label(placed), lowered)
+  compile_s, compile_cpu_s = time.perf_counter() - t, time.process_time() - cpu
+  out = {'variant': spec['variant'], 'label': result.label, 'status': result.status,
+         'load_average': load, 'num_params': len(jax.tree_util.tree_leaves(state.params)),
+         'lower_s': lower_s, 'lower_cpu_s': lower_cpu_s, 'compile_s': compile_s,
+         'compile_cpu_s': compile_cpu_s, 'total_s': lower_s + compile_s}
+  if result.status == 'compiled':
+    out.update(kernel_counts(result.compiled.as_text()))
+  _, metrics = result.compiled(state, placed)
+  out['loss'] = float(metrics['loss'])
+  return out
+
+
+def run_compile_mode() -> dict:
+  import shutil
+  import tempfile
+  variants = {}
+  for variant in FLAGS.compile_variants:
+    cache_dir = tempfile.mkdtemp(prefix='bench_train_compile_')
+    try:
+      runs = {}
+      for temperature in ('cold', 'warm'):
+        spec = json.dumps({'compile': True, 'variant': variant, 'cache_dir': cache_dir})
+        runs[temperature] = common.run_child(__file__, [f'--child={spec}'])
+      variants[variant] = runs
+    finally:
+      shutil.rmtree(cache_dir, ignore_errors=True)
+  return variants
+
+
+def compile_markdown(report: dict) -> str:
+  m = report['machine']
+  lines = [
+      _COMPILE_BEGIN,
+      '## Training: train step compile time, cold and warm (`bench/train.py --mode=compile`)',
+      '',
+      f"- Date: {m['date']}; machine: {m['nproc']} CPU(s) ({m['cpu']}), {m['device']}; "
+      f"jax {m['jax']}; load average at start {m['load_average']} (the cores are shared: "
+      'wall seconds swing with the load, CPU seconds much less).',
+      f"- Command (from the repository root): `{report['command']}`",
+      "- `small`: the `small` training preset (model_1_ptm, full dimensions, crop 32, batch 2); "
+      "`tiny`: the tests' variant (tests/train/train_case.py). Cold: a process with an empty "
+      'persistent cache; warm: a second process with the same cache. Lower = trace + lower '
+      'to StableHLO; kernels: XLA fusions (distinct ones are compiled by LLVM once each).',
+      '',
+      '| variant | run | status | lower (s) | compile or load (s) | compile CPU (s) | total (s) '
+      '| fusions | distinct kernels | loss |',
+      '|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+  ]
+  for variant, runs in report['variants'].items():
+    for temperature, d in runs.items():
+      if 'error' in d:
+        lines.append(f"| {variant} | {temperature} | failed: {d['error']} | | | | | | | |")
+        continue
+      lines.append(
+          f"| {variant} | {temperature} | {d['status']} | {d['lower_s']:.1f} | "
+          f"{d['compile_s']:.1f} | {d['compile_cpu_s']:.1f} | {d['total_s']:.1f} | "
+          f"{d.get('fusions', '')} | {d.get('distinct_kernels', '')} | {d['loss']:.6f} |")
+  lines += ['', f"JSON: `{report['json_path']}`.", _COMPILE_END]
+  return '\n'.join(lines) + '\n'
+
+
 def spawn(remat: bool, chunk: int | None) -> dict:
   spec = json.dumps({'remat': remat, 'chunk': chunk}, allow_nan=False)
   args = [a for a in sys.argv[1:] if not a.startswith(('--json_out', '--results_md'))]
@@ -185,6 +321,25 @@ def markdown(report: dict) -> str:
 
 def main(argv):
   del argv
+  if FLAGS.child and json.loads(FLAGS.child).get('compile'):
+    print(json.dumps(run_compile_child(json.loads(FLAGS.child)), allow_nan=False))
+    return
+  if FLAGS.mode == 'compile' and not FLAGS.child:
+    if not FLAGS['json_out'].present:
+      FLAGS.json_out = os.path.join(os.path.dirname(FLAGS.json_out), 'train_compile.json')
+    report = {
+        'benchmark': 'train_compile',
+        'command': 'PYTHONPATH=. python bench/train.py ' + ' '.join(sys.argv[1:]),
+        'machine': common.machine_info(),
+        'variants': run_compile_mode(),
+        'json_path': os.path.relpath(FLAGS.json_out, os.getcwd()) if FLAGS.json_out else None,
+    }
+    text = common.write_json(FLAGS.json_out, report)
+    print(text)
+    if FLAGS.results_md:
+      common.write_section(FLAGS.results_md, compile_markdown(report), _COMPILE_BEGIN,
+                           _COMPILE_END)
+    return
   import jax
   jax.config.update('jax_enable_compilation_cache', False)
   if FLAGS.child:
