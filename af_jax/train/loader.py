@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import math
 import multiprocessing
 import signal
 from collections.abc import Mapping
@@ -40,7 +41,8 @@ def _process_batch(step: int) -> dict[str, np.ndarray]:
 
 
 class BatchLoader:
-  """An endless iterator over a TrainingData's batches from `start_step` on.
+  """An iterator over a TrainingData's batches from `start_step` on: endless, or up to
+  `num_steps` batches in all (or `num_epochs` passes over the chains) and then it stops.
 
   A worker's exception (naming the failing chain) is raised from `next()` for the
   batch it was preparing, and the loader stops. `state_dict()` is the position
@@ -50,7 +52,8 @@ class BatchLoader:
   """
 
   def __init__(self, dataset: TrainingData, *, state: Mapping | None = None,
-               start_step: int = 0, num_workers: int | None = None,
+               start_step: int = 0, num_steps: int | None = None,
+               num_epochs: float | None = None, num_workers: int | None = None,
                prefetch: int | None = None, worker_type: str | None = None):
     """Starts the workers and submits the first batches.
 
@@ -59,6 +62,10 @@ class BatchLoader:
       state: a `state_dict()` to resume from (overrides start_step); ConfigError if it
         was saved for another seed, batch size or chain list.
       start_step: the first batch when starting fresh.
+      num_steps: the batches of the whole run, counted from step 0 as run_train.py's
+        --num_steps (a resumed loader stops at the same batch); None: no limit.
+      num_epochs: the run's length in passes over the dataset's chains instead (the
+        batch that completes the last pass is the last one); at most one of the two.
       num_workers, prefetch, worker_type: default to
         data.data_module.data_loaders' values; prefetch is how many batches are
         prepared ahead of the one last returned.
@@ -73,7 +80,17 @@ class BatchLoader:
     if worker_type not in WORKER_TYPES:
       raise ConfigError(f'worker_type={worker_type!r} is not one of {WORKER_TYPES}; set '
                         'data.data_module.data_loaders.worker_type')
+    if num_steps is not None and num_epochs is not None:
+      raise ConfigError(f'num_steps={num_steps} and num_epochs={num_epochs} both given; '
+                        'give the run\'s length one way')
+    if num_epochs is not None:
+      if not num_epochs > 0:
+        raise ConfigError(f'num_epochs={num_epochs} must be > 0')
+      num_steps = math.ceil(num_epochs * len(dataset) / dataset.global_batch_size)
+    if num_steps is not None and int(num_steps) < 0:
+      raise ConfigError(f'num_steps={num_steps} must be >= 0')
     self.dataset = dataset
+    self.stop_step = None if num_steps is None else int(num_steps)
     self._step = dataset.check_position(state) if state is not None else int(start_step)
     self._next_submit = self._step
     self._prefetch = prefetch
@@ -100,7 +117,8 @@ class BatchLoader:
     return self.dataset.position(self._step)
 
   def _fill(self) -> None:
-    while len(self._pending) < self._prefetch:
+    while len(self._pending) < self._prefetch and (
+        self.stop_step is None or self._next_submit < self.stop_step):
       self._pending.append(self._submit(self._next_submit))
       self._next_submit += 1
 
@@ -109,6 +127,9 @@ class BatchLoader:
 
   def __next__(self) -> dict[str, np.ndarray]:
     if self._closed:
+      raise StopIteration
+    if not self._pending:  # the last batch is behind us
+      self.close()
       raise StopIteration
     future = self._pending.popleft()
     try:

@@ -215,6 +215,30 @@ def test_loader_resumes_at_the_saved_position(layout):
     BatchLoader(_dataset(layout, seed=7), state=state)
 
 
+def test_loader_stops_after_num_steps_or_num_epochs(layout):
+  ds = _dataset(layout)  # 3 chains, batch size from _config
+  with BatchLoader(ds, num_steps=3, num_workers=1, prefetch=2) as loader:
+    batches = list(loader)
+  assert len(batches) == 3 and loader.step == 3
+  # Resumed at step 1 of a 3-step run: the same stop.
+  with BatchLoader(ds, state=ds.position(1), num_steps=3, num_workers=1, prefetch=1) as resumed:
+    assert len(list(resumed)) == 2
+  # One epoch: the batches that cover every chain once (the last may reach into the next).
+  per_epoch = -(-len(ds) // ds.global_batch_size)
+  with BatchLoader(ds, num_epochs=1, num_workers=1, prefetch=1) as loader:
+    names = [n for s, _ in enumerate(loader) for n in ds.names(s)]
+  assert len(names) == per_epoch * ds.global_batch_size
+  assert sorted(set(names)) == sorted(e.name for e in ds.entries)
+  with BatchLoader(ds, num_epochs=2, num_workers=1, prefetch=1) as loader:
+    assert len(list(loader)) == -(-2 * len(ds) // ds.global_batch_size)
+  with BatchLoader(ds, num_steps=0, num_workers=1, prefetch=1) as loader:
+    assert list(loader) == []
+  with pytest.raises(ConfigError, match='both given'):
+    BatchLoader(ds, num_steps=2, num_epochs=1)
+  with pytest.raises(ConfigError, match='num_epochs=0'):
+    BatchLoader(ds, num_epochs=0)
+
+
 def test_process_workers_give_the_same_batches():
   ds = train_data.TrainingData(ALIGNMENTS_2Q2K, CHAIN_2Q2K, _config())
   with BatchLoader(ds, num_workers=1, prefetch=1, worker_type='process') as loader:
