@@ -6,8 +6,9 @@ The Python API, for a researcher's own loop:
     state = af_jax.train.init_train_state(cfg, '/data/alphafold/params')
     data = af_jax.train.TrainingData(alignment_dir, mmcif_dir, cfg.data)
     step = af_jax.train.make_train_step(cfg, state, mesh=af_jax.parallel.make_mesh(dap=2))
-    for batch in af_jax.train.BatchLoader(data):
-      state, metrics = step(state, batch)
+    with af_jax.train.BatchLoader(data, num_steps=1000) as batches:
+      for batch in batches:
+        state, metrics = step(state, batch)
 
 `af_jax.train.trainer.train` is that loop with metrics, checkpoints and export
 (what run_train.py runs). Names are imported on first use, so loader worker
