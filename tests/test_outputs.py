@@ -10,6 +10,7 @@ from alphafold.notebooks import notebook_utils as ref_notebook_utils
 from af_jax.run import outputs, plots
 from af_jax.common import confidence, protein
 from af_jax.errors import InputError
+from af_jax.model import kind as model_kind
 
 
 def test_confidence_json_is_alphafolds():
@@ -277,7 +278,7 @@ def test_multimer_ranking_by_ranking_confidence(tmp_path):
     outputs.write_prediction(tmp_path, name, out, prots[name])
   assert not outputs.is_complete(tmp_path)
   order = outputs.write_ranking(tmp_path, scores, prots,
-                                score_label=outputs.MULTIMER_SCORE_LABEL)
+                                score_label=model_kind.MULTIMER.score_label)
   assert order == sorted(scores, key=scores.get, reverse=True)
   ranking = json.loads((tmp_path / 'ranking_debug.json').read_text())
   assert ranking == {'iptm+ptm': scores, 'order': order}  # AlphaFold-Multimer's file

@@ -134,7 +134,7 @@ class _Monomer(ModelKind):
   """AlphaFold: processed features with one slice per recycle, ranked by mean pLDDT."""
 
   name = 'monomer'
-  score_label = 'plddts'
+  score_label = 'plddts'  # ranking_debug.json's key for the scores, as AlphaFold writes it
   batch_per_seed = True  # the seed samples the MSA clusters on the host
 
   def owns(self, batch: Mapping) -> bool:

@@ -40,11 +40,9 @@ import numpy as np
 
 from af_jax.common import confidence, files, protein
 from af_jax.errors import InputError, PredictionError
+from af_jax.model import kind as model_kind
 
 RANKING_FILE = 'ranking_debug.json'
-# ranking_debug.json's key for the scores, as AlphaFold's run_alphafold.py writes it.
-MONOMER_SCORE_LABEL = 'plddts'
-MULTIMER_SCORE_LABEL = 'iptm+ptm'
 RELAX_METRICS_FILE = 'relax_metrics.json'
 JOB_KEY = 'job'  # ranking_debug.json's key for the job record (af_jax.run.job)
 
@@ -280,15 +278,15 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
                   proteins: Mapping[str, protein.Protein], *,
                   random_params: bool = False,
                   relaxed: Mapping[str, tuple[str, protein.Protein]] | None = None,
-                  score_label: str = MONOMER_SCORE_LABEL,
+                  score_label: str = model_kind.MONOMER.score_label,
                   job: Mapping | None = None,
                   chunk_plans: Mapping[str, Mapping] | None = None) -> list[str]:
   """ranked_<i>.pdb/.cif by score (best first), then ranking_debug.json last.
 
   The scores are what AlphaFold ranks by: mean pLDDT for monomers, the
   ranking_confidence (0.8 ipTM + 0.2 pTM) for multimers, written under
-  `score_label` (MONOMER_SCORE_LABEL 'plddts' or MULTIMER_SCORE_LABEL 'iptm+ptm',
-  AlphaFold's keys) beside 'order'. A prediction in `relaxed` (name -> (relaxed PDB
+  `score_label` (the ModelKind's: 'plddts' or 'iptm+ptm', the keys AlphaFold's
+  run_alphafold.py writes) beside 'order'. A prediction in `relaxed` (name -> (relaxed PDB
   text, relaxed Protein)) is ranked by its relaxed structure, as AlphaFold does. With
   random weights the ranking file says so, so nobody mistakes a smoke test for a fold.
   `job` (af_jax.run.job.make_job) is recorded under JOB_KEY: what is_complete compares.
