@@ -230,7 +230,8 @@ def run_compile_mode() -> dict:
     try:
       runs = {}
       for temperature in ('cold', 'warm'):
-        spec = json.dumps({'compile': True, 'variant': variant, 'cache_dir': cache_dir})
+        spec = json.dumps({'compile': True, 'variant': variant, 'cache_dir': cache_dir},
+                          allow_nan=False)
         runs[temperature] = common.run_child(__file__, [f'--child={spec}'])
       variants[variant] = runs
     finally:

@@ -72,13 +72,14 @@ def test_complex_outputs(heteromer):
   assert (target / 'pae.png').stat().st_size > 0
   chain_map = json.loads((target / 'msas' / 'chain_id_map.json').read_text())
   assert chain_map['B']['sequence'] == PEPTIDE_7A4D
-  # timings.json: flat, per-model batch and plan, per-prediction compile and predict; the
-  # stages add up to the target's wall time.
+  # timings.json: flat; the batch and plan once per model (under its first prediction: a
+  # complex's seeds share them), compile and predict per prediction; the stages add up to
+  # the target's wall time.
   model, preds = 'model_1_multimer_v3', sorted(ranking['iptm+ptm'])
   timings = json.loads((target / 'timings.json').read_text())
-  assert set(timings) == {'features', 'outputs', f'process_features_{model}',
-                          f'chunk_plan_{model}'} | {f'{stage}_{p}' for p in preds
-                                                     for stage in ('compile', 'predict')}
+  assert set(timings) == {'features', 'outputs', f'process_features_{model}_pred_0',
+                          f'chunk_plan_{model}_pred_0'} | {f'{stage}_{p}' for p in preds
+                                                           for stage in ('compile', 'predict')}
   wall = float(re.search(r'\] cplx done in ([\d.]+) s', proc.stderr)[1])
   assert sum(timings.values()) == pytest.approx(wall, rel=0.05, abs=0.05), (timings, wall)
   assert set(ranking['chunk_plans']) == set(preds)
