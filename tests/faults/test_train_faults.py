@@ -116,6 +116,8 @@ def test_signal_after_a_step_saves_it_and_the_same_command_resumes(sig, straight
   assert [m['step'] for m in metrics(out)] == list(range(1, stopped_at + 1))
   assert not (out / PARAMS).exists()
 
+  if sig == signal.SIGINT:
+    return  # resuming is the same whatever the signal was: checked once, after SIGTERM
   again = run(out, extra=['--config.checkpoint.every_steps=1000'])
   assert f'resuming from {out / "checkpoints"}/{stopped_at}' in again.stderr
   assert_same_training(out, straight)
