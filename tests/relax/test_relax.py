@@ -163,7 +163,8 @@ def test_missing_side_chain_atoms_are_built(crystal):
 
 def test_minimiser_stops_below_the_tolerance_in_kcal_per_mol_nm(monkeypatch):
   """OpenMM is given 2.39 kcal/mol/nm (its own default, 10 kJ/mol/nm), and its L-BFGS runs
-  until the RMS gradient component is below that; read per Å it stopped 10x earlier."""
+  until the RMS gradient component is below that (or its line search fails near it); read per
+  Å it stopped 10x earlier."""
   import openmm
   from openmm import app, unit
 
@@ -193,7 +194,11 @@ def test_minimiser_stops_below_the_tolerance_in_kcal_per_mol_nm(monkeypatch):
   assert received[0].value_in_unit(kj_per_nm) == pytest.approx(10.0, rel=1e-4)
   print(f'{len(Gradients.rms)} iterations, RMS gradient {Gradients.rms[0]:.0f} -> '
         f'{Gradients.rms[-1]:.2f} kJ/mol/nm')
-  assert Gradients.rms[-1] < received[0].value_in_unit(kj_per_nm) < max(Gradients.rms)
+  # L-BFGS may also end on a failed line search a little above the tolerance (seen at 16.6
+  # kJ/mol/nm on one host): what matters is that it ran well past where a tolerance read as
+  # 2.39 kcal/mol/A (100 kJ/mol/nm) would have stopped it.
+  tolerance = received[0].value_in_unit(kj_per_nm)
+  assert min(Gradients.rms) < 3 * tolerance < 10 * tolerance < max(Gradients.rms)
 
 
 def test_violations_left_after_the_last_iteration_are_reported(crystal):
