@@ -4,14 +4,11 @@ XLA reads XLA_FLAGS once, when JAX's backend starts, and a per-executable
 `compiler_options` entry for these flags is accepted but not applied by
 XLA:CPU (jaxlib 0.10.2), so the environment variable is the only place for them.
 
-- `--xla_cpu_enable_concurrency_optimized_scheduler=false`: XLA:CPU's default
-  scheduler orders a program to run independent ops at once and, to do so,
-  keeps buffers alive early (in chunked loops, copies of whole pair-sized output
-  buffers). The memory-minimising scheduler it replaces cut one Evoformer block's
-  temporaries at L=256, chunk 16 from 0.36 to 0.14 GB and ran it faster (2.4 s
-  vs 3.0 s on the 2-core CI machine); unchunked, 0.57 -> 0.54 GB at the same
-  speed (bench/memory.py --child runs with and without the flag). GPU backends
-  ignore it.
+- `--xla_cpu_enable_concurrency_optimized_scheduler=false` (PERF): XLA:CPU's
+  default scheduler keeps buffers alive early so that independent ops can run at
+  once; in chunked loops that means copies of whole pair-sized outputs. The
+  memory-minimising scheduler uses less memory and runs no slower (bench/RESULTS.md,
+  "Behind the code"). GPU backends ignore it.
 """
 
 from __future__ import annotations

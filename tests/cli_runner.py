@@ -20,6 +20,41 @@ def scratch_dir(prefix: str) -> str:
   return path
 
 
+# One directory per test session, shared by every pytest-xdist worker (conftest.py sets
+# the variable before the workers start and removes the directory when the session ends).
+SESSION_DIR_VARIABLE = 'AF_JAX_TEST_SESSION_DIR'
+
+
+def session_dir(name: str) -> str:
+  """A directory that every test process of this session shares, e.g. one compilation
+  cache for test files that run the same program: the first to compile it stores it, the
+  others load it. Removed when the session ends."""
+  root = os.environ.get(SESSION_DIR_VARIABLE)
+  if not root:  # not under this repository's conftest (a test module run as a script)
+    return scratch_dir(f'af_jax_{name}_')
+  path = pathlib.Path(root) / name
+  path.mkdir(parents=True, exist_ok=True)
+  return str(path)
+
+
+def child_env(cache_dir: str | None, *, devices: int = 1, **extra: str) -> dict[str, str]:
+  """The environment of a command line run by a test: CPU, `devices` devices, its
+  compilation cache in `cache_dir` (None: the command line's own default or flag)."""
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **extra}
+  if cache_dir is None:
+    env.pop('COMPILE_CACHE_DIR', None)
+  else:
+    env['COMPILE_CACHE_DIR'] = cache_dir
+  # PERF: LLVM at -O0, as in the test process (conftest.py): the command lines' small
+  # programs spend most of their time compiling. Every child gets the same flags, so
+  # children that share a compilation cache share its entries.
+  flags = ['--xla_backend_optimization_level=0']
+  if devices > 1:
+    flags.append(f'--xla_force_host_platform_device_count={devices}')
+  env['XLA_FLAGS'] = ' '.join(flags)
+  return env
+
+
 def run_script(script: str, args, *, cache_dir: str, check: bool = True, devices: int = 1,
                umask: int = -1):
   """`python <script> args` on `devices` CPU devices with its compilation cache in `cache_dir`.
@@ -28,10 +63,7 @@ def run_script(script: str, args, *, cache_dir: str, check: bool = True, devices
 
   Raises AssertionError with the end of stderr when `check` and the exit status is not 0.
   """
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': cache_dir}
-  env.pop('XLA_FLAGS', None)
-  if devices > 1:
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env = child_env(cache_dir, devices=devices)
   proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900, umask=umask)
   if check and proc.returncode != 0:

@@ -1,7 +1,9 @@
 """Test-wide settings: 8 fake CPU devices, float32 matmuls at full precision, repo on sys.path."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 # Sharding tests run on 8 fake CPU devices; single-device code runs on the first one.
 # PERF: LLVM at -O0 for the tests: compiling is most of a test's time on its small shapes,
@@ -17,3 +19,17 @@ import af_jax  # noqa: E402,F401  (adds its XLA_FLAGS defaults before the backen
 import jax  # noqa: E402
 
 jax.config.update('jax_default_matmul_precision', 'highest')
+
+
+def pytest_configure(config):
+  # The controller (or a run without xdist) makes the session's shared directory; xdist
+  # workers, started after this, inherit the variable (tests/cli_runner.session_dir).
+  if not hasattr(config, 'workerinput') and 'AF_JAX_TEST_SESSION_DIR' not in os.environ:
+    os.environ['AF_JAX_TEST_SESSION_DIR'] = tempfile.mkdtemp(prefix='af_jax_tests_')
+    config._af_jax_session_dir = os.environ['AF_JAX_TEST_SESSION_DIR']
+
+
+def pytest_unconfigure(config):
+  root = getattr(config, '_af_jax_session_dir', None)
+  if root:
+    shutil.rmtree(root, ignore_errors=True)

@@ -5,13 +5,13 @@ that bucket compiles the model zero times and gives bit-identical results to a p
 that compiled it from scratch.
 """
 
-import os
 import pickle
 import subprocess
 import sys
 
 import numpy as np
 
+from tests.cli_runner import child_env
 from tests.model.tiny import TINY
 from tests.test_run_inference import ROOT, SCRIPT
 
@@ -22,9 +22,7 @@ SMALL = [f'--config.{k}={v}' for k, v in TINY.items()] + [
 
 
 def run(args):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  env.pop('XLA_FLAGS', None)
-  env.pop('COMPILE_CACHE_DIR', None)
+  env = child_env(None)
   proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -10,7 +10,6 @@ real use: --random_params would compile its initialisers in the fold.
 """
 
 import json
-import os
 import pathlib
 import pickle
 import subprocess
@@ -18,6 +17,7 @@ import sys
 
 import numpy as np
 
+from tests.cli_runner import child_env
 from tests.model.tiny import TINY, tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,9 +45,7 @@ def xla_compilations(log: str) -> list[str]:
 
 
 def run(args, cache):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'JAX_LOG_COMPILES': '1'}
-  env.pop('XLA_FLAGS', None)
-  env.pop('COMPILE_CACHE_DIR', None)
+  env = child_env(None, JAX_LOG_COMPILES='1')
   proc = subprocess.run(
       [sys.executable, str(ROOT / 'run_inference.py'), *map(str, args),
        f'--compilation_cache_dir={cache}' if cache else '--nocompilation_cache'],

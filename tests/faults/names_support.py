@@ -1,13 +1,12 @@
 """What the fault tests of names, inputs, full disks and signals share: run_inference.py as a
 user runs it, on a tiny model with random weights, and the checks of its one-line errors."""
 
-import os
 import pathlib
 import re
 import subprocess
 import sys
 
-from tests.cli_runner import scratch_dir
+from tests.cli_runner import child_env, scratch_dir
 from tests.model.tiny import TINY
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -30,9 +29,7 @@ _TEMPORARY = re.compile('tmp', re.IGNORECASE)
 
 def env(**extra: str) -> dict[str, str]:
   """The environment of a child run: CPU, one device, the shared compilation cache."""
-  environ = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': CACHE_DIR, **extra}
-  environ.pop('XLA_FLAGS', None)
-  return environ
+  return child_env(CACHE_DIR, **extra)
 
 
 def command(args) -> list[str]:

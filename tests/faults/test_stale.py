@@ -7,7 +7,6 @@ command line on a tiny model (tests/faults/digest_runs.py).
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import af_jax
 from af_jax.run import job as af_job
 from af_jax.run import outputs
 from tests.faults import digest_runs
-from tests.cli_runner import ROOT
+from tests.cli_runner import ROOT, child_env
 from tests.faults.digest_runs import MODEL, recorded_job, run, snapshot
 
 SEQUENCES = {
@@ -241,8 +240,7 @@ def test_a_killed_refold_leaves_no_old_result_and_no_mix(base, tmp_path):
   # folds, once its features are written: the old outputs are gone, the new ones unfinished.
   cmd = [sys.executable, 'run_inference.py', f'--model_names={MODEL}', *digest_runs.FLAGS,
          *args, '--num_seeds=3', '--num_recycle=2']
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': digest_runs.CACHE_DIR}
-  env.pop('XLA_FLAGS', None)
+  env = child_env(digest_runs.CACHE_DIR)
   child = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE,
                            stdout=subprocess.DEVNULL, text=True)
   try:

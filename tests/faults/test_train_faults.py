@@ -6,7 +6,6 @@ the reference the others must reproduce exactly.
 """
 
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -18,11 +17,12 @@ import numpy as np
 import pytest
 
 import af_jax
-from tests.cli_runner import ROOT, run_script, scratch_dir
+from tests.cli_runner import ROOT, child_env, run_script, session_dir
 from tests.train.train_case import ALIGNMENT_DIR, MMCIF_DIR, SMALL_OVERRIDES
 
-# The runs share one compilation cache: the train step compiles once for the file.
-CACHE_DIR = scratch_dir('af_jax_test_train_faults_xla_')
+# The runs share one compilation cache with tests/train/test_run_train.py (the same train
+# step): it compiles once for the session.
+CACHE_DIR = session_dir('train_xla')
 NUM_STEPS = 5
 ARGS = ['--config=small', *[f'--config.{k}={v}' for k, v in SMALL_OVERRIDES.items()],
         '--config.checkpoint.every_steps=2', '--config.checkpoint.keep=3',
@@ -79,8 +79,7 @@ def copy_run(source, tmp_path):
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_signal_after_a_step_saves_it_and_the_same_command_resumes(sig, straight, tmp_path):
   out = tmp_path / 'run'
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': CACHE_DIR}
-  env.pop('XLA_FLAGS', None)
+  env = child_env(CACHE_DIR)
   # Periodic checkpoints off: the one found afterwards is the signal's.
   args = [*ARGS, '--config.checkpoint.every_steps=1000', f'--output_dir={out}',
           f'--num_steps={NUM_STEPS}']

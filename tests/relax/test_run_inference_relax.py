@@ -7,7 +7,6 @@ features.pkl test compiles, so a full test session compiles them once.
 """
 
 import json
-import os
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ import gemmi
 import numpy as np
 import pytest
 
+from tests.cli_runner import child_env
 from tests.test_run_inference import CACHE_DIR, CHAIN_2Q2K, ROOT, SCRIPT, SMALL, first_row
 
 PRED = 'model_3_ptm_pred_0'
@@ -24,8 +24,7 @@ def run_patched(args, prelude: str):
   """run_inference.py in a fresh interpreter that first runs `prelude`."""
   code = (f'{prelude}\nimport runpy, sys\nsys.argv = {[str(SCRIPT), *map(str, args)]!r}\n'
           f'runpy.run_path({str(SCRIPT)!r}, run_name="__main__")')
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'COMPILE_CACHE_DIR': CACHE_DIR}
-  env.pop('XLA_FLAGS', None)
+  env = child_env(CACHE_DIR)
   return subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=900)
 

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 import af_jax
-from tests.cli_runner import ROOT, help_of, run_script, scratch_dir
+from tests.cli_runner import ROOT, help_of, run_script, session_dir
 from tests.train.train_case import ALIGNMENT_DIR, MMCIF_DIR, SMALL_OVERRIDES
 
-# The runs share one compilation cache: the train step compiles once for the file.
-CACHE_DIR = scratch_dir('af_jax_test_train_xla_')
+# The runs share one compilation cache with tests/faults/test_train_faults.py (the same
+# train step): it compiles once for the session.
+CACHE_DIR = session_dir('train_xla')
 
 SMALL = [f'--config.{k}={v}' for k, v in SMALL_OVERRIDES.items()] + [
     '--config.checkpoint.every_steps=2', '--config.checkpoint.keep=2']
