@@ -22,11 +22,19 @@ glibc's allocator is not the fastest for them (bench/RESULTS.md, "Allocators").
 No persistent cache saves tracing or lowering; the targets are warm compile+load <= 5% of
 the cold compile, and tracing + lowering < 2 s.
 
+`--mode=targets` measures the command line instead, as a cluster admin runs it: a FASTA of
+`--target_lengths` (random sequences, over the length buckets `--buckets`) folded by
+run_inference.py, each run its own process: on a cold cache; `--warmup_only`, then the fold
+on the cache it filled; the fold again on a copy of that cache at another path. Each fold
+reports the time to its first structure (process start to the first ranked_0.pdb), its total
+time, and the XLA compilations in its compile log (JAX_LOG_COMPILES).
+
 Results go to stdout and `--json_out` as JSON, and into `--results_md` as a markdown table
 (between markers, so notes outside them are kept).
 
 Usage (from the repository root):
   PYTHONPATH=. python bench/compile_cache.py --lengths=128,256
+  PYTHONPATH=. python bench/compile_cache.py --mode=targets
 """
 
 from __future__ import annotations
@@ -51,7 +59,13 @@ from absl import app, flags  # noqa: E402
 
 from bench import common  # noqa: E402
 
+flags.DEFINE_enum('mode', 'program', ['program', 'targets'], 'program: one executable per L, '
+                  'cold vs warm; targets: run_inference.py on a FASTA, cold vs warmed vs copied '
+                  'cache.')
 flags.DEFINE_list('lengths', ['128', '256'], 'Padded sequence lengths L (one bucket each).')
+flags.DEFINE_list('target_lengths', ['45', '52', '60', '70', '81', '90', '104', '122'],
+                  '--mode=targets: the FASTA\'s sequence lengths.')
+flags.DEFINE_list('buckets', ['64', '96', '128'], '--mode=targets: run_inference.py --buckets.')
 flags.DEFINE_string('preset', 'model_1_ptm', 'Model preset (48 Evoformer blocks).')
 flags.DEFINE_integer('msa_clusters', 128, 'MSA cluster rows of the bucket (msa_feat).')
 flags.DEFINE_integer('extra_msa', 256, 'Extra MSA rows of the bucket.')
@@ -70,8 +84,9 @@ flags.DEFINE_string('jemalloc', 'libjemalloc.so.2', 'The jemalloc library to pre
                     'libjemalloc2).')
 flags.DEFINE_string('work_dir', None, 'Where the fresh cache directories go (default: a '
                     'temporary directory, removed afterwards).')
-flags.DEFINE_string('json_out', os.path.join(_HERE, 'results', 'compile_cache.json'),
-                    'Write the JSON results here ("" to skip).')
+flags.DEFINE_string('json_out', None, 'Write the JSON results here (default: '
+                    'results/compile_cache.json, --mode=targets results/compile_cache_targets'
+                    '.json; "" to skip).')
 flags.DEFINE_string('results_md', os.path.join(_HERE, 'RESULTS.md'),
                     'Markdown file to write the table into ("" to skip).')
 flags.DEFINE_string('note', '', 'A sentence about the conditions, put into the markdown.')
@@ -237,6 +252,14 @@ def summarize(cold: dict, warm: dict) -> dict:
   }
 
 
+def json_out() -> str:
+  """--json_out, or the mode's default file under bench/results/."""
+  if FLAGS.json_out is not None:
+    return FLAGS.json_out
+  name = 'compile_cache.json' if FLAGS.mode == 'program' else 'compile_cache_targets.json'
+  return os.path.join(_HERE, 'results', name)
+
+
 def command_line() -> str:
   return f'PYTHONPATH=. python bench/compile_cache.py {shlex.join(sys.argv[1:])}'.rstrip()
 
@@ -320,10 +343,146 @@ def markdown(report: dict) -> str:
         f"| {yes[sm['target_trace_lower_lt_2s']]} | {sm['first_result_speedup']:.2f}x "
         f"| {yes[sm['same_output']]} |")
   lines += allocator_table(report['lengths'])
-  lines += common.json_link(FLAGS.json_out, FLAGS.results_md) + ['', MARKERS[1], '']
+  lines += common.json_link(json_out(), FLAGS.results_md) + ['', MARKERS[1], '']
   return '\n'.join(lines)
 
 
+
+
+# ----------------------------------------------------------------------------
+# --mode=targets: run_inference.py on a FASTA, each run its own process.
+
+TARGETS_MARKERS = common.markers('bench/compile_cache.py', 'targets')
+_AMINO_ACIDS = 'ACDEFGHIKLMNPQRSTVWY'
+
+
+def write_inputs(work: str) -> tuple[str, str, list[str]]:
+  """(FASTA path, params directory, fold flags) for the targets runs: random sequences of
+  --target_lengths and random weights saved as a params file (so no run compiles the
+  initialisers that --random_params would)."""
+  import af_jax
+  import numpy as np
+  from af_jax.model.build import build_model
+  rng = np.random.default_rng(FLAGS.seed)
+  fasta = os.path.join(work, 'targets.fasta')
+  with open(fasta, 'w') as f:
+    for i, n in enumerate(int(x) for x in FLAGS.target_lengths):
+      f.write(f'>t{i}_L{n}\n{"".join(rng.choice(list(_AMINO_ACIDS), n))}\n')
+  params_dir = os.path.join(work, 'params')
+  os.makedirs(params_dir, exist_ok=True)
+  cfg = af_jax.model_config(FLAGS.preset)
+  cfg.model.embeddings_and_evoformer.evoformer_num_block = FLAGS.evoformer_blocks
+  cfg.model.global_config.zero_init = False
+  af_jax.save_params(os.path.join(params_dir, f'params_{FLAGS.preset}.npz'),
+                     build_model(cfg.model, seed=FLAGS.seed))
+  flags_ = [f'--fasta_paths={fasta}', f'--params_dir={params_dir}',
+            f'--model_names={FLAGS.preset}', f'--num_recycle={FLAGS.num_recycle}',
+            f'--buckets={",".join(FLAGS.buckets)}',
+            f'--config.model.embeddings_and_evoformer.evoformer_num_block='
+            f'{FLAGS.evoformer_blocks}']
+  return fasta, params_dir, flags_
+
+
+def fold_run(name: str, args: list[str], cache_dir: str, output_dir: str | None) -> dict:
+  """One run_inference.py process: wall time, time to the first structure, compilations."""
+  import compile_cache
+  root = os.path.dirname(_HERE)
+  env = dict(os.environ, JAX_LOG_COMPILES='1')
+  env.pop('COMPILE_CACHE_DIR', None)
+  cmd = [sys.executable, os.path.join(root, 'run_inference.py'), *args,
+         f'--compilation_cache_dir={cache_dir}']
+  if output_dir:
+    cmd.append(f'--output_dir={output_dir}')
+  start_wall, start = time.time(), time.monotonic()
+  proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+  wall = time.monotonic() - start
+  if proc.returncode != 0:
+    raise RuntimeError(f'{name} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}')
+  log = proc.stdout + proc.stderr
+  compiled = compile_cache.xla_compilations(log)
+  result = {'run': name, 'wall_s': wall, 'xla_compilations': len(compiled),
+            'model_compilations': sum(1 for c in compiled if c == 'jit(_apply)'),
+            'compiled': sorted(set(compiled))}
+  if output_dir:
+    firsts = [os.path.getmtime(os.path.join(output_dir, t, 'ranked_0.pdb'))
+              for t in os.listdir(output_dir)
+              if os.path.exists(os.path.join(output_dir, t, 'ranked_0.pdb'))]
+    result['targets_done'] = len(firsts)
+    result['first_structure_s'] = min(firsts) - start_wall
+  return result
+
+
+def run_targets() -> dict:
+  work = FLAGS.work_dir or tempfile.mkdtemp(prefix='bench_compile_cache_targets_')
+  machine = common.machine_info()
+  try:
+    _, _, fold_flags = write_inputs(work)
+    cold_cache, warm_cache = os.path.join(work, 'cold-cache'), os.path.join(work, 'warm-cache')
+    copied_cache = os.path.join(work, 'elsewhere', 'copied-cache')
+    runs = [fold_run('cold', fold_flags, cold_cache, os.path.join(work, 'out-cold'))]
+    runs.append(fold_run('warm-up only', [*fold_flags, '--warmup_only'], warm_cache,
+                         os.path.join(work, 'out-unused')))
+    runs.append(fold_run('after warm-up', fold_flags, warm_cache, os.path.join(work, 'out-warm')))
+    shutil.copytree(warm_cache, copied_cache)
+    runs.append(fold_run('copied cache', fold_flags, copied_cache,
+                         os.path.join(work, 'out-copied')))
+    for r in runs:
+      print(json.dumps(r, allow_nan=False), file=sys.stderr, flush=True)
+    same = all(
+        open(os.path.join(work, out, t, 'ranked_0.pdb')).read()
+        == open(os.path.join(work, 'out-cold', t, 'ranked_0.pdb')).read()
+        for out in ('out-warm', 'out-copied') for t in os.listdir(os.path.join(work, 'out-cold')))
+  finally:
+    if not FLAGS.work_dir:
+      shutil.rmtree(work, ignore_errors=True)
+  return {
+      'benchmark': 'compile_cache_targets', 'command': command_line(), 'machine': machine,
+      'note': FLAGS.note,
+      'settings': {'preset': FLAGS.preset, 'evoformer_blocks': FLAGS.evoformer_blocks,
+                   'num_recycle': FLAGS.num_recycle, 'seed': FLAGS.seed,
+                   'target_lengths': [int(x) for x in FLAGS.target_lengths],
+                   'buckets': [int(x) for x in FLAGS.buckets]},
+      'runs': runs, 'same_structures': same,
+  }
+
+
+def targets_markdown(report: dict) -> str:
+  m, s = report['machine'], report['settings']
+  runs = {r['run']: r for r in report['runs']}
+  cold = runs['cold']
+  lines = [
+      TARGETS_MARKERS[0],
+      '## Compile cache: a FASTA of targets, cold vs warmed up vs copied cache '
+      '(`bench/compile_cache.py --mode=targets`)',
+      '',
+      f"- Date: {m['date']}; machine: {m['nproc']} CPU(s) ({m['cpu']}), {m['device']}, "
+      f"{'GPU' if m['gpu'] else 'no GPU'}; jax {m['jax']}; load average at start "
+      f"{m['load_average']}.",
+      f"- Command (from the repository root): `{report['command']}`",
+      f"- run_inference.py on {len(s['target_lengths'])} random sequences of lengths "
+      f"{s['target_lengths']} over the buckets {s['buckets']}: {s['preset']} dimensions, "
+      f"{s['evoformer_blocks']} Evoformer blocks, random weights from a params file, "
+      f"num_recycle={s['num_recycle']}, single-sequence MSAs, the default --chunk=auto. Each "
+      'row is its own process; the copied cache is the warmed-up directory copied to another '
+      'path. Compilations: XLA compilations in JAX\'s compile log (model: the predictors\' '
+      '`jit(_apply)`, AutoChunk\'s measurements included).',
+  ]
+  if report.get('note'):
+    lines.append(f"- Conditions: {report['note']}")
+  lines += [
+      '',
+      '| run | first structure (s) | total (s) | vs cold | XLA compilations | of them model |',
+      '|---|---:|---:|---:|---:|---:|',
+  ]
+  for r in report['runs']:
+    first = f"{r['first_structure_s']:.1f}" if r.get('targets_done') else '-'
+    lines.append(f"| {r['run']} | {first} | {r['wall_s']:.1f} "
+                 f"| {cold['wall_s'] / r['wall_s']:.2f}x | {r['xla_compilations']} "
+                 f"| {r['model_compilations']} |")
+  lines += ['', f"Same ranked_0.pdb after warm-up and from the copied cache as cold: "
+            f"{'yes' if report['same_structures'] else '**no**'}."]
+  lines += common.json_link(json_out(), FLAGS.results_md) + ['', TARGETS_MARKERS[1], '']
+  return '\n'.join(lines)
 
 
 def main(argv):
@@ -331,6 +490,12 @@ def main(argv):
   if FLAGS.child_length:
     result = child(FLAGS.child_length, FLAGS.child_cache_dir)
     print('RESULT ' + json.dumps(result, allow_nan=False), flush=True)
+    return
+  if FLAGS.mode == 'targets':
+    report = run_targets()
+    print(common.write_json(json_out(), report))
+    if FLAGS.results_md:
+      common.write_section(FLAGS.results_md, targets_markdown(report), *TARGETS_MARKERS)
     return
   unknown = [m for m in FLAGS.malloc if m not in MALLOCS]
   if unknown:
@@ -369,7 +534,7 @@ def main(argv):
                   'trace_lower_max_s': TRACE_LOWER_TARGET_S},
       'lengths': rows,
   }
-  print(common.write_json(FLAGS.json_out, report))
+  print(common.write_json(json_out(), report))
   if FLAGS.results_md:
     common.write_section(FLAGS.results_md, markdown(report), *MARKERS)
 

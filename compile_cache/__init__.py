@@ -17,6 +17,7 @@ Typical use::
 
 from compile_cache.cached_compile import CompileResult
 from compile_cache.cached_compile import compile_with_cache
+from compile_cache.compile_log import xla_compilations
 from compile_cache.config import ENV_VAR
 from compile_cache.config import Settings
 from compile_cache.config import configure
@@ -33,5 +34,5 @@ from compile_cache.warm import warmup
 __all__ = [
     'CompileCacheError', 'CompileResult', 'ENV_VAR', 'PROFILES', 'Settings', 'Spec',
     'compile_with_cache', 'configure', 'current', 'default_dir', 'format_size', 'parse_size',
-    'strip_xla_argv', 'warmup',
+    'strip_xla_argv', 'warmup', 'xla_compilations',
 ]

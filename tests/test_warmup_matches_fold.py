@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from compile_cache import xla_compilations
 from tests.cli_runner import child_env
 from tests.model.tiny import TINY, tiny_config
 
@@ -27,21 +28,6 @@ SMALL = {**TINY, **HEADS, 'model.embeddings_and_evoformer.evoformer_num_block': 
          'model.heads.structure_module.num_layer': 1, 'data.eval.max_msa_clusters': 16,
          'data.common.max_extra_msa': 32}
 MODEL = 'model_3_ptm'
-
-
-def xla_compilations(log: str) -> list[str]:
-  """The programs XLA compiled, from JAX's compile log (jax_log_compiles): a 'Finished XLA
-  compilation' line not right after a persistent cache hit for the same program."""
-  compiled, hit = [], None
-  for line in log.splitlines():
-    if 'Persistent compilation cache hit for ' in line:
-      hit = line.split("hit for '", 1)[1].split("'", 1)[0]  # e.g. jit__apply
-    elif 'Finished XLA compilation of ' in line:
-      name = line.split('compilation of ', 1)[1].split(' in ', 1)[0]  # e.g. jit(_apply)
-      if hit != name.replace('(', '_').rstrip(')'):
-        compiled.append(name)
-      hit = None
-  return compiled
 
 
 def run(args, cache):
