@@ -15,7 +15,7 @@ setup(
     version=VERSION,
     description='AlphaFold2 in JAX/Flax NNX: loads AlphaFold parameters, matches its outputs',
     python_requires='>=3.10',
-    # AlphaFold's bond lengths and angles, read by af_jax.common.violations.
+    # AlphaFold's bond lengths and angles, read by af_jax.common.stereo_chemistry.
     package_data={'af_jax.common': ['stereo_chemical_props.txt']},
     packages=find_packages(include=['af_jax', 'af_jax.*', 'compile_cache', 'compile_cache.*',
                                     'configs']),

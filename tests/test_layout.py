@@ -4,7 +4,7 @@ Every .py file under af_jax/, configs/ and compile_cache/ (and the two entry scr
 parsed with ast, and its imports, function-level ones included, are the arrows checked:
 - each arrow points down LAYERS (or stays within its own group);
 - no import circle between modules;
-- no file under af_jax/ is longer than MAX_LINES, but for the ones in TOO_LONG;
+- no file under af_jax/ is longer than MAX_LINES;
 - every module under af_jax/ is imported by another module of the library or by an
   entry script (code only tests import is dead).
 An import of `a.b.c` counts as an arrow to module a.b.c, or to package a.b when c is a
@@ -44,12 +44,6 @@ FORBIDDEN = {
 }
 
 MAX_LINES = 500
-# Files over MAX_LINES today, each with the issue item that splits it. Shrink only.
-TOO_LONG = {
-    'af_jax/train/data.py': 'issue 26, a later item (not split in item 1)',
-    'af_jax/common/violations.py': 'issue 26, a later item (not split in item 1)',
-    'af_jax/train/losses.py': 'issue 26, a later item (not split in item 1)',
-}
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -151,11 +145,8 @@ def test_no_import_circles():
 def test_no_file_over_the_line_limit():
   lengths = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines())
              for p in (ROOT / 'af_jax').rglob('*.py')}
-  over = sorted(f'{path}: {n} lines' for path, n in lengths.items()
-                if n > MAX_LINES and path not in TOO_LONG)
+  over = sorted(f'{path}: {n} lines' for path, n in lengths.items() if n > MAX_LINES)
   assert over == [], f'split these files (at most {MAX_LINES} lines):\n' + '\n'.join(over)
-  # The allow-list only shrinks: a file that fits (or is gone) leaves it.
-  assert [p for p in TOO_LONG if lengths.get(p, 0) <= MAX_LINES] == []
 
 
 def test_every_library_module_is_imported():

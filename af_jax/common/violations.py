@@ -4,7 +4,8 @@ Jumper et al. (2021) Suppl. 1.9.11 (eq. 44-46). The checks and their outputs
 (AlphaFold's names) follow AlphaFold's `folding.find_structural_violations` and
 `folding.compute_violation_metrics`; the functions are jax.numpy, so the
 training loss differentiates through them, and `protein_violations` wraps them
-for a `Protein` (numpy in, numpy out) for relaxation and reports.
+for a `Protein` (numpy in, numpy out) for relaxation and reports. The literature
+lengths, angles and radii they compare against are `af_jax.common.stereo_chemistry`'s.
 
 Atoms are in the atom14 layout ([N_res, 14, 3], slots 0-3 = N, CA, C, O).
 """
@@ -12,144 +13,14 @@ Atoms are in the atom14 layout ([N_res, 14, 3], slots 0-3 = N, CA, C, O).
 from __future__ import annotations
 
 import functools
-import os
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from af_jax.common import residue_constants as rc
+from af_jax.common import stereo_chemistry
 
-# ---------------------------------------------------------------------------
-# Literature bond lengths and angles (Engh & Huber), from stereo_chemical_props.txt.
-
-STEREO_CHEMICAL_PROPS_PATH = os.path.join(os.path.dirname(__file__),
-                                          'stereo_chemical_props.txt')
-
-
-class Bond(NamedTuple):
-  atom1_name: str
-  atom2_name: str
-  length: float
-  stddev: float
-
-
-class BondAngle(NamedTuple):
-  atom1_name: str
-  atom2_name: str
-  atom3name: str
-  angle_rad: float
-  stddev: float
-
-
-def _parse_section(lines, n_atoms: int) -> dict[str, list[tuple]]:
-  """Rows 'A-B[-C] RES value stddev' until a line '-'; keyed by residue name."""
-  table = {}
-  next(lines)  # column header
-  for line in lines:
-    if line.strip() == '-':
-      break
-    atoms, resname, value, stddev = line.split()
-    names = atoms.split('-')
-    assert len(names) == n_atoms, line
-    table.setdefault(resname, []).append((*names, float(value), float(stddev)))
-  return table
-
-
-@functools.lru_cache(maxsize=1)
-def load_stereo_chemical_props() -> tuple[dict[str, list[Bond]], dict[str, list[Bond]],
-                                          dict[str, list[BondAngle]]]:
-  """Bond lengths, bond angles, and the angles as 1-3 distances ("virtual bonds").
-
-  The data file `stereo_chemical_props.txt` beside this module is AlphaFold's
-  (google-deepmind/alphafold, `alphafold/common/stereo_chemical_props.txt`,
-  Apache-2.0), copied unchanged from the PyPI wheel alphafold-colabfold==2.3.20 as
-  listed under "Resources" in the shared data's MANIFEST.md (PROVENANCE.tsv has no
-  row for it). The figures are Engh & Huber's, in OpenStructure's format.
-
-  Returns:
-    (bonds, virtual_bonds, angles): resname -> list, with an empty list for UNK.
-    A virtual bond spans the outer atoms of an angle; its length follows from the
-    law of cosines, its stddev from first-order error propagation of the two
-    bond lengths and the angle (uncorrelated).
-  """
-  with open(STEREO_CHEMICAL_PROPS_PATH, encoding='utf-8') as f:
-    lines = iter(f.read().splitlines())
-  bonds = {r: [Bond(*row) for row in rows] for r, rows in _parse_section(lines, 2).items()}
-  next(lines)  # blank line between the sections
-  angles = {r: [BondAngle(a, b, c, v / 180.0 * np.pi, s / 180.0 * np.pi)
-                for a, b, c, v, s in rows]
-            for r, rows in _parse_section(lines, 3).items()}
-  bonds[rc.unk_restype] = []
-  angles[rc.unk_restype] = []
-
-  virtual = {}
-  for resname, res_angles in angles.items():
-    by_pair = {frozenset((b.atom1_name, b.atom2_name)): b for b in bonds[resname]}
-    virtual[resname] = []
-    for ang in res_angles:
-      b1 = by_pair[frozenset((ang.atom1_name, ang.atom2_name))].length
-      s1 = by_pair[frozenset((ang.atom1_name, ang.atom2_name))].stddev
-      b2 = by_pair[frozenset((ang.atom2_name, ang.atom3name))].length
-      s2 = by_pair[frozenset((ang.atom2_name, ang.atom3name))].stddev
-      g = ang.angle_rad
-      length = np.sqrt(b1**2 + b2**2 - 2 * b1 * b2 * np.cos(g))
-      # d(length)/d(angle), d/d(b1), d/d(b2).
-      d_g = b1 * b2 * np.sin(g) / length
-      d_b1 = (b1 - b2 * np.cos(g)) / length
-      d_b2 = (b2 - b1 * np.cos(g)) / length
-      stddev = np.sqrt((d_g * ang.stddev)**2 + (d_b1 * s1)**2 + (d_b2 * s2)**2)
-      virtual[resname].append(Bond(ang.atom1_name, ang.atom3name, length, stddev))
-  return bonds, virtual, angles
-
-
-@functools.lru_cache(maxsize=8)
-def make_atom14_dists_bounds(overlap_tolerance: float = 1.5,
-                             bond_length_tolerance_factor: float = 15.0
-                             ) -> dict[str, np.ndarray]:
-  """Allowed intra-residue atom14 pair distances per residue type.
-
-  Non-bonded pairs: at least the sum of van der Waals radii minus
-  `overlap_tolerance`. Bonded and 1-3 (angle) pairs: literature length within
-  `bond_length_tolerance_factor` standard deviations.
-
-  Returns:
-    lower_bound, upper_bound, stddev: [21, 14, 14] float32 (0 for absent atoms).
-  """
-  lower = np.zeros((21, 14, 14), np.float32)
-  upper = np.zeros((21, 14, 14), np.float32)
-  stddev = np.zeros((21, 14, 14), np.float32)
-  bonds, virtual, _ = load_stereo_chemical_props()
-  for restype, letter in enumerate(rc.restypes):
-    resname = rc.restype_1to3[letter]
-    names = rc.restype_name_to_atom14_names[resname]
-    for i, a in enumerate(names):
-      for j, b in enumerate(names):
-        if a and b and i != j:
-          lower[restype, i, j] = (rc.van_der_waals_radius[a[0]] + rc.van_der_waals_radius[b[0]]
-                                  - overlap_tolerance)
-          upper[restype, i, j] = 1e10
-    for bond in bonds[resname] + virtual[resname]:
-      i, j = names.index(bond.atom1_name), names.index(bond.atom2_name)
-      for x, y in ((i, j), (j, i)):
-        lower[restype, x, y] = bond.length - bond_length_tolerance_factor * bond.stddev
-        upper[restype, x, y] = bond.length + bond_length_tolerance_factor * bond.stddev
-        stddev[restype, x, y] = bond.stddev
-  return {'lower_bound': lower, 'upper_bound': upper, 'stddev': stddev}
-
-
-def _atom14_radius_table() -> np.ndarray:
-  """[21, 14] van der Waals radius of each atom14 slot (element = first letter)."""
-  table = np.zeros((21, 14), np.float32)
-  for restype, letter in enumerate(rc.restypes):
-    for i, name in enumerate(rc.restype_name_to_atom14_names[rc.restype_1to3[letter]]):
-      if name:
-        table[restype, i] = rc.van_der_waals_radius[name[0]]
-  return table
-
-
-_ATOM14_RADIUS = _atom14_radius_table()
 _N, _CA, _C = 0, 1, 2  # atom14 (and atom37) slots of the backbone atoms
 _CYS_SG = rc.restype_name_to_atom14_names['CYS'].index('SG')
 
@@ -303,7 +174,7 @@ def within_residue_violations(atom14_pred_positions: jax.Array, atom14_atom_exis
     atom14_pred_positions: [N_res, 14, 3].
     atom14_atom_exists: [N_res, 14].
     atom14_dists_lower_bound, atom14_dists_upper_bound: [N_res, 14, 14]
-      (`make_atom14_dists_bounds` gathered by residue type).
+      (`stereo_chemistry.make_atom14_dists_bounds` gathered by residue type).
     tighten_bounds_for_loss: narrows the bounds for the loss only.
 
   Returns:
@@ -335,13 +206,14 @@ def _run_checks(atom14_pred_positions: jax.Array, aatype: jax.Array, residue_ind
       tolerance_factor_soft=violation_tolerance_factor,
       tolerance_factor_hard=violation_tolerance_factor,
       use_ca_c_n_angle_stddev=use_ca_c_n_angle_stddev)
-  radius = exists * jnp.asarray(_ATOM14_RADIUS)[aatype]
+  radius = exists * jnp.asarray(stereo_chemistry.ATOM14_RADIUS)[aatype]
   clashes = between_residue_clash_loss(
       atom14_pred_positions, exists, radius, residue_index,
       overlap_tolerance_soft=clash_overlap_tolerance,
       overlap_tolerance_hard=clash_overlap_tolerance)
-  bounds = make_atom14_dists_bounds(overlap_tolerance=clash_overlap_tolerance,
-                                    bond_length_tolerance_factor=violation_tolerance_factor)
+  bounds = stereo_chemistry.make_atom14_dists_bounds(
+      overlap_tolerance=clash_overlap_tolerance,
+      bond_length_tolerance_factor=violation_tolerance_factor)
   within = within_residue_violations(
       atom14_pred_positions, exists, jnp.asarray(bounds['lower_bound'])[aatype],
       jnp.asarray(bounds['upper_bound'])[aatype], tighten_bounds_for_loss=0.0)
@@ -559,7 +431,6 @@ def protein_violations(prot, *, violation_tolerance_factor: float = 12.0,
 
 
 __all__ = [
-    'Bond', 'BondAngle', 'load_stereo_chemical_props', 'make_atom14_dists_bounds',
     'between_residue_bond_loss', 'between_residue_clash_loss', 'within_residue_violations',
     'find_structural_violations', 'extreme_ca_ca_distance_violations',
     'compute_violation_metrics', 'chain_aware_residue_index', 'protein_violations',

@@ -15,6 +15,7 @@ from af_jax import inference
 from af_jax.common import residue_constants as rc
 from af_jax.data import mmcif, parsers, pipeline, transforms
 from af_jax.errors import ConfigError, InputError
+from af_jax.train import chains
 from af_jax.train import data as train_data
 from af_jax.train.loader import BatchLoader
 from configs.train import train_config
@@ -78,9 +79,9 @@ def _atom_site_rows(cif_path, chain):
 
 
 def test_labels_are_the_mmcif_atoms_and_features_the_inference_pipelines(tmp_path):
-  entries, _ = train_data.discover_chains(ALIGNMENTS_2Q2K, CHAIN_2Q2K)
+  entries, _ = chains.discover_chains(ALIGNMENTS_2Q2K, CHAIN_2Q2K)
   assert [e.name for e in entries] == ['2q2k_A']
-  raw = train_data.load_chain(entries[0])
+  raw = chains.load_chain(entries[0])
   positions, mask = raw['all_atom_positions'], raw['all_atom_mask']
   assert positions.shape == (70, 37, 3) and mask.shape == (70, 37)
   assert raw['resolution'] == np.float32(3.0)
@@ -110,7 +111,7 @@ def test_labels_are_the_mmcif_atoms_and_features_the_inference_pipelines(tmp_pat
 def test_crop_keeps_features_msa_and_labels_aligned(layout):
   ds = _dataset(layout, **{'train.crop_size': 48})
   index = [e.name for e in ds.entries].index('5zyh_A')
-  raw = train_data.load_chain(ds.entries[index])
+  raw = chains.load_chain(ds.entries[index])
   full_aatype = raw['aatype'].argmax(-1)
   starts = set()
   for epoch in range(3):
@@ -150,9 +151,9 @@ def test_gzipped_mmcif(tmp_path):
   dirs = _one_chain(tmp_path, '2q2k_A', sorted((ALIGNMENTS_2Q2K / '2q2k_A').iterdir()))
   (dirs[1] / '2q2k.cif').unlink()
   (dirs[1] / '2q2k.cif.gz').write_bytes(gzip.compress((CHAIN_2Q2K / '2q2k.cif').read_bytes()))
-  (entry,), _ = train_data.discover_chains(*dirs)
+  (entry,), _ = chains.discover_chains(*dirs)
   assert entry.mmcif_path.endswith('2q2k.cif.gz') and entry.resolution == 3.0
-  assert train_data.load_chain(entry)['all_atom_mask'].sum() == 383
+  assert chains.load_chain(entry)['all_atom_mask'].sum() == 383
 
 
 def test_same_seed_same_batches_other_seed_other_crops(layout):
@@ -275,17 +276,17 @@ def test_filters_skip_with_reasons(layout, tmp_path):
 
 
 def test_written_chain_cache_gives_the_same_chains(layout, tmp_path):
-  entries, _ = train_data.discover_chains(*layout)
+  entries, _ = chains.discover_chains(*layout)
   path = tmp_path / 'chain_data_cache.json'
-  train_data.write_chain_cache(entries, path)
+  chains.write_chain_cache(entries, path)
   assert json.loads(path.read_text())['5zyh_A']['resolution'] == pytest.approx(1.95)
-  cached, report = train_data.discover_chains(*layout, chain_cache_path=path)
+  cached, report = chains.discover_chains(*layout, chain_cache_path=path)
   assert cached == entries and report.kept == 5
 
 
 def test_crop_raw_features_cuts_every_residue_axis():
-  (entry,), _ = train_data.discover_chains(ALIGNMENTS_2Q2K, CHAIN_2Q2K)
-  raw = train_data.load_chain(entry)
+  (entry,), _ = chains.discover_chains(ALIGNMENTS_2Q2K, CHAIN_2Q2K)
+  raw = chains.load_chain(entry)
   crop = transforms.crop_raw_features(raw, 60, 32)  # runs past the end: 10 residues left
   assert crop['sequence'][0] == entry.sequence[60:].encode()
   np.testing.assert_array_equal(crop['msa'], raw['msa'][:, 60:])
@@ -367,7 +368,7 @@ def test_loader_raises_a_worker_exception_naming_the_chain(tmp_path):
 
 def test_templates_are_cropped_with_the_chain(tmp_path):
   """A hand-written hit of 2Q2K chain B on residues 21-50 of chain A (identical sequences)."""
-  sequence = train_data.discover_chains(ALIGNMENTS_2Q2K, CHAIN_2Q2K)[0][0].sequence
+  sequence = chains.discover_chains(ALIGNMENTS_2Q2K, CHAIN_2Q2K)[0][0].sequence
   part = sequence[20:50]
   hhr = (f'Query         2q2k_A\nMatch_columns 70\n\n No Hit\n\nNo 1\n>2Q2K_B Hypothetical '
          f'protein\nProbab=99.0  E-value=1e-10  Score=50.0  Aligned_cols=30  Identities=100%  '

@@ -26,7 +26,7 @@ from af_jax.common import residue_constants as rc
 from af_jax.common.geometry import QuatRigid, quaternion_multiply_by_vector
 from af_jax.model import all_atom
 from af_jax.model.alphafold import AlphaFold
-from af_jax.train import labels, losses
+from af_jax.train import labels, losses, structure_losses
 from configs.model import model_config
 from tests import tolerance
 from tests.data.shared_data import SHARED_DATA
@@ -432,7 +432,7 @@ def test_loss_reads_the_models_outputs():
 
 @functools.partial(jax.jit, static_argnums=2)
 def _structure_module_loss(sm, batch, sm_cfg):
-  return losses.structure_module_loss(sm, losses.prepare_batch(batch), sm_cfg)
+  return structure_losses.structure_module_loss(sm, losses.prepare_batch(batch), sm_cfg)
 
 
 def test_ca_c_n_angle_stddev_key_changes_the_violation_loss(truth, made_labels, setup):
