@@ -403,16 +403,18 @@ def fold_run(name: str, args: list[str], cache_dir: str, output_dir: str | None)
   result = {'run': name, 'wall_s': wall, 'xla_compilations': len(compiled),
             'model_compilations': sum(1 for c in compiled if c == 'jit(_apply)'),
             'compiled': sorted(set(compiled))}
-  if output_dir:
+  if output_dir and os.path.isdir(output_dir):
     firsts = [os.path.getmtime(os.path.join(output_dir, t, 'ranked_0.pdb'))
               for t in os.listdir(output_dir)
               if os.path.exists(os.path.join(output_dir, t, 'ranked_0.pdb'))]
     result['targets_done'] = len(firsts)
-    result['first_structure_s'] = min(firsts) - start_wall
+    if firsts:
+      result['first_structure_s'] = min(firsts) - start_wall
   return result
 
 
 def run_targets() -> dict:
+  import af_jax  # noqa: F401  (its XLA flag defaults, before machine_info starts JAX)
   work = FLAGS.work_dir or tempfile.mkdtemp(prefix='bench_compile_cache_targets_')
   machine = common.machine_info()
   try:
