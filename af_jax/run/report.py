@@ -35,7 +35,9 @@ _SCRIPT_BREAKERS = ('</script', '<!--', '<script')
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
-#viewer { position: relative; width: 800px; height: 600px; border: 1px solid #ccc; }
+/* The border is the frame's: the viewer's canvas covers its own element's border. */
+.frame { display: inline-block; border: 1px solid #ccc; }
+#viewer { position: relative; width: 800px; height: 600px; }
 /* Red, a hue apart from the pLDDT colours, so only the viewer shows those. */
 .warning { border-left: 0.4em solid #b00020; padding: 0.3em 0.6em; font-weight: bold; }
 .legend span { display: inline-block; width: 1em; height: 1em; vertical-align: middle;
@@ -173,7 +175,7 @@ def build_report(title: str, structures: Sequence[Mapping], score_label: str, *,
 {f'<p class="warning">{esc(warning)}</p>' if warning else ''}
 <h2>Structure</h2>
 <p><label for="structure">Model</label> <select id="structure">{options}</select></p>
-<div id="viewer"></div>
+<div class="frame"><div id="viewer"></div></div>
 <p class="legend">pLDDT:{legend}</p>
 <h2>Ranking</h2>
 <table><tr><th>rank</th><th>file</th><th>prediction</th><th>score ({esc(score_label)})</th>
