@@ -16,7 +16,9 @@ setup(
     description='AlphaFold2 in JAX/Flax NNX: loads AlphaFold parameters, matches its outputs',
     python_requires='>=3.10',
     # AlphaFold's bond lengths and angles, read by af_jax.common.stereo_chemistry.
-    package_data={'af_jax.common': ['stereo_chemical_props.txt']},
+    # The report's 3D viewer (3Dmol.js, BSD-3-Clause), inlined into each report.html.
+    package_data={'af_jax.common': ['stereo_chemical_props.txt'],
+                  'af_jax.run': ['vendor/3Dmol-min.js', 'vendor/3Dmol-LICENSE']},
     packages=find_packages(include=['af_jax', 'af_jax.*', 'compile_cache', 'compile_cache.*',
                                     'configs']),
     install_requires=[

@@ -106,6 +106,12 @@ def test_outputs_of_three_real_chains(three_chains):
       np.testing.assert_allclose([r[0].b_iso for r in residues], plddt, atol=0.01)
     for png in ('plddt.png', 'pae.png'):
       assert (d / png).read_bytes()[:4] == b'\x89PNG'
+    # The page to look at: both ranked structures, both plots, the job's settings.
+    page = (d / 'report.html').read_text(encoding='utf-8')
+    assert page.count('<option ') == 2 and page.count('src="data:image/png;base64,') == 2
+    assert json.dumps((d / 'ranked_1.pdb').read_text())[1:-1] in page
+    assert f'<h1>{name} ({len(seq)} residues)</h1>' in page and 'RANDOM' in page
+    assert '<td>seeds.per_model</td><td>2</td>' in page
     # AlphaFold's flat name -> seconds; the stages do not overlap, so they add up to the
     # target's wall time (its "done in" line).
     timings = json.loads((d / 'timings.json').read_text())

@@ -70,6 +70,9 @@ def test_complex_outputs(heteromer):
     lengths = {c.id: len(c) for c in model}
     assert lengths == {'A': 70, 'B': 70, 'C': 40}, (name, lengths)
   assert (target / 'pae.png').stat().st_size > 0
+  # The report names the complex and its ranking score.
+  page = (target / 'report.html').read_text(encoding='utf-8')
+  assert '<h1>cplx (3 chains, 180 residues)</h1>' in page and 'score (iptm+ptm)' in page
   chain_map = json.loads((target / 'msas' / 'chain_id_map.json').read_text())
   assert chain_map['B']['sequence'] == PEPTIDE_7A4D
   # timings.json: flat; the batch and plan once per model (under its first prediction: a

@@ -24,7 +24,7 @@ from af_jax.data import features
 from af_jax.errors import ParamsError, PredictionError
 from af_jax.run import buckets
 from af_jax.run import job as af_job
-from af_jax.run import outputs, plots
+from af_jax.run import outputs, plots, report
 from af_jax.run.options import (FoldOptions, check_relax_options, inference_mesh,
                                 load_model_params, model_config, weights_id)
 from af_jax.run.targets import (FEATURES_FILES, Target, check_output_dir, check_target_dirs,
@@ -212,18 +212,22 @@ class Folder:
     relaxed = relax_models(target_dir, outputs.relax_targets(order, opts.models_to_relax),
                            proteins, use_gpu=opts.relax_use_gpu, timings=timings)
     t0 = time.time()
-    title, chains = kind.plot_labels(target.record.name, num_res, proteins[order[0]])
-    if opts.random_params:
-      title += ' - RANDOM WEIGHTS, smoke test only'
+    heading, chains = kind.plot_labels(target.record.name, num_res, proteins[order[0]])
+    title = heading + (' - RANDOM WEIGHTS, smoke test only' if opts.random_params else '')
     plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title, **chains)
     if paes:
       plots.plot_pae(target_dir / 'pae.png', {k: paes[k] for k in order if k in paes}, title,
                      scores=pae_scores, **chains)
     timings['outputs'] = timings.get('outputs', 0.0) + time.time() - t0
     outputs.write_timings(target_dir, timings)
+    # The ranking's own random-weights note heads the report.
+    write_report = lambda ranking: report.write_report(
+        target_dir, ranking, kind.score_label, title=heading,
+        settings={'models_to_relax': opts.models_to_relax})
     outputs.write_ranking(target_dir, scores, proteins, random_params=opts.random_params,
                           relaxed=relaxed, score_label=kind.score_label,
-                          job=self.job(target, target_dir), chunk_plans=chunk_plans)
+                          job=self.job(target, target_dir), chunk_plans=chunk_plans,
+                          before_ranking_file=write_report)
 
 
 def write_features(target_dir: pathlib.Path, raw: Mapping) -> None:

@@ -17,6 +17,9 @@
     ranked_<i>.pdb / .cif          predictions ranked by mean pLDDT, complexes by
                                    0.8 ipTM + 0.2 pTM (relaxed where relaxed)
     plddt.png, pae.png             pictures of the confidences
+    report.html                    one self-contained page to open in a browser: the ranked
+                                   structures in a 3D viewer coloured by pLDDT, the plots,
+                                   the ranking and the job's settings (af_jax.run.report)
     timings.json                   seconds per stage (write_timings), a flat mapping
     ranking_debug.json             ranking scores and order, and the job that made them
                                    (af_jax.run.job); written last, so its presence (with every
@@ -49,7 +52,8 @@ JOB_KEY = 'job'  # ranking_debug.json's key for the job record (af_jax.run.job)
 # Every file a fold writes into a target's directory (msas/ holds inputs and is not one).
 # features.npz: the pickle-free copy of features.pkl.
 OUTPUT_PATTERNS = (
-    RANKING_FILE, RELAX_METRICS_FILE, 'timings.json', 'plddt.png', 'pae.png', 'features.pkl',
+    RANKING_FILE, RELAX_METRICS_FILE, 'timings.json', 'plddt.png', 'pae.png', 'report.html',
+    'features.pkl',
     'features.npz', 'ranked_*.pdb', 'ranked_*.cif', 'unrelaxed_*.pdb', 'unrelaxed_*.cif',
     'relaxed_*.pdb', 'relaxed_*.cif', 'result_*.pkl', 'confidence_*.json', 'pae_*.json')
 # Temporary names of those files: write_atomic's, write_with's, write_features_pkl's.
@@ -280,7 +284,8 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
                   relaxed: Mapping[str, tuple[str, protein.Protein]] | None = None,
                   score_label: str = model_kind.MONOMER.score_label,
                   job: Mapping | None = None,
-                  chunk_plans: Mapping[str, Mapping] | None = None) -> list[str]:
+                  chunk_plans: Mapping[str, Mapping] | None = None,
+                  before_ranking_file: Callable[[dict], None] | None = None) -> list[str]:
   """ranked_<i>.pdb/.cif by score (best first), then ranking_debug.json last.
 
   The scores are what AlphaFold ranks by: mean pLDDT for monomers, the
@@ -291,7 +296,9 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
   random weights the ranking file says so, so nobody mistakes a smoke test for a fold.
   `job` (af_jax.run.job.make_job) is recorded under JOB_KEY: what is_complete compares.
   `chunk_plans` (prediction -> the chunk plan it ran with, and AutoChunk's figures behind
-  it) is recorded under 'chunk_plans'.
+  it) is recorded under 'chunk_plans'. `before_ranking_file(ranking)` is called with what
+  ranking_debug.json will hold once the ranked structures are written and before that
+  file is: what it writes (report.html) is then there whenever the target is complete.
   """
   order = sorted(scores, key=lambda name: scores[name], reverse=True)
   relaxed = relaxed or {}
@@ -309,6 +316,8 @@ def write_ranking(target_dir: pathlib.Path, scores: Mapping[str, float],
     ranking[JOB_KEY] = dict(job)
   if chunk_plans:
     ranking['chunk_plans'] = {k: dict(v) for k, v in chunk_plans.items()}
+  if before_ranking_file is not None:
+    before_ranking_file(ranking)
   write_atomic(target_dir / RANKING_FILE, json.dumps(ranking, indent=4, allow_nan=False))
   return order
 

@@ -22,9 +22,10 @@ from af_jax.run import outputs
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn, not with this module
   from matplotlib.figure import Figure
 
-# AlphaFold DB's pLDDT bands, colours and names.
-_BANDS = ((90, 100, '#0053d6', 'very high (> 90)'), (70, 90, '#65cbf3', 'confident (70-90)'),
-          (50, 70, '#ffdb13', 'low (50-70)'), (0, 50, '#ff7d45', 'very low (< 50)'))
+# AlphaFold DB's pLDDT bands (low, high), colours and names; the report's viewer uses them too.
+PLDDT_BANDS = ((90, 100, '#0053d6', 'very high (> 90)'),
+               (70, 90, '#65cbf3', 'confident (70-90)'),
+               (50, 70, '#ffdb13', 'low (50-70)'), (0, 50, '#ff7d45', 'very low (< 50)'))
 
 
 def _pyplot():
@@ -72,7 +73,7 @@ def plot_plddt(path: pathlib.Path, plddts: Mapping[str, np.ndarray], title: str,
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
   bands = [ax.axhspan(low, high, color=colour, alpha=0.15, lw=0, label=label)
-           for low, high, colour, label in _BANDS]
+           for low, high, colour, label in PLDDT_BANDS]
   for name, plddt in plddts.items():
     plddt = np.asarray(plddt)
     ax.plot(np.arange(1, len(plddt) + 1), plddt, lw=1.2,

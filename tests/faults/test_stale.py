@@ -267,7 +267,8 @@ def test_only_our_output_files_are_removed(tmp_path):
   ours = ['ranking_debug.json', 'ranked_0.pdb', 'ranked_1.cif', 'unrelaxed_m_pred_0.pdb',
           'relaxed_m_pred_0.cif', 'result_m_pred_0.pkl', 'confidence_m_pred_0.json',
           'pae_m_pred_0.json', 'relax_metrics.json', 'timings.json', 'plddt.png', 'pae.png',
-          'features.pkl', '.ranked_0.pdb.tmp-123', '.tmp-99-plddt.png', '.features-x1_y.tmp']
+          'report.html', 'features.pkl', '.ranked_0.pdb.tmp-123', '.tmp-99-plddt.png',
+          '.features-x1_y.tmp', '.report.html.tmp-5']
   theirs = ['notes.txt', 'ranked_0.pdb.bak', 'my_result.pkl', '.hidden', 'features.pkl.gz',
             '.notes.txt.tmp-1']
   for name in ours + theirs:
