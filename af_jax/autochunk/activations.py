@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from af_jax.chunking import ChunkPlan
+from af_jax.model import kind as model_kind
 
 FIELDS = tuple(f.name for f in dataclasses.fields(ChunkPlan))
 _F32 = 4
@@ -109,19 +110,8 @@ class ActivationModel:
     act = 2 if mc.global_config.get('bfloat16') else _F32
     n_res = int(np.shape(shapes['aatype'])[-1])
     use_t = bool(e.template.enabled) and 'template_aatype' in shapes
-    multimer = 'asym_id' in shapes
-    if multimer:
-      # AlphaFold-Multimer samples num_msa rows in the model; the rest are extra rows.
-      rows = int(np.shape(shapes['msa'])[0])
-      n_seq = min(rows, int(e.num_msa))
-      n_extra = min(rows - n_seq, int(e.num_extra_msa)) if e.extra_msa_stack_num_block else 0
-      n_templ = int(np.shape(shapes['template_aatype'])[0]) if use_t else 0
-    else:
-      n_seq = int(np.shape(shapes['msa_feat'])[-3])
-      n_extra = int(np.shape(shapes['extra_msa'])[-2]) if e.extra_msa_stack_num_block else 0
-      n_templ = int(np.shape(shapes['template_aatype'])[-2]) if use_t else 0
-    if use_t and (multimer or e.template.embed_torsion_angles):
-      n_seq += n_templ  # the torsion-angle rows join the MSA
+    kind = model_kind.for_config(mc)
+    n_seq, n_extra, n_templ = kind.trunk_sizes(mc, shapes, use_t)
     c_m, c_z, c_e = int(e.msa_channel), int(e.pair_channel), int(e.extra_msa_channel)
     L, L2 = n_res, n_res * n_res
     pair = L2 * c_z * act
@@ -193,13 +183,12 @@ class ActivationModel:
       floor = max(floor, 2 * (extra + pair) + msa_main)
     if use_t:
       t = e.template
-      c_t = int(t.num_channels if multimer
-                else t.template_pair_stack.triangle_attention_ending_node.value_dim)
+      c_t = kind.template_channels(mc)
       per_template = n_templ * L2 * c_t * act  # the stacked pair stack outputs
       if t.template_pair_stack.num_block:
         stack_sites('template_pair_stack', t.template_pair_stack, 0, 0,
                     per_template + 2 * pair, False, pair_only=True, c_pair=c_t)
-      if multimer:
+      if kind.sums_templates:
         # Templates are summed one at a time into one [L, L, c_t] accumulator.
         floor = max(floor, 2 * pair + 3 * L2 * c_t * act)
       else:

@@ -32,6 +32,9 @@ class ModelKind:
   score_label: str
   # Whether a target's batch (and so its chunk plan) is made again for every seed.
   batch_per_seed: bool
+  # Whether the template embedding sums the templates' pair features one at a time
+  # (Multimer) instead of attending over all of them at each pair position (Alg. 17).
+  sums_templates: bool
 
   def owns(self, batch: Mapping) -> bool:
     """Whether `batch` (arrays or shapes) is this kind's."""
@@ -109,6 +112,17 @@ class ModelKind:
     alone: the query row, or a complex's MSA padded to the multimer pipeline's minimum."""
     raise NotImplementedError
 
+  def trunk_sizes(self, model_config, shapes: Mapping, use_templates: bool
+                  ) -> tuple[int, int, int]:
+    """(MSA rows, extra MSA rows, templates) the trunk of `model_config` (the `model`
+    sub-config) works on for inputs of `shapes`; template rows that join the MSA are
+    counted in the first."""
+    raise NotImplementedError
+
+  def template_channels(self, model_config) -> int:
+    """Channels of one template's pair features after the template pair stack."""
+    raise NotImplementedError
+
   def ranking_score(self, out: Mapping) -> float:
     """What predictions of one target are ranked by (AlphaFold's)."""
     raise NotImplementedError
@@ -136,6 +150,7 @@ class _Monomer(ModelKind):
   name = 'monomer'
   score_label = 'plddts'  # ranking_debug.json's key for the scores, as AlphaFold writes it
   batch_per_seed = True  # the seed samples the MSA clusters on the host
+  sums_templates = False
 
   def owns(self, batch: Mapping) -> bool:
     return 'asym_id' not in batch
@@ -198,6 +213,19 @@ class _Monomer(ModelKind):
   def single_sequence_depths(self) -> tuple[int, int]:
     return 1, 1
 
+  def trunk_sizes(self, model_config, shapes, use_templates):
+    e = model_config.embeddings_and_evoformer
+    n_seq = int(np.shape(shapes['msa_feat'])[-3])
+    n_extra = int(np.shape(shapes['extra_msa'])[-2]) if e.extra_msa_stack_num_block else 0
+    n_templ = int(np.shape(shapes['template_aatype'])[-2]) if use_templates else 0
+    if e.template.embed_torsion_angles:
+      n_seq += n_templ
+    return n_seq, n_extra, n_templ
+
+  def template_channels(self, model_config):
+    stack = model_config.embeddings_and_evoformer.template.template_pair_stack
+    return int(stack.triangle_attention_ending_node.value_dim)
+
   def ranking_score(self, out: Mapping) -> float:
     return float(np.asarray(out['plddt']).mean())
 
@@ -220,6 +248,7 @@ class _Multimer(ModelKind):
   name = 'multimer'
   score_label = 'iptm+ptm'
   batch_per_seed = False  # the model samples the MSA from the seed's key
+  sums_templates = True
 
   def owns(self, batch: Mapping) -> bool:
     return 'asym_id' in batch
@@ -302,6 +331,19 @@ class _Multimer(ModelKind):
     e = config.model.embeddings_and_evoformer
     return bucket_lists.bucket_size(int(e.num_msa) + int(e.num_extra_msa),
                                     bucket_lists.MSA_BUCKETS), 0
+
+  def trunk_sizes(self, model_config, shapes, use_templates):
+    # AlphaFold-Multimer samples num_msa rows in the model; the rest are extra rows. Every
+    # template adds its torsion-angle row to the MSA.
+    e = model_config.embeddings_and_evoformer
+    rows = int(np.shape(shapes['msa'])[0])
+    n_seq = min(rows, int(e.num_msa))
+    n_extra = min(rows - n_seq, int(e.num_extra_msa)) if e.extra_msa_stack_num_block else 0
+    n_templ = int(np.shape(shapes['template_aatype'])[0]) if use_templates else 0
+    return n_seq + n_templ, n_extra, n_templ
+
+  def template_channels(self, model_config):
+    return int(model_config.embeddings_and_evoformer.template.num_channels)
 
   def ranking_score(self, out: Mapping) -> float:
     return float(out['ranking_confidence'])
