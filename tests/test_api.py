@@ -135,3 +135,33 @@ def test_predictor_needs_weights_and_a_valid_chunk():
     af_jax.Predictor(cfg, None, compilation_cache=False)
   with pytest.raises(ConfigError, match="chunk='0'"):
     af_jax.Predictor(cfg, {}, chunk='0', compilation_cache=False)
+
+
+def test_fold_keywords_become_the_command_lines_options(tmp_path):
+  from af_jax.run.api import fold_options
+  opts = fold_options(tmp_path, {'model_preset': 'multimer', 'buckets': [256, 64],
+                                 'msa_mode': 'precomputed', 'msa_paths': ROOT / 'examples' /
+                                 '2q2k_A_msas', 'uniref90_database_path': '/db/u90.fasta',
+                                 'search_timeout': 5, 'chunk': '32', 'memory_budget': '1GB',
+                                 'config': {'model.global_config.bfloat16': True}})
+  # As run_inference.py: a complex's predictions per model default to 5, not --num_seeds.
+  assert opts.multimer and opts.num_seeds == 5 and opts.length_buckets == (64, 256)
+  assert opts.chunk == 32 and opts.memory_budget == 10**9
+  assert opts.pipeline.databases.uniref90 == '/db/u90.fasta' and opts.pipeline.timeout == 5.0
+  # A directory stands for the alignments in it, as --msa_paths=DIR.
+  assert [pathlib.Path(p).name for p in opts.pipeline.msa_paths] == [
+      'bfd_uniclust_hits.a3m', 'mgnify_hits.sto', 'uniref90_hits.sto']
+  assert opts.config_overrides == {'model.global_config.bfloat16': 'true'}
+  one = fold_options(tmp_path, {'model_names': ['model_1_multimer_v3'],
+                                'num_multimer_predictions_per_model': 1})
+  assert one.num_seeds == 1
+
+
+def test_fold_writes_a_complex_per_entry_as_one_fasta_file(tmp_path):
+  from af_jax.run.api import _fasta_paths
+  from af_jax.run.targets import read_targets
+  paths = _fasta_paths({'dimer': 'MKTAYIAK:GSHMDKKE', 'mono': 'MKTAYIAK'}, tmp_path, True)
+  targets = read_targets(paths, multimer=True)
+  assert [(t.record.name, len(t.chains)) for t in targets] == [('mono', 1), ('dimer', 2)]
+  with pytest.raises(InputError, match='path separator'):
+    _fasta_paths({'a/b': 'MKTAYIAK'}, tmp_path, True)
