@@ -37,7 +37,7 @@ from af_jax.data import msa_search, pipeline  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from af_jax.parallel import distributed, mesh  # noqa: E402
 from af_jax.run import fold, warmup  # noqa: E402
-from af_jax.run.options import MODEL_PRESETS, FoldOptions  # noqa: E402
+from af_jax.run.options import MODEL_PRESETS, FoldOptions, msa_files  # noqa: E402
 from af_jax.run.targets import read_targets  # noqa: E402
 from configs import buckets  # noqa: E402
 from configs import overrides as config_overrides  # noqa: E402
@@ -156,7 +156,6 @@ FLAG_GROUPS = (
     ('Relaxation', ('models_to_relax', 'relax_use_gpu')),
     ('Many hosts', distributed.FLAG_NAMES),
 )
-MSA_FILE_SUFFIXES = pipeline.MSA_SUFFIXES + ('.hhr',)
 
 OVERRIDES: dict[str, str] = {}
 
@@ -165,12 +164,6 @@ def options_from_flags() -> FoldOptions:
   """FoldOptions from the parsed flags."""
   if not FLAGS.output_dir:
     raise ConfigError('--output_dir is required')
-  msa_paths = []
-  for given in FLAGS.msa_paths:
-    # A directory stands for the alignments (and .hhr) in it.
-    path = pathlib.Path(given)
-    msa_paths += sorted(str(p) for p in path.iterdir() if p.name.endswith(MSA_FILE_SUFFIXES)) \
-        if path.is_dir() else [given]
   databases = msa_search.Databases(
       uniref90=FLAGS.uniref90_database_path, mgnify=FLAGS.mgnify_database_path,
       small_bfd=FLAGS.small_bfd_database_path, bfd=FLAGS.bfd_database_path,
@@ -179,7 +172,7 @@ def options_from_flags() -> FoldOptions:
       hhblits_binary=FLAGS.hhblits_binary_path, hhsearch_binary=FLAGS.hhsearch_binary_path,
       mmseqs_binary=FLAGS.mmseqs_binary_path)
   pipe = pipeline.PipelineOptions(
-      msa_mode=FLAGS.msa_mode, databases=databases, msa_paths=tuple(msa_paths),
+      msa_mode=FLAGS.msa_mode, databases=databases, msa_paths=msa_files(FLAGS.msa_paths),
       use_templates=FLAGS.use_templates, template_mmcif_dir=FLAGS.template_mmcif_dir,
       max_template_date=FLAGS.max_template_date, kalign_binary_path=FLAGS.kalign_binary_path,
       obsolete_pdbs_path=FLAGS.obsolete_pdbs_path, n_cpu=FLAGS.n_cpu,
@@ -187,9 +180,7 @@ def options_from_flags() -> FoldOptions:
   if FLAGS.msa_paths and len(FLAGS.fasta_paths) != 1:
     raise ConfigError('--msa_paths belongs to one target: pass exactly one FASTA file '
                       'with one record, or put each target\'s files in <output_dir>/<name>/msas')
-  chunk = FLAGS.chunk.lower()
-  if chunk not in ('auto', 'none') and not (chunk.isdigit() and int(chunk) > 0):
-    raise ConfigError(f'--chunk={FLAGS.chunk!r}: write auto, none or a positive chunk size')
+  chunk = autochunk.parse_chunk(FLAGS.chunk)
   budget = autochunk.parse_memory(FLAGS.memory_budget) if FLAGS.memory_budget else None
   model_names = tuple(FLAGS.model_names) or MODEL_PRESETS[FLAGS.model_preset]
   options = FoldOptions(output_dir=pathlib.Path(FLAGS.output_dir), model_names=model_names)

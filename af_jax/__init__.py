@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -38,13 +39,52 @@ def save_params(path: str | os.PathLike, source) -> None:
   params.write_npz(path, source)
 
 
+def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Raw features as the data pipeline writes them: `features.npz` (read without pickle) or
+  AlphaFold's `features.pkl` (a pickle: load only files you or a pipeline you trust wrote)."""
+  from af_jax.data import features
+  return features.load_features(path)
+
+
+def process_features(raw: Mapping[str, np.ndarray] | str | os.PathLike, config, *,
+                     random_seed: int = 0,
+                     length_buckets: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+  """Raw features -> the processed batch `Predictor.predict_processed` takes.
+
+  The command line's own step: MSA clustering, extra MSA, masking and one slice per recycle
+  for a monomer (seeded), a complex's batch for a multimer config; padded to the smallest
+  length bucket (and MSA-depth bucket) that holds the target, so targets of one bucket
+  share an executable.
+
+  Args:
+    raw: raw features (a pipeline's output, `load_features`), or a features.npz/.pkl path.
+    config: the preset's config (`model_config(name)`), overrides applied.
+    random_seed: seeds the MSA sampling and masking (run_inference.py's prediction k of
+      model m uses --random_seed + k * num_models + m).
+    length_buckets: lengths to pad to (default: configs.buckets.LENGTH_BUCKETS, as
+      --buckets).
+  """
+  from af_jax.model import kind
+  from configs import buckets
+  if isinstance(raw, (str, os.PathLike)):
+    raw = load_features(raw)
+  return kind.for_config(config.model).make_batch(
+      raw, config, random_seed, tuple(length_buckets or buckets.LENGTH_BUCKETS))
+
+
 def __getattr__(name):
-  # Predictor pulls in Flax; import it lazily so `import af_jax` stays light.
+  # Each pulls in Flax or JAX; imported on first use so that `import af_jax` stays light.
+  # `fold` is the run layer's (af_jax.run.api): a door upward that opens only on first use
+  # (tests/test_layout.py LAZY_ATTRIBUTES lists it).
   if name == 'Predictor':
-    from af_jax.inference import Predictor
+    from af_jax.predictor import Predictor
     return Predictor
-  raise AttributeError(name)
+  if name == 'fold':
+    from af_jax.run.api import fold
+    return fold
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 __all__ = ['__version__', 'PRESETS', 'ConfigError', 'InputError', 'ParamsError', 'Predictor',
-           'load_params', 'model_config', 'save_params']
+           'fold', 'load_features', 'load_params', 'model_config', 'process_features',
+           'save_params']

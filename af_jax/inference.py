@@ -47,8 +47,10 @@ def bucket_label(model_name: str, shapes: Mapping[str, jax.ShapeDtypeStruct]) ->
 
 
 class Predictor:
-  """Folds processed feature batches with one preset's parameters.
+  """Folds processed feature batches with one preset's parameters and one chunk plan.
 
+  The bucket-level Predictor: `af_jax.Predictor` (af_jax/predictor.py) wraps it with
+  AutoChunk's plan per bucket and the persistent cache, as the command line runs it.
   Each input shape is compiled once (ahead of time, through the persistent
   compilation cache when `compile_cache.configure()` was called, which logs a
   hit or a miss per executable) and the executable is kept for later calls.

@@ -1,5 +1,6 @@
 """Test-wide settings: 8 fake CPU devices, float32 matmuls at full precision, repo on sys.path."""
 
+import atexit
 import os
 import shutil
 import sys
@@ -14,6 +15,14 @@ for _flag in ('--xla_force_host_platform_device_count=8', '--xla_backend_optimiz
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _flag).strip()
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The compilation cache's default root, for what a test leaves at its default (af_jax.Predictor
+# and af_jax.fold turn the persistent cache on; AutoChunk keeps its measured peaks under that
+# root even when no cache is configured): a scratch directory, never the user's ~/.cache.
+# Tests that start command lines give each its own cache_dir (tests/cli_runner.py).
+_CACHE = tempfile.mkdtemp(prefix='af_jax_test_default_cache_')
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ['COMPILE_CACHE_DIR'] = _CACHE
 
 import af_jax  # noqa: E402,F401  (adds its XLA_FLAGS defaults before the backend starts)
 import jax  # noqa: E402

@@ -27,9 +27,9 @@ from absl import logging
 
 from af_jax.autochunk import measure
 from af_jax.autochunk.activations import FIELDS, ActivationModel
-from af_jax.autochunk.budget import format_bytes, parse_memory
+from af_jax.autochunk.budget import default_budget, format_bytes, parse_memory
 from af_jax.chunking import ChunkPlan
-from af_jax.errors import InputError
+from af_jax.errors import ConfigError, InputError
 from af_jax.inference import Predictor
 
 
@@ -64,6 +64,39 @@ def plan_summary(plan: ChunkPlan) -> str:
   """`triangle_attention=16 msa_row_attention=64` or `unchunked`."""
   parts = [f'{f}={getattr(plan, f)}' for f in FIELDS if getattr(plan, f) is not None]
   return ' '.join(parts) or 'unchunked'
+
+
+def parse_chunk(value: str | int, name: str = '--chunk') -> str | int:
+  """'auto', 'none' or a positive chunk size from what a user wrote (`name` says where)."""
+  text = str(value).strip().lower()
+  if text in ('auto', 'none'):
+    return text
+  if not isinstance(value, bool) and text.isdigit() and int(text) > 0:
+    return int(text)
+  raise ConfigError(f'{name}={value!r}: write auto, none or a positive chunk size')
+
+
+def chunk_plan(predictor: Predictor, shapes: Mapping[str, Any], chunk: str | int,
+               memory_budget: int | str | None = None) -> tuple[ChunkPlan, dict, float]:
+  """The bucket's ChunkPlan for a `--chunk` value, what to record of it (ranking_debug.json's
+  `chunk_plan`), and the seconds planning spent compiling (or loading) the executable the
+  prediction reuses. The command line's fold and warm-up and the public Predictor all call it.
+
+  With 'auto', AutoChunk's plan for these shapes within `memory_budget` (None: the
+  device's default budget, which does not drift between runs on one machine); its
+  decision is cached on disk and its compiles go through the compilation cache.
+  """
+  chunk = parse_chunk(chunk)
+  if chunk == 'none':
+    return ChunkPlan(), {'plan': 'unchunked'}, 0.0
+  if chunk != 'auto':
+    plan = ChunkPlan(**{f.name: chunk for f in dataclasses.fields(ChunkPlan)})
+    return plan, {'plan': plan_summary(plan)}, 0.0
+  result = choose_plan(predictor, shapes, memory_budget or default_budget())
+  return result.plan, {'plan': plan_summary(result.plan),
+                       'predicted_peak_bytes': int(result.predicted_peak_bytes),
+                       'budget_bytes': int(result.budget_bytes), 'source': result.source}, \
+      result.executable_seconds
 
 
 def _too_big(n_res: int, needed: int, budget: int) -> InputError:

@@ -9,6 +9,7 @@ every stage timed.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
 from collections.abc import Mapping, Sequence
@@ -47,13 +48,33 @@ def target_job(target: Target, target_dir: pathlib.Path, options: FoldOptions,
       num_seeds=options.num_seeds, precision=options.precision)
 
 
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+  """A target's predictions in memory, best first (as ranked_0, ranked_1, ...).
+
+  Attributes:
+    directory: the target's output directory (None when it was a temporary one).
+    outputs: `<model>_pred_<k>` -> AlphaFold's outputs, numpy arrays cut to the target's
+      length (`plddt`, `structure_module.final_atom_positions`, `ptm`, ...).
+    proteins: the same keys -> the unrelaxed structure (`af_jax.common.protein.to_pdb`).
+    scores: the same keys -> the ranking score (mean pLDDT; a complex's 0.8 ipTM + 0.2 pTM).
+  """
+
+  directory: pathlib.Path | None
+  outputs: dict[str, dict]
+  proteins: dict[str, protein.Protein]
+  scores: dict[str, float]
+
+
 class Folder:
   """Runs the models over targets; Predictors (and their compiled shapes) live for the run."""
 
-  def __init__(self, options: FoldOptions):
+  def __init__(self, options: FoldOptions, predictions: dict | None = None):
     from af_jax.inference import Predictor
     check_relax_options(options)
     self.options = options
+    # Filled with target -> Prediction when given (af_jax.fold's results in memory).
+    self.predictions = predictions
     self._configs = {name: model_config(name, options) for name in options.model_names}
     self._weights = {name: weights_id(name, options) for name in options.model_names}
     self.mesh = inference_mesh(options.dap)
@@ -165,7 +186,7 @@ class Folder:
 
     num_res = kind.num_residues(raw)
     scores, proteins, plddts, paes, chunk_plans = {}, {}, {}, {}, {}
-    pae_scores = {}
+    pae_scores, results = {}, {}
     for m, model_name in enumerate(opts.model_names):
       cfg = self._configs[model_name]
       batch = predictor = plan_info = None
@@ -197,6 +218,8 @@ class Folder:
         out = outputs.unpad_prediction(out, num_res)
         outputs.check_finite(out, _prediction_name(target, model_name, pred_name, seed))
         scores[pred_name] = kind.ranking_score(out)
+        if self.predictions is not None:
+          results[pred_name] = out
         plddts[pred_name] = np.asarray(out['plddt'])
         if 'predicted_aligned_error' in out:
           paes[pred_name] = out['predicted_aligned_error']
@@ -212,6 +235,10 @@ class Folder:
     relaxed = relax_models(target_dir, outputs.relax_targets(order, opts.models_to_relax),
                            proteins, use_gpu=opts.relax_use_gpu, timings=timings)
     t0 = time.time()
+    if self.predictions is not None:
+      self.predictions[target.record.name] = Prediction(
+          target_dir, {k: results[k] for k in order}, {k: proteins[k] for k in order},
+          {k: scores[k] for k in order})
     heading, chains = kind.plot_labels(target.record.name, num_res, proteins[order[0]])
     title = heading + (' - RANDOM WEIGHTS, smoke test only' if opts.random_params else '')
     plots.plot_plddt(target_dir / 'plddt.png', {k: plddts[k] for k in order}, title, **chains)
@@ -330,8 +357,13 @@ def _log_replaced(target: Target, target_dir: pathlib.Path, asked: Mapping) -> N
 
 
 def fold(fasta_paths: Sequence[str], options: FoldOptions,
-         features_paths: Sequence[str] = ()) -> list[pathlib.Path]:
-  """Read the targets, check the outputs and weights, fold them all."""
+         features_paths: Sequence[str] = (), predictions: dict | None = None
+         ) -> list[pathlib.Path]:
+  """Read the targets, check the outputs and weights, fold them all.
+
+  `predictions`, when given, gets target name -> Prediction for every target folded (not
+  for one skipped because its outputs are complete).
+  """
   check_relax_options(options)
   targets = read_targets(fasta_paths, features_paths, multimer=options.multimer)
   check_output_dir(options.output_dir)
@@ -348,4 +380,4 @@ def fold(fasta_paths: Sequence[str], options: FoldOptions,
     for i, t in enumerate(targets, 1):
       _log_skipped(i, len(targets), t, options.output_dir / t.record.name)
     return [options.output_dir / t.record.name for t in targets]
-  return Folder(options).fold(targets)
+  return Folder(options, predictions).fold(targets)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from absl import logging
@@ -62,6 +62,19 @@ class FoldOptions:
       raise ConfigError(f'--model_names={",".join(self.model_names)} mixes monomer and '
                         'multimer presets; fold monomers and complexes in separate runs')
     return kinds == {True}
+
+
+MSA_FILE_SUFFIXES = pipeline.MSA_SUFFIXES + ('.hhr',)
+
+
+def msa_files(paths: Sequence[str | pathlib.Path]) -> tuple[str, ...]:
+  """--msa_paths as files: a directory stands for the alignments (and .hhr) in it."""
+  files = []
+  for given in paths:
+    path = pathlib.Path(given)
+    files += sorted(str(p) for p in path.iterdir() if p.name.endswith(MSA_FILE_SUFFIXES)) \
+        if path.is_dir() else [str(given)]
+  return tuple(files)
 
 
 def model_config(model_name: str, options: FoldOptions):
