@@ -39,11 +39,10 @@ def session_dir(name: str) -> str:
 
 def child_env(cache_dir: str | None, *, devices: int = 1, **extra: str) -> dict[str, str]:
   """The environment of a command line run by a test: CPU, `devices` devices, its
-  compilation cache in `cache_dir` (None: the command line's own default or flag)."""
+  compilation cache in `cache_dir` (None: the test process's default, conftest.py's scratch
+  directory, unless the command line is given --compilation_cache_dir)."""
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **extra}
-  if cache_dir is None:
-    env.pop('COMPILE_CACHE_DIR', None)
-  else:
+  if cache_dir is not None:
     env['COMPILE_CACHE_DIR'] = cache_dir
   # PERF: LLVM at -O0, as in the test process (conftest.py): the command lines' small
   # programs spend most of their time compiling. Every child gets the same flags, so
