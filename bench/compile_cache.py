@@ -477,10 +477,11 @@ def targets_markdown(report: dict) -> str:
       '|---|---:|---:|---:|---:|---:|',
   ]
   for r in report['runs']:
-    first = f"{r['first_structure_s']:.1f}" if r.get('targets_done') else '-'
-    lines.append(f"| {r['run']} | {first} | {r['wall_s']:.1f} "
-                 f"| {cold['wall_s'] / r['wall_s']:.2f}x | {r['xla_compilations']} "
-                 f"| {r['model_compilations']} |")
+    folded = bool(r.get('targets_done'))
+    first = f"{r['first_structure_s']:.1f}" if folded else '-'
+    speedup = f"{cold['wall_s'] / r['wall_s']:.2f}x" if folded else '-'
+    lines.append(f"| {r['run']} | {first} | {r['wall_s']:.1f} | {speedup} "
+                 f"| {r['xla_compilations']} | {r['model_compilations']} |")
   lines += ['', f"Same ranked_0.pdb after warm-up and from the copied cache as cold: "
             f"{'yes' if report['same_structures'] else '**no**'}."]
   lines += common.json_link(json_out(), FLAGS.results_md) + ['', TARGETS_MARKERS[1], '']
