@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from Bio.PDB import MMCIFParser, PDBParser
 
-from tests.cli_runner import run_script, scratch_dir
+from tests.cli_runner import recycle_lines, run_script, scratch_dir
 from tests.data.test_msa_pairing import ALIGN_2Q2K, SEQ_2Q2K
 from tests.data.test_pipeline_multimer import MSAS_7A4D, PEPTIDE_7A4D
 from tests.model.tiny import TINY_MULTIMER
@@ -83,6 +83,12 @@ def test_complex_outputs(heteromer):
   wall = float(re.search(r'\] cplx done in ([\d.]+) s', proc.stderr)[1])
   assert sum(timings.values()) == pytest.approx(wall, rel=0.05, abs=0.05), (timings, wall)
   assert set(ranking['chunk_plans']) == set(preds)
+  # A line per recycle of each prediction, with the complex's ipTM.
+  lines = recycle_lines(proc.stderr)
+  assert [(d['pred'], d['recycle']) for d in lines] == [(p, r) for p in preds for r in (0, 1)]
+  assert all(d['target'] == 'cplx' and 0 < d['iptm'] <= 1 and 0 < d['ptm'] <= 1
+             and 0 < d['plddt'] < 100 for d in lines), lines
+  assert '] run: 1/1 targets done, ' in proc.stderr
 
 
 def test_rerun_skips_complete_complex(heteromer):
