@@ -7,6 +7,7 @@ layout, two predictions per model, the structures read back with Biopython.
 """
 
 import json
+import pickle
 import re
 import shutil
 
@@ -83,9 +84,14 @@ def test_complex_outputs(heteromer):
   wall = float(re.search(r'\] cplx done in ([\d.]+) s', proc.stderr)[1])
   assert sum(timings.values()) == pytest.approx(wall, rel=0.05, abs=0.05), (timings, wall)
   assert set(ranking['chunk_plans']) == set(preds)
-  # A line per recycle of each prediction, with the complex's ipTM.
+  # A line per iteration of each prediction (the loop's bound is TINY_MULTIMER's
+  # model.num_recycle, which its --config flag sets after --num_recycle), with the ipTM.
   lines = recycle_lines(proc.stderr)
-  assert [(d['pred'], d['recycle']) for d in lines] == [(p, r) for p in preds for r in (0, 1)]
+  ran = {p: pickle.loads((target / f'result_{p}.pkl').read_bytes())['num_recycles']
+         for p in preds}
+  assert [(d['pred'], d['recycle']) for d in lines] == [(p, r) for p in preds
+                                                         for r in range(ran[p] + 1)]
+  assert {d['of'] for d in lines} == {TINY_MULTIMER['model.num_recycle']}
   assert all(d['target'] == 'cplx' and 0 < d['iptm'] <= 1 and 0 < d['ptm'] <= 1
              and 0 < d['plddt'] < 100 for d in lines), lines
   assert '] run: 1/1 targets done, ' in proc.stderr
