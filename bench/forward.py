@@ -348,7 +348,9 @@ def metric_seconds(predictor, n_res: int) -> dict:
     return confidence.predicted_tm_score(pae['logits'], pae['breaks'], mask)
 
   out = {}
-  for name, fn, arg in (('plddt_metric_s', plddt, act), ('ptm_metric_s', ptm, pair)):
+  for name, fn, arg in (('plddt_metric_s', plddt, act), ('ptm_metric_s', ptm, pair),
+                        ('callback_s', _callback_loop(True), jnp.float32(0)),
+                        ('no_callback_s', _callback_loop(False), jnp.float32(0))):
     compiled = jax.jit(fn).lower(arg).compile()
     jax.block_until_ready(compiled(arg))
     times = []
@@ -357,7 +359,30 @@ def metric_seconds(predictor, n_res: int) -> dict:
       jax.block_until_ready(compiled(arg))
       times.append(time.perf_counter() - t)
     out[name] = min(times)
+  # One report's host round trip: a loop of _CALLBACK_TRIPS reports minus the same loop
+  # without them, per trip.
+  out['callback_s'] = (out['callback_s'] - out.pop('no_callback_s')) / _CALLBACK_TRIPS
   return out
+
+
+_CALLBACK_TRIPS = 100
+
+
+def _callback_loop(report: bool):
+  """A while loop of scalar steps that sends four scalars to the host each trip (as
+  model.progress.report does) or not."""
+  import jax
+  import jax.numpy as jnp
+  from jax.experimental import io_callback
+
+  def body(carry):
+    i, x = carry
+    x = jnp.sin(x) + 1.0
+    if report:
+      io_callback(lambda *values: None, None, i, x, x * 2, x * 3, ordered=False)
+    return i + 1, x
+
+  return lambda x: jax.lax.while_loop(lambda c: c[0] < _CALLBACK_TRIPS, body, (0, x))[1]
 
 
 def add_rates(results: list[dict], machine_rate: float) -> None:
@@ -432,14 +457,15 @@ def markdown(report: dict) -> str:
             'one iteration of the cut-down trunk, so the ratio overstates the share in a real '
             "model's iteration (48 Evoformer blocks). Metric times: each part jitted alone.",
             '', '| L | off best (s) | on best (s) | on / off, best | on / off, median | '
-            'pLDDT metric (ms) | PAE head + pTM (ms) | outputs identical |',
-            '|---:|---:|---:|---:|---:|---:|---:|---|']
+            'pLDDT metric (ms) | PAE head + pTM (ms) | host callback (ms) | outputs identical |',
+            '|---:|---:|---:|---:|---:|---:|---:|---:|---|']
   for r in report['results']:
     p, d = r['progress'], r['sides']
     lines.append(f"| {r['L']} | {d['af_jax']['best_s']:.3f} | "
                  f"{d['af_jax_progress']['best_s']:.3f} | {p['on_over_off_best']:.3f} | "
                  f"{p['on_over_off_median']:.3f} | {1e3 * p['plddt_metric_s']:.2f} | "
-                 f"{1e3 * p['ptm_metric_s']:.2f} | {'yes' if p['outputs_identical'] else 'NO'} |")
+                 f"{1e3 * p['ptm_metric_s']:.2f} | {1e3 * p['callback_s']:.3f} | "
+                 f"{'yes' if p['outputs_identical'] else 'NO'} |")
   plans = [f"L={r['L']}: {r['af_jax_plan']}" for r in report['results'] if 'af_jax_plan' in r]
   if plans:
     lines += ['', "af_jax's chunk plans: " + '; '.join(plans) + '.']
