@@ -104,6 +104,10 @@ flags.DEFINE_string('obsolete_pdbs_path', None, 'AlphaFold\'s obsolete.dat (opti
 flags.DEFINE_list('buckets', [str(b) for b in buckets.LENGTH_BUCKETS],
                   'Length buckets: each target is padded to the smallest bucket that holds it, so '
                   'a set of proteins compiles a few executables (MSA depth has its own buckets).')
+flags.DEFINE_bool('progress', True, 'Log a line after every recycle of every prediction '
+                  '(mean pLDDT, pTM, ipTM for a complex, CA change) while it runs, from inside '
+                  'the compiled program. Its executables differ from --noprogress ones: warm '
+                  'up with the same setting.')
 flags.DEFINE_enum('precision', 'float32', ['float32', 'bfloat16'],
                   'bfloat16 matmuls (softmax, layer norm, coordinates stay float32).')
 flags.DEFINE_string('chunk', 'auto', 'auto: AutoChunk picks per-op chunk sizes whose compiled '
@@ -149,7 +153,7 @@ FLAG_GROUPS = (
     ('Model and recycling', (
         'model_preset', 'model_names', 'params_dir', 'random_params', 'num_recycle',
         'random_seed', 'num_seeds', 'num_multimer_predictions_per_model', 'precision',
-        'buckets')),
+        'buckets', 'progress')),
     ('Memory and devices', ('chunk', 'memory_budget', 'dap')),
     ('Compilation cache and XLA', (*cli.COMPILE_CACHE_FLAGS, 'warmup_only',
                                    'warmup_msa_depths')),
@@ -195,7 +199,8 @@ def options_from_flags() -> FoldOptions:
       num_recycle=FLAGS.num_recycle, random_seed=FLAGS.random_seed, num_seeds=num_seeds,
       length_buckets=buckets.parse_buckets(','.join(FLAGS.buckets)),
       precision=FLAGS.precision, config_overrides=dict(OVERRIDES), pipeline=pipe,
-      models_to_relax=FLAGS.models_to_relax, relax_use_gpu=FLAGS.relax_use_gpu, dap=FLAGS.dap)
+      models_to_relax=FLAGS.models_to_relax, relax_use_gpu=FLAGS.relax_use_gpu, dap=FLAGS.dap,
+      progress=FLAGS.progress)
 
 
 def main(argv) -> None:

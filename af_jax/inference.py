@@ -63,13 +63,18 @@ class Predictor:
     mesh: a (data, dap) mesh (`parallel.make_mesh`): the weights, features and
       outputs are replicated over its devices and the trunk runs with Dynamic
       Axial Parallelism over its `dap` axis. None: one device.
+    report_progress: every recycle reports its confidence and CA change to the host while
+      the prediction runs (`af_jax.model.progress.listen` receives them); the outputs are
+      the same, the executables are others.
   """
 
   def __init__(self, config, params: Mapping[str, np.ndarray] | None, *,
-               plan: ChunkPlan | None = None, mesh: Mesh | None = None):
+               plan: ChunkPlan | None = None, mesh: Mesh | None = None,
+               report_progress: bool = False):
     self.config = config
     self.plan = plan or ChunkPlan()
     self.mesh = mesh
+    self.report_progress = report_progress
     self.name = config.get('model_name') or 'model'
     self.kind = model_kind.for_config(config.model)
     # Everything outside the sharded stacks is replicated over the mesh.
@@ -90,7 +95,8 @@ class Predictor:
     return jax.jit(self._apply, out_shardings=self._replicated)
 
   def _apply(self, state, batch):
-    return self.kind.apply(nnx.merge(self._graphdef, state), batch, self.plan, self.mesh)
+    return self.kind.apply(nnx.merge(self._graphdef, state), batch, self.plan, self.mesh,
+                           report_progress=self.report_progress)
 
   @property
   def dap(self) -> int:
@@ -107,6 +113,17 @@ class Predictor:
       return self
     other = copy.copy(self)
     other.plan = plan
+    other._forward = other._jit()
+    other._executables = {}
+    other.last_compile = None
+    return other
+
+  def with_progress(self, report_progress: bool) -> Predictor:
+    """The same weights and plan, reporting every recycle or not (its own executables)."""
+    if report_progress == self.report_progress:
+      return self
+    other = copy.copy(self)
+    other.report_progress = report_progress
     other._forward = other._jit()
     other._executables = {}
     other.last_compile = None

@@ -63,12 +63,15 @@ class Predictor:
     compilation_cache: True: the persistent cache (`use_compile_cache`), the command
       line's default directory unless one is configured; a directory; False: none
       turned on here.
+    report_progress: each recycle's pLDDT, pTM (ipTM) and CA change reported as it ends
+      (`af_jax.model.progress`: to a `listen` callback, else an INFO log line), as
+      run_inference.py's default `--progress`; False compiles the loop without it.
   """
 
   def __init__(self, config, params: Mapping[str, np.ndarray], *,
                chunk: str | int | ChunkPlan = 'auto', memory_budget: int | str | None = None,
                mesh: Mesh | None = None,
-               compilation_cache: bool | str | os.PathLike = True):
+               compilation_cache: bool | str | os.PathLike = True, report_progress: bool = True):
     if params is None:
       raise InputError('af_jax.Predictor needs weights: pass af_jax.load_params(path), or '
                        'use af_jax.inference.Predictor(config, None) to compile from shapes')
@@ -76,7 +79,7 @@ class Predictor:
     self.memory_budget = (autochunk.parse_memory(memory_budget)
                           if memory_budget is not None else None)
     self.cache_root = use_compile_cache(compilation_cache)
-    base = inference.Predictor(config, params, mesh=mesh)
+    base = inference.Predictor(config, params, mesh=mesh, report_progress=report_progress)
     self._base = base.with_plan(self.chunk) if isinstance(self.chunk, ChunkPlan) else base
     self._buckets: dict[tuple, tuple[inference.Predictor, dict]] = {}
     self.config, self.name, self.kind, self.mesh = config, base.name, base.kind, mesh

@@ -24,7 +24,12 @@ For each sequence length L and each side it reports:
   the JSON as `xla_cost_analysis_flops` for reference);
 - achieved FLOP/s = model FLOPs / best seconds, and that as a percentage of
   the machine's float32 matmul rate (a jitted n^3 matmul, sampled at the start
-  and after every length of the same run; the best sample).
+  and after every length of the same run; the best sample);
+- progress on vs off: af_jax again with `report_progress=True` (run_inference.py's
+  default `--progress`: each iteration's pLDDT, pTM and CA change computed inside the loop
+  and sent to the host), timed interleaved with the other two; the ratio of its time to
+  af_jax's, whether its outputs are bit-identical, and the time of the two metrics alone
+  (the pLDDT head + mean; the PAE head + pTM), each jitted on its own at that length.
 
 Results go to stdout and `--json_out` as JSON (default bench/results/forward.json, or
 forward_<md_section>.json), and into `--results_md` as markdown tables with a link to the JSON
@@ -40,6 +45,7 @@ import json
 import os
 import statistics
 import sys
+import time
 
 from absl import app, flags
 
@@ -251,7 +257,10 @@ def run_length(n_res: int, ref_runner, ref_params, predictor) -> dict:
   feats = jax.device_put(inference.select_features(batch, predictor.use_templates))
   ours = Side('af_jax', predictor._forward, (predictor._state, feats),  # noqa: SLF001
               lower=lambda: predictor.lower(batch))
-  sides = (ref, ours)
+  reporting = predictor.with_progress(True)
+  progress_side = Side('af_jax_progress', reporting._forward,  # noqa: SLF001
+                       (reporting._state, feats), lower=lambda: reporting.lower(batch))  # noqa: SLF001
+  sides = (ref, ours, progress_side)
 
   from af_jax import autochunk
   result = {'L': n_res, 'af_jax_plan': autochunk.plan_summary(predictor.plan),
@@ -280,6 +289,13 @@ def run_length(n_res: int, ref_runner, ref_params, predictor) -> dict:
     r['median_s'] = statistics.median(s.times)
 
   a, b = result['sides']['reference'], result['sides']['af_jax']
+  on = result['sides']['af_jax_progress']
+  result['progress'] = {
+      'on_over_off_best': on['best_s'] / b['best_s'],
+      'on_over_off_median': on['median_s'] / b['median_s'],
+      'outputs_identical': _identical(ours.out, progress_side.out),
+      **metric_seconds(predictor, n_res),
+  }
   result['ratios'] = {
       'speedup_best': a['best_s'] / b['best_s'],
       'speedup_median': a['median_s'] / b['median_s'],
@@ -299,6 +315,74 @@ def run_length(n_res: int, ref_runner, ref_params, predictor) -> dict:
                    allow_nan=False),
         file=sys.stderr, flush=True)
   return result
+
+
+def _identical(a, b) -> bool:
+  import jax
+  import numpy as np
+  pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+  return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in pairs)
+
+
+def metric_seconds(predictor, n_res: int) -> dict:
+  """Best-of-reps seconds of what a progress line computes, each part jitted alone on
+  random representations of length `n_res`: the pLDDT head and its mean, the PAE head and
+  pTM."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from af_jax.common import confidence
+  model = nnx.merge(predictor._graphdef, predictor._state)  # noqa: SLF001
+  cfg = predictor.config.model
+  key_a, key_p = jax.random.split(jax.random.key(FLAGS.seed))
+  act = jax.random.normal(key_a, (n_res, cfg.heads.structure_module.num_channel))
+  pair = jax.random.normal(key_p, (n_res, n_res, cfg.embeddings_and_evoformer.pair_channel))
+  mask = jnp.ones((n_res,))
+
+  def plddt(act):
+    return jnp.mean(confidence.plddt(model.predicted_lddt_head(act)['logits']))
+
+  def ptm(pair):
+    pae = model.predicted_aligned_error_head(pair)
+    return confidence.predicted_tm_score(pae['logits'], pae['breaks'], mask)
+
+  out = {}
+  for name, fn, arg in (('plddt_metric_s', plddt, act), ('ptm_metric_s', ptm, pair),
+                        ('callback_s', _callback_loop(True), jnp.float32(0)),
+                        ('no_callback_s', _callback_loop(False), jnp.float32(0))):
+    compiled = jax.jit(fn).lower(arg).compile()
+    jax.block_until_ready(compiled(arg))
+    times = []
+    for _ in range(max(FLAGS.reps, 3)):
+      t = time.perf_counter()
+      jax.block_until_ready(compiled(arg))
+      times.append(time.perf_counter() - t)
+    out[name] = min(times)
+  # One report's host round trip: a loop of _CALLBACK_TRIPS reports minus the same loop
+  # without them, per trip.
+  out['callback_s'] = (out['callback_s'] - out.pop('no_callback_s')) / _CALLBACK_TRIPS
+  return out
+
+
+_CALLBACK_TRIPS = 100
+
+
+def _callback_loop(report: bool):
+  """A while loop of scalar steps that sends four scalars to the host each trip (as
+  model.progress.report does) or not."""
+  import jax
+  import jax.numpy as jnp
+  from jax.experimental import io_callback
+
+  def body(carry):
+    i, x = carry
+    x = jnp.sin(x) + 1.0
+    if report:
+      io_callback(lambda *values: None, None, i, x, x * 2, x * 3, ordered=False)
+    return i + 1, x
+
+  return lambda x: jax.lax.while_loop(lambda c: c[0] < _CALLBACK_TRIPS, body, (0, x))[1]
 
 
 def add_rates(results: list[dict], machine_rate: float) -> None:
@@ -368,6 +452,20 @@ def markdown(report: dict) -> str:
     lines.append(f"| {r['L']} | {q['speedup_best']:.2f}x | {q['speedup_median']:.2f}x | "
                  f"{q['compile_ref_over_af_jax']:.2f} | {q['peak_memory_af_jax_over_ref']:.2f} | "
                  f"{r['sanity']['max_abs_diff_final_atom_positions_A']:.1e} |")
+  lines += ['', 'Progress (`report_progress=True`, run_inference.py `--progress`) on vs off, the '
+            'same af_jax executable otherwise, timed interleaved with the two sides above; '
+            'one iteration of the cut-down trunk, so the ratio overstates the share in a real '
+            "model's iteration (48 Evoformer blocks). Metric times: each part jitted alone.",
+            '', '| L | off best (s) | on best (s) | on / off, best | on / off, median | '
+            'pLDDT metric (ms) | PAE head + pTM (ms) | host callback (ms) | outputs identical |',
+            '|---:|---:|---:|---:|---:|---:|---:|---:|---|']
+  for r in report['results']:
+    p, d = r['progress'], r['sides']
+    lines.append(f"| {r['L']} | {d['af_jax']['best_s']:.3f} | "
+                 f"{d['af_jax_progress']['best_s']:.3f} | {p['on_over_off_best']:.3f} | "
+                 f"{p['on_over_off_median']:.3f} | {1e3 * p['plddt_metric_s']:.2f} | "
+                 f"{1e3 * p['ptm_metric_s']:.2f} | {1e3 * p['callback_s']:.3f} | "
+                 f"{'yes' if p['outputs_identical'] else 'NO'} |")
   plans = [f"L={r['L']}: {r['af_jax_plan']}" for r in report['results'] if 'af_jax_plan' in r]
   if plans:
     lines += ['', "af_jax's chunk plans: " + '; '.join(plans) + '.']
@@ -437,7 +535,7 @@ def main_with_same_template_features(argv):
   # torsions (DIFFERS FROM AF2, see model/embedders.py); make the reference do
   # the same so the sanity column compares like with like.
   from tests.parity import ref_utils
-  with ref_utils.undefined_torsions_zeroed():
+  with ref_utils.undefined_torsions_pinned():
     main(argv)
 
 

@@ -27,6 +27,19 @@ the real ones, so XLA keeps reading and writing its autotune results beside the 
 paths say where XLA keeps results, not what it compiles: the key never covered what the
 autotune directory holds, only its name, so clearing the name loses no guarantee.
 
+Executables with host callbacks (`jax.debug.callback`, `io_callback`): JAX 0.10.2 neither
+writes them (compiler._cache_write skips them) nor could it load them, since a callback is a
+Python object the executable reaches by its index in the list given to the compiler, and
+`get_executable_and_time` deserializes without one, so calling such an entry crashes the
+process. `install` wraps three functions so that they are cached like any other:
+`compiler.compile_or_get_cached` notes the lowering's callbacks for its thread,
+`compilation_cache.get_executable_and_time` hands them to `deserialize_executable`, and
+`compiler._cache_write` writes the entry. Such an entry's key is hashed once more
+(`_callback_key`), so a process without these wrappers (plain JAX on the same directory)
+never finds it and never loads it without its callbacks. The callbacks are the ones of this
+process's own lowering of the same program, at the same indices (the key covers the HLO, which
+holds the indices), so a loaded executable calls this process's functions.
+
 Other internals used: `xla_bridge.backends_are_initialized` (XLA reads XLA_FLAGS once, when
 the first backend starts), and the entry codec (`decompress_executable`,
 `extract_executable_and_time`) plus `Client.deserialize_executable` for `verify`.
@@ -37,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 import threading
@@ -46,6 +60,7 @@ import warnings
 
 import jax
 from jax._src import compilation_cache as _jax_cache
+from jax._src import compiler as _jax_compiler
 from jax._src import xla_bridge as _xla_bridge
 from jax._src.compilation_cache_interface import CacheInterface
 from jax._src.lib import xla_client as _xla_client
@@ -231,22 +246,86 @@ def _location_free(compile_options: Any) -> Any:
 
 
 def _path_independent(get_cache_key: Callable[..., str]) -> Callable[..., str]:
-  """Wraps JAX's `get_cache_key` to hash the options without the cache directory's paths."""
+  """Wraps JAX's `get_cache_key` to hash the options without the cache directory's paths
+  (and an executable with host callbacks under a key of its own: `_callback_key`)."""
   def wrapper(module: Any, devices: Any, compile_options: Any, backend: Any, *args: Any,
               **kwargs: Any) -> str:
-    return get_cache_key(module, devices, _location_free(compile_options), backend, *args,
-                         **kwargs)
+    key = get_cache_key(module, devices, _location_free(compile_options), backend, *args,
+                        **kwargs)
+    return _callback_key(key) if _host_callbacks() else key
   wrapper.path_independent = True
+  return wrapper
+
+
+def _callback_key(key: str) -> str:
+  """`name-<sha256>` -> `name-<another sha256>`: the key of an entry with host callbacks."""
+  name, digest = key.rsplit('-', 1)
+  return f'{name}-{hashlib.sha256(f"{digest}/host_callbacks".encode()).hexdigest()}'
+
+
+def _host_callbacks() -> list:
+  """The host callbacks of the executable this thread is compiling or loading."""
+  return getattr(_local, 'host_callbacks', None) or []
+
+
+def _noting_callbacks(compile_or_get_cached: Callable[..., Any]) -> Callable[..., Any]:
+  """Wraps `compiler.compile_or_get_cached` to note the lowering's host callbacks."""
+  def wrapper(backend: Any, computation: Any, devices: Any, compile_options: Any,
+              host_callbacks: Any, *args: Any, **kwargs: Any) -> Any:
+    previous = getattr(_local, 'host_callbacks', None)
+    _local.host_callbacks = list(host_callbacks)
+    try:
+      return compile_or_get_cached(backend, computation, devices, compile_options,
+                                   host_callbacks, *args, **kwargs)
+    finally:
+      _local.host_callbacks = previous
+  wrapper.notes_callbacks = True
+  return wrapper
+
+
+def _loading_callbacks(get_executable_and_time: Callable[..., Any]) -> Callable[..., Any]:
+  """Wraps `get_executable_and_time` to load an entry with this lowering's host callbacks."""
+  def wrapper(cache_key: str, compile_options: Any, backend: Any,
+              executable_devices: Any) -> tuple[Any, int | None]:
+    callbacks = _host_callbacks()
+    if not callbacks:
+      return get_executable_and_time(cache_key, compile_options, backend, executable_devices)
+    cache = _jax_cache._get_cache(backend)
+    value = cache.get(cache_key) if cache is not None else None
+    if value is None:
+      return None, None
+    serialized, compile_time = decode_entry(value)
+    return backend.deserialize_executable(serialized, executable_devices, compile_options,
+                                          host_callbacks=callbacks), compile_time
+  wrapper.loads_callbacks = True
+  return wrapper
+
+
+def _writing_callbacks(cache_write: Callable[..., Any]) -> Callable[..., Any]:
+  """Wraps `compiler._cache_write` to store an executable that has host callbacks."""
+  def wrapper(cache_key: str, compile_time_secs: float, module_name: str, backend: Any,
+              executable: Any, host_callbacks: Any) -> None:
+    # The callbacks are not part of the serialized executable: the loader supplies them.
+    del host_callbacks
+    return cache_write(cache_key, compile_time_secs, module_name, backend, executable, [])
+  wrapper.writes_callbacks = True
   return wrapper
 
 
 def install(cache: CacheInterface | None) -> None:
   """Makes `cache` the persistent cache JAX reads and writes (None: JAX builds its own).
 
-  Either way the keys stop depending on the cache directory's path (see the module docstring).
+  Either way the keys stop depending on the cache directory's path, and executables with host
+  callbacks are stored and loaded with them (see the module docstring).
   """
   if not getattr(_jax_cache.get_cache_key, 'path_independent', False):
     _jax_cache.get_cache_key = _path_independent(_jax_cache.get_cache_key)
+  if not getattr(_jax_compiler.compile_or_get_cached, 'notes_callbacks', False):
+    _jax_compiler.compile_or_get_cached = _noting_callbacks(_jax_compiler.compile_or_get_cached)
+  if not getattr(_jax_cache.get_executable_and_time, 'loads_callbacks', False):
+    _jax_cache.get_executable_and_time = _loading_callbacks(_jax_cache.get_executable_and_time)
+  if not getattr(_jax_compiler._cache_write, 'writes_callbacks', False):
+    _jax_compiler._cache_write = _writing_callbacks(_jax_compiler._cache_write)
   _jax_cache.reset_cache()
   if cache is not None:
     with _jax_cache._cache_initialized_mutex:

@@ -92,3 +92,22 @@ def help_of(script: str, *, cache_dir: str) -> tuple[str, list[str], list[str], 
                                                            'af_jax.parallel.distributed')):
       defined.update(re.findall(r'^  --(?:\[no\])?(\w+):', line))
   return usage, headings, listed, defined
+
+
+_RECYCLE = re.compile(r'\] (?P<target>\S+) (?P<pred>\S+): recycle (?P<recycle>\d+)/(?P<of>\d+): '
+                      r'pLDDT (?P<plddt>[\d.]+)(?:, pTM (?P<ptm>[\d.]+))?'
+                      r'(?:, ipTM (?P<iptm>[\d.]+))?, CA change (?:-|(?P<ca>[\d.]+) A)$')
+
+
+def recycle_lines(log: str) -> list[dict]:
+  """The per-recycle progress lines of a fold's log (`--progress`), parsed: target, pred,
+  recycle and of (ints), plddt, and ptm, iptm, ca (floats or None)."""
+  lines = []
+  for line in log.splitlines():
+    m = _RECYCLE.search(line)
+    if m:
+      d = m.groupdict()
+      lines.append({**d, 'recycle': int(d['recycle']), 'of': int(d['of']),
+                    **{k: None if d[k] is None else float(d[k])
+                       for k in ('plddt', 'ptm', 'iptm', 'ca')}})
+  return lines

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from tests.cli_runner import child_env
+from tests.cli_runner import child_env, recycle_lines
 from tests.model.tiny import TINY
 from tests.test_run_inference import ROOT, SCRIPT
 
@@ -56,6 +56,8 @@ def test_warm_cache_means_zero_model_compiles_and_identical_outputs(tmp_path):
   assert 'loaded from the compilation cache' in statuses[0] or 'reused' in statuses[0]
   assert 'compile cache hit: model_3_ptm/L96' in log or 'compile cache hit: autochunk' in log
   assert 'cache miss' not in log
+  # The loaded executable reports every recycle (its host callback is this process's).
+  assert [(d['target'], d['recycle']) for d in recycle_lines(log)] == [('t1', 0), ('t1', 1)]
 
   # Warm-up again: already cached, nothing compiled.
   log = run([*common, f'--output_dir={tmp_path / "unused"}', '--warmup_only'])

@@ -21,7 +21,7 @@ from Bio.PDB import PDBParser
 
 from af_jax.data import parsers
 from tests.data.shared_data import CHAIN_2Q2K, MINI_DATABASES, SHARED_DATA, TEMPLATE_FIXTURE
-from tests.cli_runner import help_of, run_script, scratch_dir
+from tests.cli_runner import help_of, recycle_lines, run_script, scratch_dir
 from tests.model.tiny import TINY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -153,11 +153,38 @@ def test_log_is_one_short_line_per_stage(three_chains):
   assert sum('AutoChunk L=' in line for line in info) == len(seqs) * len(preds)
 
 
+def test_progress_lines_per_recycle_and_per_target(three_chains):
+  _, seqs, _, proc = three_chains
+  info = [line for line in proc.stderr.splitlines() if line.startswith('I')]
+  # The weights, once per model, with the time taken.
+  assert sum('model_1_ptm: random weights built (--random_params) and placed on 1 device(s) in '
+             in line for line in info) == 1
+  # Every prediction: one line per recycle (--num_recycle=1: the first pass and one recycle),
+  # in order, with a pLDDT, a pTM and (after the first pass) the CA change.
+  lines = recycle_lines(proc.stderr)
+  preds = [(name, f'model_1_ptm_pred_{s}') for name in seqs for s in range(2)]
+  assert sorted({(d['target'], d['pred']) for d in lines}) == sorted(preds)
+  for name, pred in preds:
+    mine = [d for d in lines if (d['target'], d['pred']) == (name, pred)]
+    assert [(d['recycle'], d['of']) for d in mine] == [(0, 1), (1, 1)], mine
+    assert all(0 < d['plddt'] < 100 and 0 < d['ptm'] <= 1 and d['iptm'] is None for d in mine)
+    assert mine[0]['ca'] is None and mine[1]['ca'] >= 0
+  # After each target: how many are done, the throughput and the time left.
+  run_lines = [line.split('] ', 1)[1] for line in info if '] run: ' in line]
+  assert len(run_lines) == len(seqs), run_lines
+  for k, line in enumerate(run_lines, 1):
+    m = re.fullmatch(rf'run: {k}/3 targets done, ([\d.]+) residues/s, (\d+) targets/h, '
+                     r'ETA (\d+):(\d\d):(\d\d)', line)
+    assert m and float(m[1]) > 0, line
+  assert run_lines[-1].endswith('ETA 0:00:00')
+
+
 def test_rerun_skips_complete_targets(three_chains):
   out, seqs, args, _ = three_chains
   before = {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()}
   proc = run(args)
   assert proc.stderr.count('outputs complete') == len(seqs)
+  assert 'run: ' not in proc.stderr and not recycle_lines(proc.stderr)
   assert {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()} == before
 
 
@@ -322,3 +349,16 @@ def test_dap_run_matches_one_device(features_run, tmp_path):
   want, got = _positions(one_device / '2q2k_A'), _positions(tmp_path / '2q2k_A')
   assert np.abs(want).max() > 1.0
   np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_run_clock_counts_skipped_targets_out_of_the_rate():
+  from af_jax.run.fold import RunClock
+  clock = RunClock([50, 100, 150, 200])
+  assert clock.describe() == 'run: 0/4 targets done'
+  clock.skipped(50)
+  assert clock.describe() == 'run: 1/4 targets done (1 skipped)'
+  clock.folded(100, 10.0)  # 10 residues/s; 350 residues left: 35 s
+  assert clock.describe() == ('run: 2/4 targets done (1 skipped), 10.0 residues/s, '
+                              '360 targets/h, ETA 0:00:35')
+  clock.folded(150, 3590.0)  # 250 residues in 3600 s; 200 left: 2880 s
+  assert clock.describe().endswith(', 0.1 residues/s, 2 targets/h, ETA 0:48:00')

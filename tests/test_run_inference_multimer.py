@@ -7,6 +7,7 @@ layout, two predictions per model, the structures read back with Biopython.
 """
 
 import json
+import pickle
 import re
 import shutil
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from Bio.PDB import MMCIFParser, PDBParser
 
-from tests.cli_runner import run_script, scratch_dir
+from tests.cli_runner import recycle_lines, run_script, scratch_dir
 from tests.data.test_msa_pairing import ALIGN_2Q2K, SEQ_2Q2K
 from tests.data.test_pipeline_multimer import MSAS_7A4D, PEPTIDE_7A4D
 from tests.model.tiny import TINY_MULTIMER
@@ -86,6 +87,17 @@ def test_complex_outputs(heteromer):
   wall = float(re.search(r'\] cplx done in ([\d.]+) s', proc.stderr)[1])
   assert sum(timings.values()) == pytest.approx(wall, rel=0.05, abs=0.05), (timings, wall)
   assert set(ranking['chunk_plans']) == set(preds)
+  # A line per iteration of each prediction (the loop's bound is TINY_MULTIMER's
+  # model.num_recycle, which its --config flag sets after --num_recycle), with the ipTM.
+  lines = recycle_lines(proc.stderr)
+  ran = {p: pickle.loads((target / f'result_{p}.pkl').read_bytes())['num_recycles']
+         for p in preds}
+  assert [(d['pred'], d['recycle']) for d in lines] == [(p, r) for p in preds
+                                                         for r in range(ran[p] + 1)]
+  assert {d['of'] for d in lines} == {TINY_MULTIMER['model.num_recycle']}
+  assert all(d['target'] == 'cplx' and 0 < d['iptm'] <= 1 and 0 < d['ptm'] <= 1
+             and 0 < d['plddt'] < 100 for d in lines), lines
+  assert '] run: 1/1 targets done, ' in proc.stderr
 
 
 def test_rerun_skips_complete_complex(heteromer):

@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 from af_jax.chunking import ChunkPlan
 from af_jax.common import confidence, tracing
 from af_jax.errors import InputError
-from af_jax.model import heads, primitives
+from af_jax.model import heads, primitives, progress
 from af_jax.model.evoformer import EmbeddingsAndEvoformer
 from af_jax.model.structure_module import StructureModule
 
@@ -93,8 +93,23 @@ class AlphaFold(nnx.Module):
       out['ptm'] = confidence.predicted_tm_score(pae['logits'], pae['breaks'], seq_mask)
     return out
 
+  def recycle_metrics(self, reps: dict, seq_mask: jax.Array,
+                      asym_id: jax.Array | None = None) -> dict:
+    """What a progress line shows of one iteration: mean pLDDT, pTM (with the PAE head) and,
+    given a complex's `asym_id`, ipTM; only the heads these need."""
+    logits = self.predicted_lddt_head(reps['structure_module'])['logits']
+    metrics = {'mean_plddt': jnp.sum(confidence.plddt(logits) * seq_mask) / jnp.sum(seq_mask)}
+    if self.predicted_aligned_error_head is not None:
+      pae = self.predicted_aligned_error_head(reps['pair'])
+      metrics['ptm'] = confidence.predicted_tm_score(pae['logits'], pae['breaks'], seq_mask)
+      if asym_id is not None:
+        metrics['iptm'] = confidence.predicted_tm_score(pae['logits'], pae['breaks'], seq_mask,
+                                                        asym_id)
+    return metrics
+
   def __call__(self, batch: dict, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None, mesh: Mesh | None = None) -> dict:
+               key: jax.Array | None = None, mesh: Mesh | None = None, *,
+               report_progress: bool = False) -> dict:
     """Recycle and predict.
 
     Args:
@@ -105,6 +120,8 @@ class AlphaFold(nnx.Module):
       key: dropout key (training) or None.
       mesh: a mesh with a `dap` axis to run the trunk's stacks with Dynamic Axial
         Parallelism (`parallel.dap`), or None for one device.
+      report_progress: report every iteration's confidence and CA change to the host as
+        it ends (`model.progress`); the outputs are the same either way.
 
     Returns:
       AlphaFold's outputs (see `apply_heads`) plus `num_recycles` (recycles run)
@@ -129,17 +146,21 @@ class AlphaFold(nnx.Module):
       k = jax.random.fold_in(key, r) if key is not None else None
       return self.iteration(take(r), prev, plan, k, mesh)
 
-    done, reps, sm, tol = self.recycle(run, n_res, seq_mask)
+    metrics = (lambda reps: self.recycle_metrics(reps, seq_mask)) if report_progress else None
+    done, reps, sm, tol = self.recycle(run, n_res, seq_mask, metrics, mesh)
     out = self.apply_heads(reps, sm, seq_mask)
     out['num_recycles'] = done - 1
     out['tol'] = tol
     return out
 
-  def recycle(self, run, n_res: int, seq_mask: jax.Array):
+  def recycle(self, run, n_res: int, seq_mask: jax.Array, metrics=None,
+              mesh: Mesh | None = None):
     """`run(r, prev) -> (reps, sm)` for r = 0, 1, ... in a `lax.while_loop`.
 
     Up to `num_recycle + 1` iterations; after the second, it stops once the CA
-    distances move less than `recycle_early_stop_tolerance` (Å).
+    distances move less than `recycle_early_stop_tolerance` (Å). With `metrics`
+    (`reps -> scalars`, `recycle_metrics`), each iteration reports them and its CA change
+    to the host (`progress.report`, from `mesh`'s first device); they feed nothing else.
 
     Returns:
       (iterations run, the last iteration's reps and sm, its CA distance change).
@@ -163,6 +184,8 @@ class AlphaFold(nnx.Module):
       reps, sm = run_traced(done, prev)
       new_prev = recycled_state(reps, sm)
       tol = confidence.ca_distance_change(prev['prev_pos'], new_prev['prev_pos'], seq_mask)
+      if metrics is not None:
+        progress.report(done, num_iters - 1, metrics(reps), tol, mesh)
       return done + 1, new_prev, (reps, sm), tol
 
     carry = (jnp.int32(0), prev0, outputs0, jnp.float32(jnp.inf))

@@ -58,14 +58,16 @@ class AlphaFoldMultimer(AlphaFold):
     return out
 
   def __call__(self, batch: dict, msa_key: jax.Array, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None, mesh: Mesh | None = None) -> dict:
+               key: jax.Array | None = None, mesh: Mesh | None = None, *,
+               report_progress: bool = False) -> dict:
     """Recycle until the structure stops moving, then predict.
 
     Args:
       batch: raw multimer features (data.schema.MULTIMER), no recycle axis: each
         recycle samples its own MSA.
       msa_key: the prediction's sampling key; recycle r uses `recycle_key(msa_key, r)`.
-      plan, key, mesh: as for the monomer (`key` enables dropout).
+      plan, key, mesh, report_progress: as for the monomer (`key` enables dropout; the
+        progress lines add ipTM).
 
     Returns:
       AlphaFold's outputs plus `iptm`, `num_recycles` and `tol` (Å).
@@ -77,7 +79,9 @@ class AlphaFoldMultimer(AlphaFold):
       k = jax.random.fold_in(key, r) if key is not None else None
       return self.iteration(batch, prev, recycle_key(msa_key, r), plan, k, mesh)
 
-    done, reps, sm, tol = self.recycle(run, n_res, seq_mask)
+    metrics = ((lambda reps: self.recycle_metrics(reps, seq_mask, batch['asym_id']))
+               if report_progress else None)
+    done, reps, sm, tol = self.recycle(run, n_res, seq_mask, metrics, mesh)
     out = self.apply_heads(reps, sm, seq_mask, batch['asym_id'])
     out['num_recycles'] = done - 1
     out['tol'] = tol

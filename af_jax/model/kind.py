@@ -65,9 +65,10 @@ class ModelKind:
     """The network (model.build builds it with its weights)."""
     raise NotImplementedError
 
-  def apply(self, model, batch: dict, plan, mesh) -> dict:
-    """Run `model` (built for this kind) on selected inputs."""
-    return model(batch, plan, mesh=mesh)
+  def apply(self, model, batch: dict, plan, mesh, *, report_progress: bool = False) -> dict:
+    """Run `model` (built for this kind) on selected inputs (reporting every recycle to
+    `model.progress` with `report_progress`)."""
+    return model(batch, plan, mesh=mesh, report_progress=report_progress)
 
   def bucket_label(self, model_name: str, shapes: Mapping) -> str:
     """`model_1_ptm/L128/msa512x1024/t4/r4`: what an executable for `shapes` is for."""
@@ -288,9 +289,10 @@ class _Multimer(ModelKind):
     from af_jax.model.alphafold_multimer import AlphaFoldMultimer
     return AlphaFoldMultimer
 
-  def apply(self, model, batch: dict, plan, mesh) -> dict:
+  def apply(self, model, batch: dict, plan, mesh, *, report_progress: bool = False) -> dict:
     batch = dict(batch)
-    return model(batch, batch.pop(schema.SAMPLING_KEY.name), plan, mesh=mesh)
+    return model(batch, batch.pop(schema.SAMPLING_KEY.name), plan, mesh=mesh,
+                 report_progress=report_progress)
 
   def bucket_label(self, model_name: str, shapes: Mapping) -> str:
     return (f'{model_name}/L{shapes["aatype"].shape[0]}/msa{shapes["msa"].shape[0]}'

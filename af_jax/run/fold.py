@@ -4,12 +4,15 @@ The library function behind run_inference.py: targets sorted by length so padded
 buckets (and their executables) are reused, one Predictor per model kept for the
 whole run, a target whose outputs are complete for the same job skipped (af_jax.run.job),
 any other's old outputs replaced, a prediction with non-finite outputs a failure, and
-every stage timed.
+every stage timed. What the log shows as it goes: the weights as each model's are ready, a
+line per recycle of every prediction (`--progress`, reported from inside the compiled
+loop: af_jax.model.progress), and after each target the run's count, throughput and ETA.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +26,7 @@ from af_jax.chunking import ChunkPlan
 from af_jax.common import files, protein
 from af_jax.data import features
 from af_jax.errors import ParamsError, PredictionError
+from af_jax.model import progress
 from af_jax.run import buckets
 from af_jax.run import job as af_job
 from af_jax.run import outputs, plots, report
@@ -82,14 +86,19 @@ class Folder:
     # wrong-preset file fails before hours of MSA search. Nothing compiles yet.
     self._predictors = {}
     for name, cfg in self._configs.items():
+      start = time.time()
       try:
         self._predictors[name] = Predictor(cfg, load_model_params(name, cfg, options),
-                                           mesh=self.mesh)
+                                           mesh=self.mesh, report_progress=options.progress)
       except ParamsError as e:
         where = af_params.params_path(options.params_dir, name) if options.params_dir else 'random'
         if str(where) in str(e):  # read_npz's messages name the file already
           raise ParamsError(f'{name} weights: {e}') from None
         raise ParamsError(f'{name} weights from {where}: {e}') from None
+      source = ('random weights built (--random_params)' if options.random_params else
+                f'weights read from {af_params.params_path(options.params_dir, name)}')
+      logging.info('%s: %s and placed on %d device(s) in %.1f s', name, source,
+                   max(options.dap, 1), time.time() - start)
     # What differs between monomers and complexes; the run's presets are of one kind
     # (FoldOptions.multimer refuses a mix).
     self.kind = self._predictors[options.model_names[0]].kind
@@ -131,6 +140,7 @@ class Folder:
     """
     check_output_dir(self.options.output_dir)
     dirs, failed = [], []
+    clock = RunClock([len(t.record.sequence) for t in targets])
     for i, target in enumerate(targets, 1):
       name, length = target.record.name, len(target.record.sequence)
       target_dir = self.options.output_dir / name
@@ -138,6 +148,7 @@ class Folder:
       if outputs.is_complete(target_dir, self.options.models_to_relax,
                              self.job(target, target_dir)):
         _log_skipped(i, len(targets), target, target_dir)
+        clock.skipped(length)
         continue
       out_dir = target_dir if self.primary else _scratch_dir(target_dir)
       if self.primary:
@@ -150,12 +161,16 @@ class Folder:
         logging.error('%s', e)
         outputs.remove_outputs(out_dir, keep=_inputs(target))
         failed.append(name)
+        clock.folded(length, time.time() - start)
+        logging.info('%s', clock.describe())
         continue
       except OSError as e:  # a full disk, a permission, a file in the way: not a bug
         raise file_error(e, name) from None
       if self.primary:
         files.remove_stale(target_dir)  # what a killed run of this target left behind
       logging.info('[%d/%d] %s done in %.1f s', i, len(targets), name, time.time() - start)
+      clock.folded(length, time.time() - start)
+      logging.info('%s', clock.describe())
     if failed:
       others = '; the others are complete' if len(failed) < len(targets) else ''
       raise PredictionError(f'{len(failed)} of {len(targets)} targets failed ({", ".join(failed)})'
@@ -212,7 +227,13 @@ class Folder:
         logging.info('%s %s: executable %s %s in %.1f s', target.record.name, pred_name,
                      compiled.label, _COMPILE_STATUS[compiled.status], compiled.seconds)
         t0 = time.time()
-        out = predictor.predict_processed(batch, random_seed=seed)
+        # The executable is shared by every target and seed of the bucket: the listener says
+        # whose recycles these are. Process 0 alone logs them (the callback runs from the
+        # mesh's first device; without a mesh each process would report its own copy).
+        listener = (functools.partial(_log_recycle, target.record.name, pred_name)
+                    if self.primary else _ignore)
+        with progress.listen(listener):
+          out = predictor.predict_processed(batch, random_seed=seed)
         timings[f'predict_{pred_name}'] = time.time() - t0
         t0 = time.time()
         out = outputs.unpad_prediction(out, num_res)
@@ -255,6 +276,60 @@ class Folder:
                           relaxed=relaxed, score_label=kind.score_label,
                           job=self.job(target, target_dir), chunk_plans=chunk_plans,
                           before_ranking_file=write_report)
+
+
+class RunClock:
+  """How far a run is: targets done, throughput and the time left.
+
+  The rate is residues per second over the targets folded so far (skipped ones cost
+  nothing and are left out of it); the time left is the residues still to fold at that
+  rate. Targets run shortest first and a prediction's cost grows faster than its length,
+  so early in a run the estimate is low.
+
+  Args:
+    lengths: the run's targets' residue counts.
+  """
+
+  def __init__(self, lengths: Sequence[int]):
+    self.total = len(lengths)
+    self.residues_left = sum(lengths)
+    self.done = 0
+    self.skipped_count = 0
+    self.residues_folded = 0
+    self.seconds = 0.0
+
+  def skipped(self, length: int) -> None:
+    """A target whose outputs were already complete."""
+    self.done += 1
+    self.skipped_count += 1
+    self.residues_left -= length
+
+  def folded(self, length: int, seconds: float) -> None:
+    """A target folded (or failed) in `seconds`."""
+    self.done += 1
+    self.residues_left -= length
+    self.residues_folded += length
+    self.seconds += seconds
+
+  def describe(self) -> str:
+    """`run: 3/10 targets done (1 skipped), 41.2 residues/s, 95 targets/h, ETA 0:02:10`."""
+    skipped = f' ({self.skipped_count} skipped)' if self.skipped_count else ''
+    line = f'run: {self.done}/{self.total} targets done{skipped}'
+    if self.seconds <= 0 or self.residues_folded == 0:
+      return line
+    rate = self.residues_folded / self.seconds
+    per_hour = 3600.0 * (self.done - self.skipped_count) / self.seconds
+    eta = round(self.residues_left / rate)
+    return (f'{line}, {rate:.1f} residues/s, {per_hour:.0f} targets/h, '
+            f'ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}')
+
+
+def _log_recycle(target: str, pred_name: str, info: progress.RecycleProgress) -> None:
+  logging.info('%s %s: %s', target, pred_name, info.describe())
+
+
+def _ignore(info: progress.RecycleProgress) -> None:
+  del info
 
 
 def write_features(target_dir: pathlib.Path, raw: Mapping) -> None:

@@ -53,6 +53,7 @@ class FoldOptions:
   relax_use_gpu: bool = False  # relax on OpenMM's CUDA platform
   dap: int = 1  # devices (of all processes) that share each prediction (Dynamic Axial Parallelism)
   uniprot_database: str | None = None  # jackhmmer FASTA for a heteromer's pairing MSAs
+  progress: bool = True  # a log line per recycle, from inside the compiled program
 
   @property
   def multimer(self) -> bool:

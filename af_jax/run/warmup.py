@@ -47,22 +47,25 @@ def preset_depths(cfg) -> tuple[int, int]:
 
 def model_specs(cfg, lengths: Iterable[int],
                 msa_depths: Sequence[tuple[int, int]] | None = None, mesh=None, *,
-                chunk: str | int = 'auto', memory_budget: int | None = None) -> list:
+                chunk: str | int = 'auto', memory_budget: int | None = None,
+                progress: bool = True) -> list:
   """(label, jitted forward, (abstract params, input shapes)) for each bucket of one config.
 
   With a `mesh` (a --dap run), the executables are the sharded ones that run uses; each
   bucket's chunk plan is the fold's (`buckets.bucket_predictor`, per --chunk and
-  --memory_budget; with 'auto', AutoChunk's search compiles and caches here).
+  --memory_budget; with 'auto', AutoChunk's search compiles and caches here). `progress`:
+  the executables report every recycle, as a fold's with --progress (the default).
   """
   return bucket_specs(cfg, [(int(n), int(c), int(e)) for n in lengths
                             for c, e in (msa_depths or [preset_depths(cfg)])],
-                      mesh, chunk=chunk, memory_budget=memory_budget)
+                      mesh, chunk=chunk, memory_budget=memory_budget, progress=progress)
 
 
 def bucket_specs(cfg, sizes: Iterable[tuple[int, int, int]], mesh=None, *,
-                 chunk: str | int = 'auto', memory_budget: int | None = None) -> list:
+                 chunk: str | int = 'auto', memory_budget: int | None = None,
+                 progress: bool = True) -> list:
   """`model_specs` for explicit (residues, clusters, extra rows) buckets, each once."""
-  base = Predictor(cfg, None, mesh=mesh)
+  base = Predictor(cfg, None, mesh=mesh, report_progress=progress)
   out, seen = [], set()
   for num_res, clusters, extra in sizes:
     if (num_res, clusters, extra) in seen:
@@ -120,7 +123,7 @@ def _as_list(value) -> list[str]:
 
 def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle=None,
           overrides: Mapping[str, str] | None = None, dap=1, chunk='auto',
-          memory_budget=None) -> list:
+          memory_budget=None, progress=True) -> list:
   """Warm-up specs for presets x lengths x MSA depths.
 
   Args:
@@ -132,6 +135,7 @@ def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle
     dap: devices per prediction, as `run_inference.py --dap` (its sharded executables).
     chunk: as `run_inference.py --chunk` ('auto', 'none' or a chunk size).
     memory_budget: as `run_inference.py --memory_budget` (e.g. '16GB'; default: the device's).
+    progress: as `run_inference.py --progress` (default on; 'false' for --noprogress).
   """
   from af_jax.autochunk import parse_memory
   mesh = inference_mesh(int(dap))
@@ -146,7 +150,8 @@ def specs(model_names='model_1_ptm', lengths='128', msa_depths=None, num_recycle
       config_overrides.set_num_recycle(cfg, int(num_recycle))
     config_overrides.apply_overrides(cfg, dict(overrides or {}))
     result += model_specs(cfg, [int(n) for n in _as_list(lengths)], depths, mesh=mesh,
-                          chunk=str(chunk).lower(), memory_budget=budget)
+                          chunk=str(chunk).lower(), memory_budget=budget,
+                          progress=str(progress).lower() not in ('false', '0', 'no'))
   return result
 
 
@@ -180,7 +185,7 @@ def warmup(options: FoldOptions, targets: Sequence[Target] = (),
                       for t in targets if msas[t.record.name] is None}) if targets else lengths
     sizes += [(n, c, e) for n in unknown for c, e in depths]
     specs += bucket_specs(cfg, sorted(sizes), mesh, chunk=options.chunk,
-                          memory_budget=options.memory_budget)
+                          memory_budget=options.memory_budget, progress=options.progress)
   logging.info('warm-up: %d executables (%s x lengths %s)', len(specs),
                ', '.join(options.model_names), lengths)
   return compile_cache.warmup(specs)
