@@ -109,21 +109,19 @@ class Predictor:
 
   def with_plan(self, plan: ChunkPlan) -> Predictor:
     """The same weights run with another chunk plan (its own executables)."""
-    if plan == self.plan:
-      return self
-    other = copy.copy(self)
-    other.plan = plan
-    other._forward = other._jit()
-    other._executables = {}
-    other.last_compile = None
-    return other
+    return self._with(plan=plan)
 
   def with_progress(self, report_progress: bool) -> Predictor:
     """The same weights and plan, reporting every recycle or not (its own executables)."""
-    if report_progress == self.report_progress:
+    return self._with(report_progress=report_progress)
+
+  def _with(self, **changes) -> Predictor:
+    """A copy with `changes` (attributes that key the executables), sharing the weights."""
+    if all(getattr(self, k) == v for k, v in changes.items()):
       return self
     other = copy.copy(self)
-    other.report_progress = report_progress
+    for k, v in changes.items():
+      setattr(other, k, v)
     other._forward = other._jit()
     other._executables = {}
     other.last_compile = None
