@@ -2,9 +2,10 @@
 
 Evans et al. (2021). The heads and the recycling loop are the monomer's
 (`alphafold.AlphaFold`); the trunk samples its MSA from the raw features with a
-fresh key every recycle (`evoformer_multimer`), the structure module is the
-multimer's, and the confidence adds the interface pTM and ranks by
-0.8 ipTM + 0.2 pTM.
+fresh key every recycle (the one trunk with `evoformer_multimer`'s parts), the
+structure module is the one module with Multimer's frame convention
+(`structure_module_multimer.RIGID_FRAMES`), and the confidence adds the interface
+pTM and ranks by 0.8 ipTM + 0.2 pTM.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Evans et al. (2021) "Protein complex prediction with AlphaFold-Multimer",
 Suppl. 2: the multimer model samples its MSA on device, once per recycle
 (cluster centres, BERT masking, nearest-neighbour cluster profiles), encodes
 relative positions per chain, and embeds templates with chain-local masks.
-Pure functions (no parameters); `evoformer_multimer` owns the Linears.
+Pure functions (no parameters); the trunk (`evoformer.EmbeddingsAndEvoformer`, given
+`evoformer_multimer`'s parts) owns the Linears.
 
 Randomness: every draw goes through `padding_consistent_uniform`, so padding the
 residue or sequence axes to a bucket does not change the draws of real rows. The

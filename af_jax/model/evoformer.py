@@ -5,6 +5,7 @@ Jumper et al. (2021) Suppl. Alg. 2-6 and 18.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import chex
@@ -118,6 +119,66 @@ class EvoformerIteration(nnx.Module):
     return msa, dap.to_rows(pair)
 
 
+@dataclasses.dataclass(frozen=True)
+class MonomerInputs:
+  """The monomer trunk's input embedder part: features read from the processed batch.
+
+  A part is stateless: it names and sizes the trunk's input Linears and turns a
+  batch into the features they embed. Multimer's is `evoformer_multimer.MultimerInputs`.
+  """
+
+  target_features = 22  # one-hot aatype (21) + between-segment-residues bit
+  msa_features = 49
+  relpos_name = 'pair_activations'
+
+  def make_relpos(self, config, c_z: int, dtype, rngs: nnx.Rngs):
+    """The relative-position Linear (Alg. 4), or None when the config has none."""
+    if not config.max_relative_feature:
+      return None
+    return primitives.Linear(2 * config.max_relative_feature + 1, c_z, dtype=dtype, rngs=rngs)
+
+  def features(self, config, batch: dict, msa_key: jax.Array | None) -> dict:
+    """`target_feat`, `msa_feat`, `msa_mask`, `extra_feat`, `extra_mask` and `relpos` (or None)."""
+    del msa_key  # the monomer's MSA is sampled by the data pipeline
+    relpos = (embedders.relative_position_one_hot(batch['residue_index'],
+                                                  config.max_relative_feature)
+              if config.max_relative_feature else None)
+    return {'target_feat': batch['target_feat'], 'msa_feat': batch['msa_feat'],
+            'msa_mask': batch['msa_mask'].astype(jnp.float32),
+            'extra_feat': embedders.extra_msa_features(batch),
+            'extra_mask': batch['extra_msa_mask'].astype(jnp.float32), 'relpos': relpos}
+
+
+@dataclasses.dataclass(frozen=True)
+class MonomerTemplates:
+  """The monomer trunk's template embedder part: Alg. 16-17 and torsion-angle MSA rows.
+
+  Multimer's is `evoformer_multimer.MultimerTemplates`.
+  """
+
+  single_features_dim = embedders.TEMPLATE_SINGLE_FEATURES
+
+  def torsion_rows(self, config) -> bool:
+    return bool(config.template.embed_torsion_angles)
+
+  def make(self, config, *, c_z: int, zero_init: bool, dtype, rngs: nnx.Rngs):
+    return TemplateEmbedding(config, c_z=c_z, zero_init=zero_init, dtype=dtype, rngs=rngs)
+
+  def embed(self, module, pair: jax.Array, batch: dict, mask_2d: jax.Array, plan: ChunkPlan,
+            key: jax.Array | None, remat: bool, mesh: Mesh | None) -> jax.Array:
+    templates = {k: batch[k] for k in schema.MONOMER_TEMPLATES.names}
+    return module(pair, templates, mask_2d, plan, key, remat, mesh)
+
+  def single_features(self, batch: dict, global_config) -> tuple[jax.Array, jax.Array]:
+    """The template rows' features and their float32 row mask."""
+    feats, row_mask = embedders.template_single_features(batch, global_config.zero_init)
+    return feats, row_mask.astype(jnp.float32)
+
+
+MONOMER_INPUTS = MonomerInputs()
+MONOMER_TEMPLATES = MonomerTemplates()
+
+
 class EmbeddingsAndEvoformer(nnx.Module):
   """Embeds the inputs and runs the extra-MSA stack and the Evoformer.
 
@@ -126,6 +187,12 @@ class EmbeddingsAndEvoformer(nnx.Module):
   16-17 and torsion-angle rows), extra-MSA stack (Alg. 18), Evoformer (Alg. 6)
   and the single representation. AlphaFold's scope: `evoformer`.
 
+  The one trunk of both models: what differs between the monomer and
+  AlphaFold-Multimer (features, relative positions, templates) is in its two
+  parts, `inputs` and `templates` (MONOMER_* here; `evoformer_multimer`'s for
+  complexes); the Linears they size and the stacks are the trunk's, under
+  AlphaFold's names.
+
   NUMERICS: with `global_config.bfloat16` every Linear/einsum of the trunk
   computes in bfloat16 (`primitives.compute_dtype`) and the MSA and pair
   activations are carried in bfloat16 between blocks, as AlphaFold's
@@ -133,8 +200,8 @@ class EmbeddingsAndEvoformer(nnx.Module):
   geometry stay float32 and the outputs are float32.
   """
 
-  def __init__(self, config, global_config, *, target_feat_dim: int = 22,
-               msa_feat_dim: int = 49, rngs: nnx.Rngs):
+  def __init__(self, config, global_config, *, inputs=MONOMER_INPUTS,
+               templates=MONOMER_TEMPLATES, rngs: nnx.Rngs):
     c = config
     zi = global_config.zero_init
     dt = primitives.compute_dtype(global_config)
@@ -142,22 +209,25 @@ class EmbeddingsAndEvoformer(nnx.Module):
     c_m, c_z, c_e = c.msa_channel, c.pair_channel, c.extra_msa_channel
     self.config = c
     self.global_config = global_config
-    self.preprocess_1d = lin(target_feat_dim, c_m, rngs=rngs)
-    self.preprocess_msa = lin(msa_feat_dim, c_m, rngs=rngs)
-    self.left_single = lin(target_feat_dim, c_z, rngs=rngs)
-    self.right_single = lin(target_feat_dim, c_z, rngs=rngs)
+    self.inputs = inputs
+    self.templates = templates
+    self.preprocess_1d = lin(inputs.target_features, c_m, rngs=rngs)
+    self.preprocess_msa = lin(inputs.msa_features, c_m, rngs=rngs)
+    self.left_single = lin(inputs.target_features, c_z, rngs=rngs)
+    self.right_single = lin(inputs.target_features, c_z, rngs=rngs)
     if c.recycle_pos:
       self.prev_pos_linear = lin(c.prev_pos.num_bins, c_z, rngs=rngs)
     if c.recycle_features:
       self.prev_msa_first_row_norm = primitives.LayerNorm(c_m)
       self.prev_pair_norm = primitives.LayerNorm(c_z)
-    if c.max_relative_feature:
-      self.pair_activations = lin(2 * c.max_relative_feature + 1, c_z, rngs=rngs)
+    relpos = inputs.make_relpos(c, c_z, dt, rngs)
+    if relpos is not None:
+      setattr(self, inputs.relpos_name, relpos)
     if c.template.enabled:
-      self.template_embedding = TemplateEmbedding(c.template, c_z=c_z, zero_init=zi, dtype=dt,
-                                                  rngs=rngs)
-      if c.template.embed_torsion_angles:
-        self.template_single_embedding = lin(embedders.TEMPLATE_SINGLE_FEATURES, c_m,
+      self.template_embedding = templates.make(c.template, c_z=c_z, zero_init=zi, dtype=dt,
+                                               rngs=rngs)
+      if templates.torsion_rows(c):
+        self.template_single_embedding = lin(templates.single_features_dim, c_m,
                                              initializer='relu', rngs=rngs)
         self.template_projection = lin(c_m, c_m, initializer='relu', rngs=rngs)
     self.extra_msa_activations = lin(embedders.EXTRA_MSA_FEATURES, c_e, rngs=rngs)
@@ -173,23 +243,28 @@ class EmbeddingsAndEvoformer(nnx.Module):
     self.single_activations = lin(c_m, c.seq_channel, out_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, batch: dict, prev: dict, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None, mesh: Mesh | None = None) -> dict:
+               key: jax.Array | None = None, mesh: Mesh | None = None, *,
+               msa_key: jax.Array | None = None) -> dict:
     """Runs one recycling iteration's trunk.
 
     Args:
-      batch: one recycle's processed features (`target_feat` [N_res, 22],
-        `msa_feat` [N_seq, N_res, 49], `msa_mask`, `seq_mask`, `aatype`,
-        `residue_index`, `extra_msa*`, `template_*`).
+      batch: one recycle's features, as the `inputs` part reads them: the
+        monomer's processed features (`target_feat` [N_res, 22], `msa_feat`
+        [N_seq, N_res, 49], `msa_mask`, `seq_mask`, `aatype`, `residue_index`,
+        `extra_msa*`, `template_*`), or Multimer's raw features.
       prev: `prev_msa_first_row` [N_res, c_m], `prev_pair` [N_res, N_res, c_z],
         `prev_pos` [N_res, 37, 3] from the previous recycle (zeros first).
       plan: chunk sizes per op.
       key: dropout key (training) or None.
       mesh: a mesh with a `dap` axis: the three stacks run with Dynamic Axial
         Parallelism over it (`parallel.dap`); None runs them on one device.
+      msa_key: this iteration's MSA sampling key, for inputs that sample in the
+        model (Multimer's); the monomer's ignore it.
 
     Returns:
-      `single` [N_res, c_s], `pair` [N_res, N_res, c_z], `msa` [N_seq, N_res, c_m],
-      `msa_first_row` [N_res, c_m], all float32.
+      `single` [N_res, c_s], `pair` [N_res, N_res, c_z], `msa` [N_seq, N_res, c_m]
+      (the embedded rows, without template rows), `msa_first_row` [N_res, c_m],
+      all float32.
     """
     c, gc = self.config, self.global_config
     # The Linears cast features to the compute dtype `dt`; their outputs start
@@ -197,10 +272,11 @@ class EmbeddingsAndEvoformer(nnx.Module):
     dt = primitives.compute_dtype(gc)
     remat = bool(gc.get('use_remat', False))
     k_templ, k_extra, k_evo = (jax.random.split(key, 3) if key is not None else (None,) * 3)
-    target_feat = batch['target_feat']
-    n_seq = batch['msa_feat'].shape[0]
+    feats = self.inputs.features(c, batch, msa_key)
+    target_feat = feats['target_feat']
     # Alg. 3: input embedder.
-    msa = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(batch['msa_feat'])
+    msa = self.preprocess_1d(target_feat)[None] + self.preprocess_msa(feats['msa_feat'])
+    n_seq = msa.shape[0]
     pair = self.left_single(target_feat)[:, None] + self.right_single(target_feat)[None, :]
     seq_mask = batch['seq_mask'].astype(jnp.float32)
     mask_2d = seq_mask[:, None] * seq_mask[None, :]
@@ -214,20 +290,15 @@ class EmbeddingsAndEvoformer(nnx.Module):
       msa = msa.at[0].add(first_row)
       pair = pair + self.prev_pair_norm(prev['prev_pair']).astype(dt)
     # Alg. 4: relative positions.
-    if c.max_relative_feature:
-      relpos = embedders.relative_position_one_hot(batch['residue_index'],
-                                                   c.max_relative_feature)
-      pair = pair + self.pair_activations(relpos)
+    if feats['relpos'] is not None:
+      pair = pair + getattr(self, self.inputs.relpos_name)(feats['relpos'])
     # Alg. 2 lines 9-13: template pair embedding.
-    templates = ({k: batch[k] for k in schema.MONOMER_TEMPLATES.names} if c.template.enabled
-                 else None)
     pair = constrain(pair, mesh, 'res_i', 'res_j', 'channel')
-    if templates is not None:
-      pair = pair + self.template_embedding(pair, templates, mask_2d, plan, k_templ, remat,
-                                            mesh)
+    if c.template.enabled:
+      pair = pair + self.templates.embed(self.template_embedding, pair, batch, mask_2d, plan,
+                                         k_templ, remat, mesh)
     # Alg. 2 lines 14-16 and Alg. 18: extra-MSA stack.
-    extra = self.extra_msa_activations(embedders.extra_msa_features(batch))
-    extra_mask = batch['extra_msa_mask'].astype(jnp.float32)
+    extra = self.extra_msa_activations(feats['extra_feat'])
     extra_keys = (jax.random.split(k_extra, c.extra_msa_stack_num_block)
                   if k_extra is not None else None)
 
@@ -239,14 +310,14 @@ class EmbeddingsAndEvoformer(nnx.Module):
 
     with jax.named_scope('extra_msa_stack'):
       _, pair = dap_lib.evoformer_stack(run_stack(self.extra_msa_stack, extra_keys), mesh,
-                                        extra, pair, extra_mask, mask_2d)
+                                        extra, pair, feats['extra_mask'], mask_2d)
     # Alg. 2 lines 7-8: template torsion angles as extra MSA rows.
-    msa_mask = batch['msa_mask'].astype(jnp.float32)
-    if templates is not None and c.template.embed_torsion_angles:
-      feats, row_mask = embedders.template_single_features(batch, gc.zero_init)
-      rows = self.template_projection(jax.nn.relu(self.template_single_embedding(feats)))
-      msa = jnp.concatenate([msa, rows], axis=0)
-      msa_mask = jnp.concatenate([msa_mask, row_mask.astype(jnp.float32)], axis=0)
+    msa_mask = feats['msa_mask']
+    if c.template.enabled and self.templates.torsion_rows(c):
+      single_feats, row_mask = self.templates.single_features(batch, gc)
+      rows = self.template_projection(jax.nn.relu(self.template_single_embedding(single_feats)))
+      msa = jnp.concatenate([msa, rows.astype(msa.dtype)], axis=0)
+      msa_mask = jnp.concatenate([msa_mask, row_mask], axis=0)
     # Alg. 2 lines 17-18: the Evoformer.
     evo_keys = (jax.random.split(k_evo, c.evoformer_num_block) if k_evo is not None else None)
 

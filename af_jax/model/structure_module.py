@@ -3,13 +3,17 @@
 Eight iterations of one `fold_iteration` layer (shared weights, run with
 `jax.lax.scan` so the layer compiles once) refine per-residue backbone frames
 with invariant point attention; a small ResNet predicts torsion angles from
-which all heavy atoms are placed.
+which all heavy atoms are placed. The frame convention is a part the module is
+given: the monomer's quaternion affines (`QUAT_AFFINE_FRAMES`, here) or
+Multimer's rotation matrices (`structure_module_multimer.RIGID_FRAMES`).
 
 Units: inside the loop frames are in AlphaFold's internal units (Å divided by
 `position_scale` = 10); every output is in Å.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import chex
 import jax
@@ -28,6 +32,59 @@ def _suffix(i: int) -> str:
 
 def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x / jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps))
+
+
+@dataclasses.dataclass(frozen=True)
+class QuatAffineFrames:
+  """The monomer's frame convention: the structure module's part that differs from Multimer's.
+
+  Backbone frames are carried as quaternion affines (`QuatRigid`): the update of
+  Alg. 23 is a Linear `affine_update` whose output is pre-composed as a
+  quaternion; per-layer outputs are `affine` [N_res, 7] tensors, and the final
+  ones `final_affines`/`traj` (quaternion, translation in Å). The other
+  convention is `structure_module_multimer.RigidFrames`; a convention is
+  stateless (its parameters live on the layer, under `update_name`).
+  """
+
+  update_name = 'affine_update'
+  final_name = 'final_affines'
+  mask_padding = False  # the monomer's final atoms are not masked by seq_mask
+
+  def make_attention(self, config, *, c_s: int, c_z: int, zero_init: bool, rngs: nnx.Rngs):
+    return InvariantPointAttention(config, c_s=c_s, c_z=c_z, zero_init=zero_init, rngs=rngs)
+
+  def make_update(self, c: int, *, zero_init: bool, rngs: nnx.Rngs):
+    return primitives.Linear(c, 6, initializer=primitives.final_init(zero_init), rngs=rngs)
+
+  def identity(self, n: int, dtype) -> QuatRigid:
+    return QuatRigid.identity((n,), dtype)
+
+  def rigid(self, frames: QuatRigid) -> Rigid:
+    """The frames as IPA takes them."""
+    return frames.to_rigid()
+
+  def update(self, frames: QuatRigid, update: jax.Array) -> QuatRigid:
+    return frames.pre_compose(update)
+
+  def scaled_rigid(self, frames: QuatRigid, scale: float) -> Rigid:
+    """The frames in Å, as the sidechain takes them."""
+    return frames.scale_translation(scale).to_rigid()
+
+  def layer_outputs(self, frames: QuatRigid) -> dict:
+    return {'affine': frames.to_tensor()}
+
+  def stop_rotation_gradient(self, frames: QuatRigid) -> QuatRigid:
+    return frames.stop_rotation_gradient()
+
+  def trajectory(self, outputs: dict, scale: float, dtype) -> jax.Array:
+    """[L, N_res, 7] per-layer affines, translations in Å (quaternion unchanged)."""
+    return outputs['affine'] * jnp.asarray([1.0] * 4 + [scale] * 3, dtype)
+
+  def sidechains(self, sc: dict) -> dict:
+    return sc
+
+
+QUAT_AFFINE_FRAMES = QuatAffineFrames()
 
 
 class MultiRigidSidechain(nnx.Module):
@@ -94,15 +151,23 @@ class FoldIteration(nnx.Module):
   In training (a `key`), dropout at rate `config.dropout` acts on the single
   activations after the attention and after the transition residuals, before
   each layer norm, as AlphaFold does (on the sum, not on the update).
+
+  Parameters: `invariant_point_attention`, `attention_layer_norm`,
+  `transition`, `transition_1`, ..., `transition_layer_norm`, the backbone
+  update (`frames.update_name`) and `rigid_sidechain`. `frames` is the frame
+  convention (QUAT_AFFINE_FRAMES, or Multimer's `RIGID_FRAMES`): it makes the
+  attention and the update and carries the frames.
   """
 
-  def __init__(self, config, *, c_s: int, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_s: int, c_z: int, zero_init: bool = True,
+               frames=QUAT_AFFINE_FRAMES, rngs: nnx.Rngs):
     c = config.num_channel
+    self.frames = frames
     self.num_layer_in_transition = config.num_layer_in_transition
     self.position_scale = config.position_scale
     self.dropout_rate = float(config.get('dropout', 0.0))
-    self.invariant_point_attention = InvariantPointAttention(
-        config, c_s=c, c_z=c_z, zero_init=zero_init, rngs=rngs)
+    self.invariant_point_attention = frames.make_attention(config, c_s=c, c_z=c_z,
+                                                           zero_init=zero_init, rngs=rngs)
     self.attention_layer_norm = primitives.LayerNorm(c)
     for i in range(self.num_layer_in_transition):
       last = i == self.num_layer_in_transition - 1
@@ -110,19 +175,19 @@ class FoldIteration(nnx.Module):
       setattr(self, f'transition{_suffix(i)}',
               primitives.Linear(c, c, initializer=init, rngs=rngs))
     self.transition_layer_norm = primitives.LayerNorm(c)
-    self.affine_update = primitives.Linear(c, 6, initializer=primitives.final_init(zero_init),
-                                           rngs=rngs)
+    setattr(self, frames.update_name, frames.make_update(c, zero_init=zero_init, rngs=rngs))
     self.rigid_sidechain = MultiRigidSidechain(config.sidechain, c_act=c, c_initial=c_s,
                                                zero_init=zero_init, rngs=rngs)
 
-  def __call__(self, act: jax.Array, affine: QuatRigid, *, initial_act: jax.Array,
+  def __call__(self, act: jax.Array, frames, *, initial_act: jax.Array,
                pair: jax.Array, seq_mask: jax.Array, aatype: jax.Array,
-               key: jax.Array | None = None) -> tuple[jax.Array, QuatRigid, dict]:
+               key: jax.Array | None = None) -> tuple[jax.Array, object, dict]:
     """One layer.
 
     Args:
       act: [N_res, c] single activations.
-      affine: QuatRigid [N_res] backbone frames (internal units).
+      frames: [N_res] backbone frames (internal units) in the layer's convention
+        (QuatRigid, or Rigid for Multimer's).
       initial_act: [N_res, c_s] normalised single representation.
       pair: [N_res, N_res, c_z] normalised pair representation.
       seq_mask: [N_res].
@@ -130,12 +195,14 @@ class FoldIteration(nnx.Module):
       key: dropout key (training) or None.
 
     Returns:
-      (act, affine for the next layer (rotation gradient stopped), outputs)
-      with outputs 'affine' [N_res, 7] (internal units) and 'sc' (sidechains).
+      (act, frames for the next layer (rotation gradient stopped), outputs)
+      with outputs the convention's frames ('affine' [N_res, 7] or 'rigid' Rigid
+      [N_res], internal units) and 'sc' (sidechains).
     """
+    conv = self.frames
     k_attn, k_transition = jax.random.split(key) if key is not None else (None, None)
     # Alg. 20 lines 6-7.
-    act = act + self.invariant_point_attention(act, pair, seq_mask, affine.to_rigid())
+    act = act + self.invariant_point_attention(act, pair, seq_mask, conv.rigid(frames))
     act = self.attention_layer_norm(dropout.apply(act, self.dropout_rate, k_attn))
     # Alg. 20 lines 8-9: transition.
     x = act
@@ -145,11 +212,11 @@ class FoldIteration(nnx.Module):
         x = jax.nn.relu(x)
     act = self.transition_layer_norm(dropout.apply(act + x, self.dropout_rate, k_transition))
     # Alg. 20 line 10, Alg. 23: backbone update.
-    affine = affine.pre_compose(self.affine_update(act))
-    sc = self.rigid_sidechain(affine.scale_translation(self.position_scale).to_rigid(),
-                              act, initial_act, aatype)
-    outputs = {'affine': affine.to_tensor(), 'sc': sc}
-    return act, affine.stop_rotation_gradient(), outputs  # Alg. 20 line 20
+    frames = conv.update(frames, getattr(self, conv.update_name)(act))
+    sc = self.rigid_sidechain(conv.scaled_rigid(frames, self.position_scale), act, initial_act,
+                              aatype)
+    outputs = {**conv.layer_outputs(frames), 'sc': sc}
+    return act, conv.stop_rotation_gradient(frames), outputs  # Alg. 20 line 20
 
 
 def run_layers(layer: nnx.Module, num_layer: int, act: jax.Array, frames, kw: dict,
@@ -184,21 +251,25 @@ class StructureModule(nnx.Module):
   one `fold_iteration` whose weights all `config.num_layer` iterations share.
 
   Args:
-    config: AlphaFold's `model.heads.structure_module` config.
+    config: AlphaFold's (or AlphaFold-Multimer's) `model.heads.structure_module` config.
     c_s: single channels (384).
     c_z: pair channels (128).
     zero_init: zero-initialise output layers (AlphaFold's global zero_init).
+    frames: the frame convention, QUAT_AFFINE_FRAMES (monomer) or
+      `structure_module_multimer.RIGID_FRAMES`.
     rngs: random streams.
   """
 
-  def __init__(self, config, *, c_s: int, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
+  def __init__(self, config, *, c_s: int, c_z: int, zero_init: bool = True,
+               frames=QUAT_AFFINE_FRAMES, rngs: nnx.Rngs):
+    self.frames = frames
     self.num_layer = config.num_layer
     self.position_scale = config.position_scale
     self.single_layer_norm = primitives.LayerNorm(c_s)
     self.initial_projection = primitives.Linear(c_s, config.num_channel, rngs=rngs)
     self.pair_layer_norm = primitives.LayerNorm(c_z)
     self.fold_iteration = FoldIteration(config, c_s=c_s, c_z=c_z, zero_init=zero_init,
-                                        rngs=rngs)
+                                        frames=frames, rngs=rngs)
 
   @jax.named_scope('structure_module')
   def __call__(self, single: jax.Array, pair: jax.Array, seq_mask: jax.Array,
@@ -216,41 +287,51 @@ class StructureModule(nnx.Module):
         (same numbers; for tests and debugging).
 
     Returns:
-      final_atom_positions [N_res, 37, 3] (Å, zero for absent atoms),
-      final_atom_mask [N_res, 37], final_atom14_positions [N_res, 14, 3],
-      final_atom14_mask [N_res, 14], final_affines [N_res, 7] (quaternion,
-      translation in Å), traj [L, N_res, 7] (Å), sidechains (per layer:
-      angles_sin_cos, unnormalized_angles_sin_cos [L, N_res, 7, 2], atom_pos
-      [L, N_res, 14, 3], frames [L, N_res, 8, 12]), act [N_res, c] (the
-      single representation for the pLDDT head).
+      final_atom_positions [N_res, 37, 3] (Å, zero for absent atoms, and for
+      padding under Multimer's convention), final_atom_mask [N_res, 37],
+      final_atom14_positions [N_res, 14, 3], final_atom14_mask [N_res, 14]
+      (with Multimer's convention both masks are zero on padding, as its
+      reference's), the frames of the last layer and of every layer in Å
+      (monomer: final_affines [N_res, 7] and traj [L, N_res, 7], quaternion then
+      translation; Multimer: final_rigids [N_res, 3, 4] and traj [L, N_res, 3, 4],
+      rotation | translation), sidechains (per layer: angles_sin_cos,
+      unnormalized_angles_sin_cos [L, N_res, 7, 2], atom_pos [L, N_res, 14, 3],
+      frames [L, N_res, 8, 12] flat, or [L, N_res, 8, 3, 4] under Multimer's),
+      act [N_res, c] (the single representation for the pLDDT head).
     """
     chex.assert_rank([single, pair, seq_mask, aatype], [2, 3, 1, 1])
+    conv = self.frames
     n = single.shape[0]
     # Alg. 20 lines 1-4.
     initial_act = self.single_layer_norm(single)
     act = self.initial_projection(initial_act)
     pair = self.pair_layer_norm(pair)
-    affine = QuatRigid.identity((n,), act.dtype)  # Alg. 20 line 4: black-hole init
+    frames = conv.identity(n, act.dtype)  # Alg. 20 line 4: black-hole init
     kw = dict(initial_act=initial_act, pair=pair, seq_mask=seq_mask, aatype=aatype)
     keys = jax.random.split(key, self.num_layer) if key is not None else None
 
-    act, _, outputs = run_layers(self.fold_iteration, self.num_layer, act, affine, kw, keys,
+    act, _, outputs = run_layers(self.fold_iteration, self.num_layer, act, frames, kw, keys,
                                  unroll)
 
-    # Translations in Å: the reference's `traj` (quaternion unchanged).
-    scale = jnp.asarray([1.0] * 4 + [self.position_scale] * 3, act.dtype)
-    traj = outputs['affine'] * scale
+    traj = conv.trajectory(outputs, self.position_scale, act.dtype)
+    sc = conv.sidechains(outputs['sc'])
     masks = all_atom.make_atom14_masks(aatype)
-    atom14 = outputs['sc']['atom_pos'][-1]
+    atom37_mask, atom14_mask = masks['atom37_atom_exists'], masks['atom14_atom_exists']
+    if conv.mask_padding:
+      atom37_mask = atom37_mask * seq_mask[:, None]
+      atom14_mask = atom14_mask * seq_mask[:, None]
+    atom14 = sc['atom_pos'][-1]
     # atom14_to_atom37 zeroes atoms the residue type lacks (atom37_atom_exists).
     atom37 = all_atom.atom14_to_atom37(atom14, aatype)
+    if conv.mask_padding:
+      atom37 = atom37 * atom37_mask[..., None]
     return {
         'final_atom_positions': atom37,
-        'final_atom_mask': masks['atom37_atom_exists'],
+        'final_atom_mask': atom37_mask,
         'final_atom14_positions': atom14,
-        'final_atom14_mask': masks['atom14_atom_exists'],
-        'final_affines': traj[-1],
+        'final_atom14_mask': atom14_mask,
+        conv.final_name: traj[-1],
         'traj': traj,
-        'sidechains': outputs['sc'],
+        'sidechains': sc,
         'act': act,
     }

@@ -1,14 +1,15 @@
-"""The AlphaFold-Multimer structure module. Jumper et al. (2021) Suppl. Alg. 20, 22-24;
-Evans et al. (2021) (AlphaFold-Multimer).
+"""AlphaFold-Multimer's frame convention for the structure module. Jumper et al. (2021)
+Suppl. Alg. 20, 22-24; Evans et al. (2021) (AlphaFold-Multimer).
 
-The same algorithm as `structure_module.StructureModule` with Multimer's
-parameterisation and numerics: backbone frames are carried as rotation
-matrices (the quaternion update of Alg. 23 is turned into a matrix and
-composed, never renormalised as a quaternion), invariant point attention has
-separate query/key/value projections with per-head point layouts, and
-positions are scaled by `position_scale` = 20. The torsion-angle ResNet and
-the all-atom placement are the monomer's (`MultiRigidSidechain`, all_atom.py):
-the same parameters and the same float32 arithmetic.
+The structure module is the one `structure_module.StructureModule`, given
+`RIGID_FRAMES`: Multimer's parameterisation and numerics, where backbone
+frames are carried as rotation matrices (the quaternion update of Alg. 23 is
+turned into a matrix and composed, never renormalised as a quaternion),
+invariant point attention has separate query/key/value projections with
+per-head point layouts, and positions are scaled by `position_scale` = 20.
+The torsion-angle ResNet and the all-atom placement are the monomer's
+(`MultiRigidSidechain`, all_atom.py): the same parameters and the same float32
+arithmetic.
 
 Units: inside the loop frames are in internal units (Å / `position_scale`);
 every output is in Å. Rigid transforms are returned as AlphaFold-Multimer
@@ -18,6 +19,8 @@ column.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
 import chex
@@ -26,13 +29,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from af_jax.common.geometry import Rigid
-from af_jax.model import all_atom, dropout, primitives
-from af_jax.model.structure_module import MultiRigidSidechain, run_layers
-
-
-def _suffix(i: int) -> str:
-  """Haiku's name for the i-th module created with the same name: '', '_1', ..."""
-  return f'_{i}' if i else ''
+from af_jax.model import primitives
+from af_jax.model.structure_module import FoldIteration, StructureModule
 
 
 def rigid_to_array(rigid: Rigid) -> jax.Array:
@@ -219,148 +217,61 @@ class InvariantPointAttentionMultimer(nnx.Module):
     return self.output_projection(features)
 
 
-class FoldIterationMultimer(nnx.Module):
-  """One structure-module layer. Alg. 20 lines 6-14 and Alg. 23.
+@dataclasses.dataclass(frozen=True)
+class RigidFrames:
+  """AlphaFold-Multimer's frame convention for the one `structure_module.StructureModule`.
 
-  Parameters: `invariant_point_attention`, `attention_layer_norm`,
-  `transition`, `transition_1`, ..., `transition_layer_norm`, `quat_rigid`,
-  `rigid_sidechain`. Dropout (training, a `key`) as in the monomer layer.
+  Frames are carried as rotation matrices (`Rigid`); the backbone update is
+  `quat_rigid` (a `BackboneUpdate`), composed as matrices; attention is
+  `InvariantPointAttentionMultimer`. Per-layer outputs are `rigid` (Rigid,
+  internal units); the final ones `final_rigids`/`traj` ([..., 3, 4] arrays in Å)
+  and sidechain frames [L, N_res, 8, 3, 4]. DIFFERS FROM the monomer (as
+  Multimer's reference does): padding residues have no atoms in the final masks
+  and positions.
   """
 
-  def __init__(self, config, *, c_s: int, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
-    c = config.num_channel
-    self.num_layer_in_transition = config.num_layer_in_transition
-    self.position_scale = config.position_scale
-    self.dropout_rate = float(config.get('dropout', 0.0))
-    self.invariant_point_attention = InvariantPointAttentionMultimer(
-        config, c_s=c, c_z=c_z, zero_init=zero_init, rngs=rngs)
-    self.attention_layer_norm = primitives.LayerNorm(c)
-    for i in range(self.num_layer_in_transition):
-      last = i == self.num_layer_in_transition - 1
-      init = primitives.final_init(zero_init) if last else 'relu'
-      setattr(self, f'transition{_suffix(i)}',
-              primitives.Linear(c, c, initializer=init, rngs=rngs))
-    self.transition_layer_norm = primitives.LayerNorm(c)
-    self.quat_rigid = BackboneUpdate(c, zero_init=zero_init, rngs=rngs)
-    self.rigid_sidechain = MultiRigidSidechain(config.sidechain, c_act=c, c_initial=c_s,
-                                               zero_init=zero_init, rngs=rngs)
+  update_name = 'quat_rigid'
+  final_name = 'final_rigids'
+  mask_padding = True
 
-  def __call__(self, act: jax.Array, rigid: Rigid, *, initial_act: jax.Array,
-               pair: jax.Array, seq_mask: jax.Array, aatype: jax.Array,
-               key: jax.Array | None = None) -> tuple[jax.Array, Rigid, dict]:
-    """One layer.
+  def make_attention(self, config, *, c_s: int, c_z: int, zero_init: bool, rngs: nnx.Rngs):
+    return InvariantPointAttentionMultimer(config, c_s=c_s, c_z=c_z, zero_init=zero_init,
+                                           rngs=rngs)
 
-    Args:
-      act: [N_res, c] single activations.
-      rigid: Rigid [N_res] backbone frames (internal units).
-      initial_act: [N_res, c_s] normalised single representation.
-      pair: [N_res, N_res, c_z] normalised pair representation.
-      seq_mask: [N_res].
-      aatype: [N_res] int.
-      key: dropout key (training) or None.
+  def make_update(self, c: int, *, zero_init: bool, rngs: nnx.Rngs):
+    return BackboneUpdate(c, zero_init=zero_init, rngs=rngs)
 
-    Returns:
-      (act, rigid for the next layer (rotation gradient stopped), outputs)
-      with outputs 'rigid' (Rigid [N_res], internal units) and 'sc' (sidechains).
-    """
-    k_attn, k_transition = jax.random.split(key) if key is not None else (None, None)
-    # Alg. 20 lines 6-7.
-    act = act + self.invariant_point_attention(act, pair, seq_mask, rigid)
-    act = self.attention_layer_norm(dropout.apply(act, self.dropout_rate, k_attn))
-    # Alg. 20 lines 8-9: transition.
-    x = act
-    for i in range(self.num_layer_in_transition):
-      x = getattr(self, f'transition{_suffix(i)}')(x)
-      if i < self.num_layer_in_transition - 1:
-        x = jax.nn.relu(x)
-    act = self.transition_layer_norm(dropout.apply(act + x, self.dropout_rate, k_transition))
+  def identity(self, n: int, dtype) -> Rigid:
+    return Rigid.identity((n,), dtype)
+
+  def rigid(self, frames: Rigid) -> Rigid:
+    return frames
+
+  def update(self, frames: Rigid, update: Rigid) -> Rigid:
     # Alg. 20 line 10: compose the frames with the update (matrices, not quaternions).
-    rigid = rigid.compose(self.quat_rigid(act))
-    sc = self.rigid_sidechain(rigid.scale_translation(self.position_scale), act, initial_act,
-                              aatype)
-    outputs = {'rigid': rigid, 'sc': sc}
-    # Alg. 20 line 20.
-    rigid = Rigid(jax.lax.stop_gradient(rigid.rotation), rigid.translation)
-    return act, rigid, outputs
+    return frames.compose(update)
 
+  def scaled_rigid(self, frames: Rigid, scale: float) -> Rigid:
+    return frames.scale_translation(scale)
 
-class StructureModuleMultimer(nnx.Module):
-  """AlphaFold-Multimer's structure module head. Jumper et al. (2021) Suppl. Alg. 20.
+  def layer_outputs(self, frames: Rigid) -> dict:
+    return {'rigid': frames}
 
-  Parameters: `single_layer_norm`, `initial_projection`, `pair_layer_norm` and
-  one `fold_iteration` whose weights all `config.num_layer` iterations share.
+  def stop_rotation_gradient(self, frames: Rigid) -> Rigid:
+    return Rigid(jax.lax.stop_gradient(frames.rotation), frames.translation)
 
-  Args:
-    config: AlphaFold-Multimer's `model.heads.structure_module` config.
-    c_s: single channels (384).
-    c_z: pair channels (128).
-    zero_init: zero-initialise output layers (AlphaFold's global zero_init).
-    rngs: random streams.
-  """
+  def trajectory(self, outputs: dict, scale: float, dtype) -> jax.Array:
+    del dtype  # the rigids keep theirs
+    return rigid_to_array(outputs['rigid'].scale_translation(scale))
 
-  def __init__(self, config, *, c_s: int, c_z: int, zero_init: bool = True, rngs: nnx.Rngs):
-    self.num_layer = config.num_layer
-    self.position_scale = config.position_scale
-    self.single_layer_norm = primitives.LayerNorm(c_s)
-    self.initial_projection = primitives.Linear(c_s, config.num_channel, rngs=rngs)
-    self.pair_layer_norm = primitives.LayerNorm(c_z)
-    self.fold_iteration = FoldIterationMultimer(config, c_s=c_s, c_z=c_z, zero_init=zero_init,
-                                                rngs=rngs)
-
-  @jax.named_scope('structure_module')
-  def __call__(self, single: jax.Array, pair: jax.Array, seq_mask: jax.Array,
-               aatype: jax.Array, *, key: jax.Array | None = None,
-               unroll: bool = False) -> dict:
-    """Fold: frames, torsions and atoms from the trunk's representations.
-
-    Args:
-      single: [N_res, c_s] single representation.
-      pair: [N_res, N_res, c_z] pair representation.
-      seq_mask: [N_res] 1 for residues, 0 for padding.
-      aatype: [N_res] int residue types (20 = unknown).
-      key: dropout key (training; one per layer is split from it) or None.
-      unroll: run the layers as a Python loop instead of one `lax.scan`
-        (same numbers; for tests and debugging).
-
-    Returns:
-      final_atom_positions [N_res, 37, 3] (Å, zero for absent atoms and
-      padding), final_atom_mask [N_res, 37] and final_atom14_mask [N_res, 14]
-      (both zero on padding, as Multimer's), final_atom14_positions
-      [N_res, 14, 3], final_rigids [N_res, 3, 4] (rotation | translation in Å),
-      traj [L, N_res, 3, 4] (Å), sidechains (per layer: angles_sin_cos,
-      unnormalized_angles_sin_cos [L, N_res, 7, 2], atom_pos [L, N_res, 14, 3],
-      frames [L, N_res, 8, 3, 4]), act [N_res, c] (for the pLDDT head).
-    """
-    chex.assert_rank([single, pair, seq_mask, aatype], [2, 3, 1, 1])
-    n = single.shape[0]
-    # Alg. 20 lines 1-4.
-    initial_act = self.single_layer_norm(single)
-    act = self.initial_projection(initial_act)
-    pair = self.pair_layer_norm(pair)
-    rigid = Rigid.identity((n,), act.dtype)  # black-hole initialisation
-    kw = dict(initial_act=initial_act, pair=pair, seq_mask=seq_mask, aatype=aatype)
-    keys = jax.random.split(key, self.num_layer) if key is not None else None
-
-    act, _, outputs = run_layers(self.fold_iteration, self.num_layer, act, rigid, kw, keys,
-                                 unroll)
-
-    traj = rigid_to_array(outputs['rigid'].scale_translation(self.position_scale))
-    sc = dict(outputs['sc'])
+  def sidechains(self, sc: dict) -> dict:
+    sc = dict(sc)
     sc['frames'] = rigid_to_array(Rigid.from_flat12(sc['frames']))
-    masks = all_atom.make_atom14_masks(aatype)
-    # DIFFERS FROM the monomer module (as Multimer's reference does): padding
-    # residues have no atoms in the final masks and positions.
-    atom37_mask = masks['atom37_atom_exists'] * seq_mask[:, None]
-    atom14_mask = masks['atom14_atom_exists'] * seq_mask[:, None]
-    atom14 = sc['atom_pos'][-1]
-    atom37 = all_atom.atom14_to_atom37(atom14, aatype) * atom37_mask[..., None]
-    return {
-        'final_atom_positions': atom37,
-        'final_atom_mask': atom37_mask,
-        'final_atom14_positions': atom14,
-        'final_atom14_mask': atom14_mask,
-        'final_rigids': traj[-1],
-        'traj': traj,
-        'sidechains': sc,
-        'act': act,
-    }
+    return sc
+
+
+RIGID_FRAMES = RigidFrames()
+
+# AlphaFold-Multimer's layer and structure module: the one module with Multimer's frames.
+FoldIterationMultimer = functools.partial(FoldIteration, frames=RIGID_FRAMES)
+StructureModuleMultimer = functools.partial(StructureModule, frames=RIGID_FRAMES)

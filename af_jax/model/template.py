@@ -6,6 +6,8 @@ Alg. 17 (TemplatePointwiseAttention).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -81,6 +83,15 @@ class TemplatePairBlock(nnx.Module):
     return dap.to_rows(pair) if layout == 'columns' else pair
 
 
+def run_pair_stack(layer_stack, num_block: int, pair: jax.Array, pair_mask: jax.Array,
+                   plan: ChunkPlan = ChunkPlan(), key: jax.Array | None = None,
+                   remat: bool = False, dap: Dap = NO_DAP) -> jax.Array:
+  """`num_block` stacked TemplatePairBlocks (`stack.create`) over one template's pair."""
+  keys = jax.random.split(key, num_block) if key is not None else None
+  body = lambda block, p, k: block(p, pair_mask, plan, k, dap)  # noqa: E731
+  return stack.scan(layer_stack, body, pair, keys, remat=remat)
+
+
 class TemplatePairStack(nnx.Module):
   """`num_block` TemplatePairBlocks, stacked (AlphaFold's `__layer_stack_no_state`)."""
 
@@ -96,35 +107,86 @@ class TemplatePairStack(nnx.Module):
                dap: Dap = NO_DAP) -> jax.Array:
     if self.layer_stack is None:
       return pair
-    keys = jax.random.split(key, self.num_block) if key is not None else None
-    body = lambda block, p, k: block(p, pair_mask, plan, k, dap)  # noqa: E731
-    return stack.scan(self.layer_stack, body, pair, keys, remat=remat)
+    return run_pair_stack(self.layer_stack, self.num_block, pair, pair_mask, plan, key, remat,
+                          dap)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonomerTemplateFeatures:
+  """The monomer's part of `SingleTemplateEmbedding`: how a template's pair is embedded.
+
+  One Linear `embedding2d` of the concatenated pair features (Alg. 2 line 9),
+  then `template_pair_stack` (blocks in MONOMER_ORDER); c_t is the stack's
+  triangle-attention value_dim. Multimer's is `template_multimer.MultimerTemplateFeatures`.
+  A part is stateless: the Linears and the stack it makes are the embedding's.
+  """
+
+  stack_name = 'template_pair_stack'
+
+  def channels(self, config) -> int:
+    return config.template_pair_stack.triangle_attention_ending_node.value_dim
+
+  def make_embedding(self, module: nnx.Module, config, *, c_t: int, c_z: int | None, dtype,
+                     rngs: nnx.Rngs) -> None:
+    del config, c_z  # the monomer's embedding does not read the query pair
+    module.embedding2d = primitives.Linear(embedders.TEMPLATE_PAIR_FEATURES, c_t,
+                                           initializer='relu', dtype=dtype, rngs=rngs)
+
+  def make_stack(self, config, *, c_t: int, zero_init: bool, dtype, rngs: nnx.Rngs):
+    return TemplatePairStack(config.template_pair_stack, c_t=c_t, zero_init=zero_init,
+                             dtype=dtype, rngs=rngs)
+
+  def embed(self, module: nnx.Module, template: dict, dap: Dap, query_rows: jax.Array | None,
+            multichain_mask: jax.Array | None) -> jax.Array:
+    """This device's rows of the embedded template, before the stack."""
+    del query_rows, multichain_mask
+    # NUMERICS: the features (distances, unit vectors) are float32; the
+    # embedding casts them to the compute dtype at its matmul.
+    act = dap.rows(embedders.template_pair_features(template, module.config))
+    return module.embedding2d(act)
+
+  def run_stack(self, layer_stack, config, act: jax.Array, mask_2d: jax.Array,
+                plan: ChunkPlan, key: jax.Array | None, remat: bool, dap: Dap) -> jax.Array:
+    del config
+    return layer_stack(act, mask_2d, plan, key, remat, dap)
+
+
+MONOMER_TEMPLATE_FEATURES = MonomerTemplateFeatures()
 
 
 class SingleTemplateEmbedding(nnx.Module):
-  """Embeds one template into a [N_res, N_res, c_t] pair. Alg. 2 lines 9 and 11."""
+  """Embeds one template into a [N_res, N_res, c_t] pair. Alg. 2 lines 9 and 11.
 
-  def __init__(self, config, *, zero_init: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
-    c_t = config.template_pair_stack.triangle_attention_ending_node.value_dim
+  The pair features are embedded, run through the template pair stack and
+  layer-normed (`output_layer_norm`). `features` is the part that differs
+  between the models: MONOMER_TEMPLATE_FEATURES, or Multimer's
+  (`template_multimer.MULTIMER_TEMPLATE_FEATURES`, which also reads the query
+  pair, `c_z` channels, and masks distances between chains).
+  """
+
+  def __init__(self, config, *, features=MONOMER_TEMPLATE_FEATURES, c_z: int | None = None,
+               zero_init: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
+    c_t = features.channels(config)
     self.config = config
-    self.embedding2d = primitives.Linear(embedders.TEMPLATE_PAIR_FEATURES, c_t,
-                                         initializer='relu', dtype=dtype, rngs=rngs)
-    self.template_pair_stack = TemplatePairStack(config.template_pair_stack, c_t=c_t,
-                                                 zero_init=zero_init, dtype=dtype, rngs=rngs)
+    self.features = features
+    features.make_embedding(self, config, c_t=c_t, c_z=c_z, dtype=dtype, rngs=rngs)
+    setattr(self, features.stack_name,
+            features.make_stack(config, c_t=c_t, zero_init=zero_init, dtype=dtype, rngs=rngs))
     self.output_layer_norm = primitives.LayerNorm(c_t)
 
   def __call__(self, template: dict, mask_2d: jax.Array, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None, remat: bool = False,
-               dap: Dap = NO_DAP) -> jax.Array:
+               key: jax.Array | None = None, remat: bool = False, dap: Dap = NO_DAP, *,
+               query_rows: jax.Array | None = None,
+               multichain_mask: jax.Array | None = None) -> jax.Array:
     """Args: template: one template's `template_*` features; mask_2d [N_res, N_res] padding.
 
-    Under DAP, returns this device's rows of the embedded template.
+    query_rows (this device's rows of the pair) and multichain_mask [N_res, N_res]
+    are for Multimer's features. Under DAP, returns this device's rows of the
+    embedded template; the masks are whole.
     """
-    # NUMERICS: the features (distances, unit vectors) are float32; the
-    # embedding casts them to the compute dtype at its matmul.
-    act = dap.rows(embedders.template_pair_features(template, self.config))
-    act = self.embedding2d(act)
-    act = self.template_pair_stack(act, mask_2d, plan, key, remat, dap)
+    act = self.features.embed(self, template, dap, query_rows, multichain_mask)
+    act = self.features.run_stack(getattr(self, self.features.stack_name), self.config, act,
+                                  mask_2d, plan, key, remat, dap)
     return self.output_layer_norm(act)
 
 

@@ -1,13 +1,17 @@
 """AlphaFold-Multimer's template embedding. Evans et al. (2021) Suppl. 2.3.
 
-DIFFERS FROM THE MONOMER (template.py): each template's pair features enter
-through one Linear per feature (`template_pair_embedding_0..8`, the last one of
-the layer-normed query pair), the templates are averaged instead of attended
-over, and distances between chains are masked out (templates are per chain).
+The embedding of one template is the monomer's `template.SingleTemplateEmbedding`
+given Multimer's part (`MULTIMER_TEMPLATE_FEATURES`). DIFFERS FROM THE MONOMER:
+each template's pair features enter through one Linear per feature
+(`template_pair_embedding_0..8`, the last one of the layer-normed query pair),
+the templates are averaged instead of attended over, and distances between
+chains are masked out (templates are per chain).
 AlphaFold's scope: `evoformer/template_embedding`.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +21,9 @@ from jax.sharding import Mesh
 from af_jax.chunking import ChunkPlan
 from af_jax.data import schema
 from af_jax.model import embedders_multimer, primitives, stack
-from af_jax.model.template import MULTIMER_ORDER, TemplatePairBlock
-from af_jax.parallel import NO_DAP, Dap
+from af_jax.model.template import (MULTIMER_ORDER, SingleTemplateEmbedding,
+                                   TemplatePairBlock, run_pair_stack)
+from af_jax.parallel import Dap
 from af_jax.parallel import dap as dap_lib
 from af_jax.parallel.mesh import dap_size, round_up
 
@@ -28,44 +33,55 @@ _PAIR_INPUTS = (39, (), 22, 22, (), (), (), ())
 _COLUMN_FEATURE = 2  # aatype of j, [1, N_res, 22]: the same for every row
 
 
-class SingleTemplateEmbedding(nnx.Module):
-  """One template -> [N_res, N_res, c_t]: feature Linears, pair stack, layer norm."""
+@dataclasses.dataclass(frozen=True)
+class MultimerTemplateFeatures:
+  """Multimer's part of `template.SingleTemplateEmbedding`.
 
-  def __init__(self, config, *, c_z: int, zero_init: bool = True, dtype=jnp.float32,
-               rngs: nnx.Rngs):
-    c_t = config.num_channels
-    self.config = config
-    self.query_embedding_norm = primitives.LayerNorm(c_z)
+  The pair features enter through `template_pair_embedding_0..7` and the
+  layer-normed query pair (`query_embedding_norm`) through
+  `template_pair_embedding_8`; then `template_embedding_iteration` (blocks in
+  MULTIMER_ORDER); c_t = `num_channels`.
+  """
+
+  stack_name = 'template_embedding_iteration'
+
+  def channels(self, config) -> int:
+    return config.num_channels
+
+  def make_embedding(self, module: nnx.Module, config, *, c_t: int, c_z: int, dtype,
+                     rngs: nnx.Rngs) -> None:
+    del config
+    module.query_embedding_norm = primitives.LayerNorm(c_z)
     for i, n_in in enumerate(_PAIR_INPUTS + (c_z,)):
-      setattr(self, f'template_pair_embedding_{i}',
+      setattr(module, f'template_pair_embedding_{i}',
               primitives.Linear(n_in, c_t, initializer='relu', dtype=dtype, rngs=rngs))
-    self.template_embedding_iteration = stack.create(
+
+  def make_stack(self, config, *, c_t: int, zero_init: bool, dtype, rngs: nnx.Rngs):
+    return stack.create(
         lambda r: TemplatePairBlock(config.template_pair_stack, c_t=c_t, zero_init=zero_init,
                                     dtype=dtype, order=MULTIMER_ORDER, rngs=r),
         config.template_pair_stack.num_block, rngs)
-    self.output_layer_norm = primitives.LayerNorm(c_t)
 
-  def __call__(self, query_rows: jax.Array, template: dict, mask_2d: jax.Array,
-               multichain_mask: jax.Array, plan: ChunkPlan = ChunkPlan(),
-               key: jax.Array | None = None, remat: bool = False,
-               dap: Dap = NO_DAP) -> jax.Array:
-    """Args: query_rows: this device's rows of the pair; template: one template's features.
-
-    mask_2d and multichain_mask [N_res, N_res] are whole. Returns this device's rows.
-    """
+  def embed(self, module: nnx.Module, template: dict, dap: Dap, query_rows: jax.Array,
+            multichain_mask: jax.Array) -> jax.Array:
+    """This device's rows of the embedded template, before the stack."""
     feats = embedders_multimer.template_pair_features(
         template['template_aatype'], template['template_all_atom_positions'],
-        template['template_all_atom_mask'], multichain_mask, self.config)
+        template['template_all_atom_mask'], multichain_mask, module.config)
     # NUMERICS: features are float32; each Linear casts at its matmul.
     feats = [f if i == _COLUMN_FEATURE else dap.rows(f) for i, f in enumerate(feats)]
-    act = self.template_pair_embedding_8(self.query_embedding_norm(query_rows))
+    act = module.template_pair_embedding_8(module.query_embedding_norm(query_rows))
     for i, f in enumerate(feats):
-      act = act + getattr(self, f'template_pair_embedding_{i}')(f)
-    keys = (jax.random.split(key, self.config.template_pair_stack.num_block)
-            if key is not None else None)
-    body = lambda block, p, k: block(p, mask_2d, plan, k, dap)  # noqa: E731
-    act = stack.scan(self.template_embedding_iteration, body, act, keys, remat=remat)
-    return self.output_layer_norm(act)
+      act = act + getattr(module, f'template_pair_embedding_{i}')(f)
+    return act
+
+  def run_stack(self, layer_stack, config, act: jax.Array, mask_2d: jax.Array,
+                plan: ChunkPlan, key: jax.Array | None, remat: bool, dap: Dap) -> jax.Array:
+    return run_pair_stack(layer_stack, config.template_pair_stack.num_block, act, mask_2d,
+                          plan, key, remat, dap)
+
+
+MULTIMER_TEMPLATE_FEATURES = MultimerTemplateFeatures()
 
 
 class TemplateEmbeddingMultimer(nnx.Module):
@@ -73,9 +89,9 @@ class TemplateEmbeddingMultimer(nnx.Module):
 
   def __init__(self, config, *, c_z: int, zero_init: bool = True, dtype=jnp.float32,
                rngs: nnx.Rngs):
-    self.single_template_embedding = SingleTemplateEmbedding(config, c_z=c_z,
-                                                             zero_init=zero_init, dtype=dtype,
-                                                             rngs=rngs)
+    self.single_template_embedding = SingleTemplateEmbedding(
+        config, features=MULTIMER_TEMPLATE_FEATURES, c_z=c_z, zero_init=zero_init, dtype=dtype,
+        rngs=rngs)
     self.output_linear = primitives.Linear(config.num_channels, c_z, initializer='relu',
                                            dtype=dtype, rngs=rngs)
 
@@ -102,8 +118,8 @@ class TemplateEmbeddingMultimer(nnx.Module):
     def apply(dap, pair_rows, mask_2d, per_residue, chain_mask):
       def add(total, xs):
         template, k = xs
-        emb = self.single_template_embedding(pair_rows, template, mask_2d, chain_mask, plan, k,
-                                             remat, dap)
+        emb = self.single_template_embedding(template, mask_2d, plan, k, remat, dap,
+                                             query_rows=pair_rows, multichain_mask=chain_mask)
         return total + emb, None
 
       c_t = self.single_template_embedding.config.num_channels
