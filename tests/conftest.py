@@ -16,13 +16,22 @@ for _flag in ('--xla_force_host_platform_device_count=8', '--xla_backend_optimiz
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# One scratch directory per test session, shared by every pytest-xdist worker: the first
+# process (the controller, or a run without xdist) makes it before the workers start, they
+# inherit the variable, and the first process removes it when the session ends, however the
+# workers exit (tests/cli_runner.session_dir).
+_SESSION_VARIABLE = 'AF_JAX_TEST_SESSION_DIR'
+_OWN_SESSION_DIR = _SESSION_VARIABLE not in os.environ
+if _OWN_SESSION_DIR:
+  os.environ[_SESSION_VARIABLE] = tempfile.mkdtemp(prefix='af_jax_tests_')
+  atexit.register(shutil.rmtree, os.environ[_SESSION_VARIABLE], ignore_errors=True)
+
 # The compilation cache's default root, for what a test leaves at its default (af_jax.Predictor
 # and af_jax.fold turn the persistent cache on; AutoChunk keeps its measured peaks under that
 # root even when no cache is configured): a scratch directory, never the user's ~/.cache.
 # Tests that start command lines give each its own cache_dir (tests/cli_runner.py).
-_CACHE = tempfile.mkdtemp(prefix='af_jax_test_default_cache_')
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-os.environ['COMPILE_CACHE_DIR'] = _CACHE
+os.environ['COMPILE_CACHE_DIR'] = tempfile.mkdtemp(prefix='default_cache_',
+                                                   dir=os.environ[_SESSION_VARIABLE])
 
 import af_jax  # noqa: E402,F401  (adds its XLA_FLAGS defaults before the backend starts)
 import jax  # noqa: E402
@@ -30,15 +39,7 @@ import jax  # noqa: E402
 jax.config.update('jax_default_matmul_precision', 'highest')
 
 
-def pytest_configure(config):
-  # The controller (or a run without xdist) makes the session's shared directory; xdist
-  # workers, started after this, inherit the variable (tests/cli_runner.session_dir).
-  if not hasattr(config, 'workerinput') and 'AF_JAX_TEST_SESSION_DIR' not in os.environ:
-    os.environ['AF_JAX_TEST_SESSION_DIR'] = tempfile.mkdtemp(prefix='af_jax_tests_')
-    config._af_jax_session_dir = os.environ['AF_JAX_TEST_SESSION_DIR']
-
-
 def pytest_unconfigure(config):
-  root = getattr(config, '_af_jax_session_dir', None)
-  if root:
-    shutil.rmtree(root, ignore_errors=True)
+  del config
+  if _OWN_SESSION_DIR:
+    shutil.rmtree(os.environ[_SESSION_VARIABLE], ignore_errors=True)
