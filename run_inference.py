@@ -19,7 +19,6 @@ the run with one line and exit status 130 and 143, leaving no temporary files.
 """
 
 import os
-import pathlib
 import sys
 
 from absl import app, flags, logging
@@ -32,12 +31,12 @@ if __name__ == '__main__':
   # Before the slower imports, so that even an early Ctrl-C ends with one line.
   cli.exit_on_signals('targets without ranking_debug.json are folded again by the next run')
 
-from af_jax import autochunk  # noqa: E402
-from af_jax.data import msa_search, pipeline  # noqa: E402
+from af_jax.data import msa_search  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
 from af_jax.parallel import distributed, mesh  # noqa: E402
 from af_jax.run import fold, warmup  # noqa: E402
-from af_jax.run.options import MODEL_PRESETS, FoldOptions, msa_files  # noqa: E402
+from af_jax.run import options as fold_options  # noqa: E402
+from af_jax.run.options import MODEL_PRESETS, FoldOptions  # noqa: E402
 from af_jax.run.targets import read_targets  # noqa: E402
 from configs import buckets  # noqa: E402
 from configs import overrides as config_overrides  # noqa: E402
@@ -165,42 +164,14 @@ OVERRIDES: dict[str, str] = {}
 
 
 def options_from_flags() -> FoldOptions:
-  """FoldOptions from the parsed flags."""
-  if not FLAGS.output_dir:
-    raise ConfigError('--output_dir is required')
-  databases = msa_search.Databases(
-      uniref90=FLAGS.uniref90_database_path, mgnify=FLAGS.mgnify_database_path,
-      small_bfd=FLAGS.small_bfd_database_path, bfd=FLAGS.bfd_database_path,
-      uniref30=FLAGS.uniref30_database_path, mmseqs_db=FLAGS.mmseqs_database_path,
-      pdb70=FLAGS.pdb70_database_path, jackhmmer_binary=FLAGS.jackhmmer_binary_path,
-      hhblits_binary=FLAGS.hhblits_binary_path, hhsearch_binary=FLAGS.hhsearch_binary_path,
-      mmseqs_binary=FLAGS.mmseqs_binary_path)
-  pipe = pipeline.PipelineOptions(
-      msa_mode=FLAGS.msa_mode, databases=databases, msa_paths=msa_files(FLAGS.msa_paths),
-      use_templates=FLAGS.use_templates, template_mmcif_dir=FLAGS.template_mmcif_dir,
-      max_template_date=FLAGS.max_template_date, kalign_binary_path=FLAGS.kalign_binary_path,
-      obsolete_pdbs_path=FLAGS.obsolete_pdbs_path, n_cpu=FLAGS.n_cpu,
-      timeout=FLAGS.search_timeout)
+  """FoldOptions from the parsed flags (`af_jax.fold` converts its keywords the same way)."""
+  options = fold_options.from_flags({
+      **{name: FLAGS[name].value for name in fold_options.FLAG_NAMES - {'config'}},
+      'config': OVERRIDES})
   if FLAGS.msa_paths and len(FLAGS.fasta_paths) != 1:
     raise ConfigError('--msa_paths belongs to one target: pass exactly one FASTA file '
                       'with one record, or put each target\'s files in <output_dir>/<name>/msas')
-  chunk = autochunk.parse_chunk(FLAGS.chunk)
-  budget = autochunk.parse_memory(FLAGS.memory_budget) if FLAGS.memory_budget else None
-  model_names = tuple(FLAGS.model_names) or MODEL_PRESETS[FLAGS.model_preset]
-  options = FoldOptions(output_dir=pathlib.Path(FLAGS.output_dir), model_names=model_names)
-  num_seeds = FLAGS.num_multimer_predictions_per_model if options.multimer else FLAGS.num_seeds
-  if num_seeds < 1:
-    raise ConfigError(f'{num_seeds} predictions per model: pass at least 1')
-  return FoldOptions(
-      chunk=chunk, memory_budget=budget,
-      output_dir=pathlib.Path(FLAGS.output_dir),
-      model_names=model_names, uniprot_database=FLAGS.uniprot_database_path,
-      params_dir=FLAGS.params_dir, random_params=FLAGS.random_params,
-      num_recycle=FLAGS.num_recycle, random_seed=FLAGS.random_seed, num_seeds=num_seeds,
-      length_buckets=buckets.parse_buckets(','.join(FLAGS.buckets)),
-      precision=FLAGS.precision, config_overrides=dict(OVERRIDES), pipeline=pipe,
-      models_to_relax=FLAGS.models_to_relax, relax_use_gpu=FLAGS.relax_use_gpu, dap=FLAGS.dap,
-      progress=FLAGS.progress)
+  return options
 
 
 def main(argv) -> None:

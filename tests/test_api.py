@@ -138,12 +138,12 @@ def test_predictor_needs_weights_and_a_valid_chunk():
 
 
 def test_fold_keywords_become_the_command_lines_options(tmp_path):
-  from af_jax.run.api import fold_options
-  opts = fold_options(tmp_path, {'model_preset': 'multimer', 'buckets': [256, 64],
-                                 'msa_mode': 'precomputed', 'msa_paths': ROOT / 'examples' /
-                                 '2q2k_A_msas', 'uniref90_database_path': '/db/u90.fasta',
-                                 'search_timeout': 5, 'chunk': '32', 'memory_budget': '1GB',
-                                 'config': {'model.global_config.bfloat16': True}})
+  from af_jax.run.options import from_flags
+  opts = from_flags({'output_dir': tmp_path, 'model_preset': 'multimer', 'buckets': [256, 64],
+                     'msa_mode': 'precomputed', 'msa_paths': ROOT / 'examples' / '2q2k_A_msas',
+                     'uniref90_database_path': '/db/u90.fasta', 'search_timeout': 5,
+                     'chunk': '32', 'memory_budget': '1GB',
+                     'config': {'model.global_config.bfloat16': True}}, spell=str)
   # As run_inference.py: a complex's predictions per model default to 5, not --num_seeds.
   assert opts.multimer and opts.num_seeds == 5 and opts.length_buckets == (64, 256)
   assert opts.chunk == 32 and opts.memory_budget == 10**9
@@ -152,8 +152,8 @@ def test_fold_keywords_become_the_command_lines_options(tmp_path):
   assert [pathlib.Path(p).name for p in opts.pipeline.msa_paths] == [
       'bfd_uniclust_hits.a3m', 'mgnify_hits.sto', 'uniref90_hits.sto']
   assert opts.config_overrides == {'model.global_config.bfloat16': 'true'}
-  one = fold_options(tmp_path, {'model_names': ['model_1_multimer_v3'],
-                                'num_multimer_predictions_per_model': 1})
+  one = from_flags({'output_dir': tmp_path, 'model_names': ['model_1_multimer_v3'],
+                    'num_multimer_predictions_per_model': 1}, spell=str)
   assert one.num_seeds == 1
 
 

@@ -14,29 +14,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from af_jax import autochunk
-from af_jax.data import msa_search, names
-from af_jax.data import pipeline as af_pipeline
+from af_jax.data import names
 from af_jax.errors import ConfigError, InputError
 from af_jax.predictor import use_compile_cache
 from af_jax.run import fold as af_fold
-from af_jax.run.options import MODEL_PRESETS, FoldOptions, msa_files
-from configs import buckets as bucket_lists
+from af_jax.run import options
 
-# Flags named as run_inference.py's whose FoldOptions field has another name.
-_RENAMED = {'buckets': 'length_buckets', 'uniprot_database_path': 'uniprot_database'}
-_FOLD_FIELDS = {f.name for f in dataclasses.fields(FoldOptions)} - {
-    'output_dir', 'pipeline', 'config_overrides', *_RENAMED.values()}
-_PIPELINE_FIELDS = {f.name for f in dataclasses.fields(af_pipeline.PipelineOptions)} - {
-    'databases', 'msa_paths', 'timeout', 'max_templates'}
-# --<name>_database_path and --<tool>_binary_path -> msa_search.Databases fields.
-_DATABASES = {**{f'{n}_database_path': n for n in (
-    'uniref90', 'mgnify', 'small_bfd', 'bfd', 'uniref30', 'pdb70')},
-    'mmseqs_database_path': 'mmseqs_db',
-    **{f'{t}_binary_path': f'{t}_binary' for t in ('jackhmmer', 'hhblits', 'hhsearch', 'mmseqs')}}
-_OTHERS = {'model_preset', 'num_multimer_predictions_per_model', 'msa_paths', 'search_timeout',
-           'config', 'compilation_cache', 'compilation_cache_dir'}
-KEYWORDS = frozenset(_FOLD_FIELDS | _PIPELINE_FIELDS | set(_RENAMED) | set(_DATABASES) | _OTHERS)
+KEYWORDS = (options.FLAG_NAMES - {'output_dir'}) | {'compilation_cache', 'compilation_cache_dir'}
 
 
 def fold(sequences: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str] = (),
@@ -63,8 +47,10 @@ def fold(sequences: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[st
     **flags: run_inference.py's flags by name with Python values (`model_names=['model_1_ptm']`,
       `msa_mode='precomputed'`, `msa_paths='msas/'`, `num_recycle=1`, `chunk='auto'`,
       `buckets=[64, 128]`, `random_params=True`, ...; `config={'model.num_recycle': 1}`
-      for --config.* overrides); each defaults to the flag's default, and the compilation
-      cache is the command line's (`compilation_cache=False` turns it off).
+      for --config.* overrides); each defaults to the flag's default (so does an empty
+      string flag, as on the command line), each is checked by the command line's own
+      conversion (`options.from_flags`), and the compilation cache is the command line's
+      (`compilation_cache=False` turns it off).
 
   Returns:
     target name -> Prediction (`directory`, then `outputs`, `proteins` and `scores` per
@@ -81,66 +67,20 @@ def fold(sequences: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[st
   cache = flags.pop('compilation_cache', True)
   cache_dir = flags.pop('compilation_cache_dir', None)
   with tempfile.TemporaryDirectory(prefix='af_jax_fold_') as scratch:
-    fasta_paths = _fasta_paths(sequences, pathlib.Path(scratch), _is_multimer(flags))
-    options = fold_options(pathlib.Path(output_dir or pathlib.Path(scratch) / 'out'), flags)
-    if options.pipeline.msa_paths and len(fasta_paths) != 1:
+    # The command line's conversion, its messages naming the keyword (`chunk=`).
+    fold_options = options.from_flags(
+        {**flags, 'output_dir': output_dir or pathlib.Path(scratch) / 'out'}, spell=str)
+    fasta_paths = _fasta_paths(sequences, pathlib.Path(scratch), fold_options.multimer)
+    if fold_options.pipeline.msa_paths and len(fasta_paths) != 1:
       raise ConfigError('msa_paths belongs to one target: pass one sequence (or one FASTA '
                         'file with one record)')
     if cache:
       use_compile_cache(cache_dir or True)
     predictions: dict[str, af_fold.Prediction] = {}
-    af_fold.fold(fasta_paths, options, [str(p) for p in features_paths], predictions)
+    af_fold.fold(fasta_paths, fold_options, [str(p) for p in features_paths], predictions)
     if output_dir is None:
       predictions = {k: dataclasses.replace(v, directory=None) for k, v in predictions.items()}
     return predictions
-
-
-def fold_options(output_dir: pathlib.Path, flags: Mapping[str, Any]) -> FoldOptions:
-  """FoldOptions from run_inference.py's flag names and Python values (checked as the
-  command line checks them)."""
-  flags = dict(flags)
-  model_names = tuple(flags.pop('model_names', None) or
-                      MODEL_PRESETS[_preset(flags.pop('model_preset', 'monomer_ptm'))])
-  databases = msa_search.Databases(**{_DATABASES[k]: str(flags.pop(k)) for k in _DATABASES
-                                      if flags.get(k) is not None})
-  msa_paths = flags.pop('msa_paths', ())
-  msa_paths = [msa_paths] if isinstance(msa_paths, (str, os.PathLike)) else list(msa_paths)
-  pipe = {k: flags.pop(k) for k in _PIPELINE_FIELDS if k in flags}
-  if 'search_timeout' in flags:
-    pipe['timeout'] = float(flags.pop('search_timeout'))
-  pipe = af_pipeline.PipelineOptions(databases=databases, msa_paths=msa_files(msa_paths), **pipe)
-  overrides = {k: str(v).lower() if isinstance(v, bool) else str(v)
-               for k, v in flags.pop('config', {}).items()}
-  fields = {_RENAMED.get(k, k): v for k, v in flags.items()
-            if k not in ('num_multimer_predictions_per_model',)}
-  if 'length_buckets' in fields:
-    given = fields['length_buckets']
-    fields['length_buckets'] = bucket_lists.parse_buckets(
-        given if isinstance(given, str) else ','.join(str(b) for b in given))
-  if 'chunk' in fields:
-    fields['chunk'] = autochunk.parse_chunk(fields['chunk'], 'chunk')
-  if fields.get('memory_budget') is not None:
-    fields['memory_budget'] = autochunk.parse_memory(fields['memory_budget'])
-  options = FoldOptions(output_dir=output_dir, model_names=model_names, pipeline=pipe,
-                        config_overrides=overrides, **fields)
-  if options.multimer:  # as run_inference.py: a complex's predictions per model
-    options = dataclasses.replace(
-        options, num_seeds=int(flags.get('num_multimer_predictions_per_model', 5)))
-  if options.num_seeds < 1:
-    raise ConfigError(f'{options.num_seeds} predictions per model: pass at least 1')
-  return options
-
-
-def _preset(name: str) -> str:
-  if name not in MODEL_PRESETS:
-    raise ConfigError(f'model_preset={name!r}: choose from {", ".join(MODEL_PRESETS)}')
-  return name
-
-
-def _is_multimer(flags: Mapping[str, Any]) -> bool:
-  names = flags.get('model_names') or MODEL_PRESETS.get(flags.get('model_preset',
-                                                                  'monomer_ptm'), ())
-  return FoldOptions(output_dir=pathlib.Path('.'), model_names=tuple(names)).multimer
 
 
 def _fasta_paths(sequences, scratch: pathlib.Path, multimer: bool) -> list[str]:
