@@ -1,8 +1,8 @@
 """The public Predictor (`af_jax.Predictor`): processed batches -> outputs, as
 run_inference.py folds them by default.
 
-Each bucket's ChunkPlan is AutoChunk's (`autochunk.chunk_plan`, the command line's own
-call) and every executable goes through the persistent compilation cache at the command
+Each bucket's ChunkPlan is AutoChunk's (`autochunk.bucket_predictor`, the command line's
+own call) and every executable goes through the persistent compilation cache at the command
 line's default directory; keywords turn either off. It sits above the AutoChunk planner and
 wraps the bucket-level `af_jax.inference.Predictor`, which compiles one plan.
 """
@@ -93,9 +93,9 @@ class Predictor:
       if isinstance(self.chunk, ChunkPlan):
         found = self._base, {'plan': autochunk.plan_summary(self.chunk)}
       else:
-        plan, info, _ = autochunk.chunk_plan(self._base, shapes, self.chunk, self.memory_budget)
-        found = self._base.with_plan(plan), info
-        logging.info('%s: chunk plan %s', self._base.label(shapes), info['plan'])
+        found = autochunk.bucket_predictor(self._base, shapes, self.chunk,
+                                           self.memory_budget)[:2]
+        logging.info('%s: chunk plan %s', self._base.label(shapes), found[1]['plan'])
       self._buckets[key] = found
     return self._buckets[key]
 

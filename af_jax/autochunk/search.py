@@ -99,6 +99,26 @@ def chunk_plan(predictor: Predictor, shapes: Mapping[str, Any], chunk: str | int
       result.executable_seconds
 
 
+def bucket_predictor(predictor: Predictor, shapes: Mapping[str, Any], chunk: str | int,
+                     memory_budget: int | str | None = None) -> tuple[Predictor, dict, float]:
+  """`predictor` with the bucket's chunk plan fixed: the one that compiles `shapes`.
+
+  An executable is keyed by its input shapes (the length and MSA-depth buckets), the chunk
+  plan, the mesh, the model config and the compile profile; the config and mesh come with
+  `predictor`, the profile with the compile cache, and the plan is this one derivation
+  (`chunk_plan`), which the command line's fold and warm-up and the public Predictor all
+  call. A fold and a warm-up given the same options therefore build the same executables:
+  a warmed bucket loads, it never compiles again.
+
+  Returns:
+    The bucket's Predictor, what to record of its plan (ranking_debug.json's
+    `chunk_plan`), and the seconds planning spent compiling (or loading) the executable
+    it reuses (`chunk_plan`'s).
+  """
+  plan, info, seconds = chunk_plan(predictor, shapes, chunk, memory_budget)
+  return predictor.with_plan(plan), info, seconds
+
+
 def _too_big(n_res: int, needed: int, budget: int) -> InputError:
   return InputError(
       f'sequence length {n_res} needs {format_bytes(needed)} even at the smallest chunk sizes '

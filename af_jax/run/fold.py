@@ -20,14 +20,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import logging
 
+from af_jax import autochunk
 from af_jax import params as af_params
 from af_jax import relax
-from af_jax.chunking import ChunkPlan
 from af_jax.common import files, protein
 from af_jax.data import features
 from af_jax.errors import ParamsError, PredictionError
+from af_jax.inference import Predictor, feature_shapes
 from af_jax.model import progress
-from af_jax.run import buckets
 from af_jax.run import job as af_job
 from af_jax.run import outputs, plots, report
 from af_jax.run.options import (FoldOptions, check_relax_options, inference_mesh,
@@ -74,7 +74,6 @@ class Folder:
   """Runs the models over targets; Predictors (and their compiled shapes) live for the run."""
 
   def __init__(self, options: FoldOptions, predictions: dict | None = None):
-    from af_jax.inference import Predictor
     check_relax_options(options)
     self.options = options
     # Filled with target -> Prediction when given (af_jax.fold's results in memory).
@@ -109,19 +108,14 @@ class Folder:
     import jax
     return jax.process_index() == 0
 
-  def predictor(self, model_name: str, plan: ChunkPlan | None = None):
-    """The model's Predictor, run with `plan` (the same weights for every plan)."""
+  def bucket(self, model_name: str, batch: Mapping) -> tuple[Predictor, dict, float]:
+    """The model's Predictor for the batch's bucket, run with its ChunkPlan per --chunk;
+    what to record of the plan in ranking_debug.json; and the seconds planning spent
+    compiling (or loading) the executable the prediction reuses. The warm-up's derivation
+    (`autochunk.bucket_predictor`), so a warmed bucket's executable is this one."""
     base = self._predictors[model_name]
-    return base if plan is None else base.with_plan(plan)
-
-  def chunk_plan(self, model_name: str, batch: Mapping) -> tuple[ChunkPlan, dict, float]:
-    """The bucket's ChunkPlan per --chunk, what to record of it in ranking_debug.json, and
-    the seconds planning spent compiling (or loading) the executable the prediction reuses:
-    the warm-up's (`buckets.chunk_plan`), so a warmed bucket's executable is this one."""
-    from af_jax.inference import feature_shapes
-    base = self._predictors[model_name]
-    return buckets.chunk_plan(base, feature_shapes(batch, base.use_templates),
-                              self.options.chunk, self.options.memory_budget)
+    return autochunk.bucket_predictor(base, feature_shapes(batch, base.use_templates),
+                                      self.options.chunk, self.options.memory_budget)
 
   def job(self, target: Target, target_dir: pathlib.Path) -> dict:
     """The target's job with this run's models, weights and settings."""
@@ -213,12 +207,11 @@ class Folder:
           batch = kind.make_batch(raw, cfg, seed, opts.length_buckets)
           timings[f'process_features_{pred_name}'] = time.time() - t0
           t0 = time.time()
-          plan, plan_info, built = self.chunk_plan(model_name, batch)
+          predictor, plan_info, built = self.bucket(model_name, batch)
           # AutoChunk compiles the plan it picks, and the prediction reuses that executable:
           # that compile counts as compiling, not planning.
           timings[f'chunk_plan_{pred_name}'] = time.time() - t0 - built
           t0 = time.time()
-          predictor = self.predictor(model_name, plan)
         else:
           t0, built = time.time(), 0.0  # a complex's later seeds reuse the executable
         chunk_plans[pred_name] = plan_info

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 import jax
 from absl import logging
 
+from af_jax import autochunk
 from af_jax.data import features, pipeline
 from af_jax.inference import Predictor, feature_shapes
 from af_jax.model import kind
-from af_jax.run import buckets
 from af_jax.run.options import FoldOptions, inference_mesh, model_config
 from af_jax.run.targets import Target
 from configs import buckets as bucket_lists
@@ -52,7 +52,7 @@ def model_specs(cfg, lengths: Iterable[int],
   """(label, jitted forward, (abstract params, input shapes)) for each bucket of one config.
 
   With a `mesh` (a --dap run), the executables are the sharded ones that run uses; each
-  bucket's chunk plan is the fold's (`buckets.bucket_predictor`, per --chunk and
+  bucket's chunk plan is the fold's (`autochunk.bucket_predictor`, per --chunk and
   --memory_budget; with 'auto', AutoChunk's search compiles and caches here). `progress`:
   the executables report every recycle, as a fold's with --progress (the default).
   """
@@ -72,7 +72,7 @@ def bucket_specs(cfg, sizes: Iterable[tuple[int, int, int]], mesh=None, *,
       continue
     seen.add((num_res, clusters, extra))
     shapes = bucket_shapes(cfg, num_res, clusters, extra)
-    predictor, _ = buckets.bucket_predictor(base, shapes, chunk, memory_budget)
+    predictor, _, _ = autochunk.bucket_predictor(base, shapes, chunk, memory_budget)
     place = predictor.abstract
     out.append((predictor.label(shapes), predictor._forward,
                 (jax.tree_util.tree_map(place, predictor._state),
@@ -162,7 +162,7 @@ def warmup(options: FoldOptions, targets: Sequence[Target] = (),
   With targets, only the buckets they fall into: a monomer's MSA depth is the one the fold
   will pad it to when its alignments are known without a search (`target_msa`), else
   `msa_depths` (default: the preset's maxima). Without targets, every length bucket. Each
-  bucket's chunk plan is the fold's (`buckets.bucket_predictor`).
+  bucket's chunk plan is the fold's (`autochunk.bucket_predictor`).
   """
   import compile_cache
 
