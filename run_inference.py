@@ -105,8 +105,9 @@ flags.DEFINE_list('buckets', [str(b) for b in buckets.LENGTH_BUCKETS],
                   'a set of proteins compiles a few executables (MSA depth has its own buckets).')
 flags.DEFINE_bool('progress', True, 'Log a line after every recycle of every prediction '
                   '(mean pLDDT, pTM, ipTM for a complex, CA change) while it runs, from inside '
-                  'the compiled program. Its executables differ from --noprogress ones: warm '
-                  'up with the same setting.')
+                  'the compiled program. Its executables differ from --noprogress ones (their '
+                  'label in python -m compile_cache list ends in /progress): warm up with the '
+                  'same setting.')
 flags.DEFINE_enum('precision', 'float32', ['float32', 'bfloat16'],
                   'bfloat16 matmuls (softmax, layer norm, coordinates stay float32).')
 flags.DEFINE_string('chunk', 'auto', 'auto: AutoChunk picks per-op chunk sizes whose compiled '

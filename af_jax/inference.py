@@ -103,9 +103,13 @@ class Predictor:
     return dap_size(self.mesh)
 
   def label(self, shapes: Mapping[str, jax.ShapeDtypeStruct]) -> str:
-    """The executable's name in the cache; `/dap4` when split over 4 devices."""
+    """The executable's name in the cache (`python -m compile_cache list`): `/dap4` when
+    split over 4 devices, `/progress` when it reports every recycle, so that executables
+    that differ only in those show apart."""
     label = self.kind.label(self.name, shapes, self.config.model)
-    return label if self.mesh is None else f'{label}/dap{self.dap}'
+    if self.mesh is not None:
+      label += f'/dap{self.dap}'
+    return f'{label}/progress' if self.report_progress else label
 
   def with_plan(self, plan: ChunkPlan) -> Predictor:
     """The same weights run with another chunk plan (its own executables)."""

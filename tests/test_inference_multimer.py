@@ -77,7 +77,8 @@ def test_warmup_shapes_are_a_real_complex_shapes(predictor, complex_raw):
   batch = transforms_multimer.make_batch(complex_raw, num_res=192, num_seq=512,
                                          num_templates=4)
   assert warmup.bucket_shapes(cfg, 192, 512, 0) == feature_shapes(batch, True)
-  label, _, _ = warmup.model_specs(cfg, [192], [(512, 0)], chunk='none')[0]
+  # The fixture's Predictor reports no progress, as a --noprogress fold's.
+  label, _, _ = warmup.model_specs(cfg, [192], [(512, 0)], chunk='none', progress=False)[0]
   assert label == predictor.label(feature_shapes(batch, True))
   # Default depth: the rows the preset reads (8 sampled + 16 extra here), to an MSA bucket.
   assert warmup.preset_depths(cfg) == (32, 0)

@@ -58,11 +58,12 @@ def test_warm_up_then_fold_compiles_nothing(tmp_path):
   assert not (tmp_path / 'unused' / '2q2k_A').exists()  # warm-up folds nothing
   # The MSA depth the README example's alignments give (8 extra rows), not the preset's
   # maximum (32).
-  assert f'{MODEL}/L96/msa16x8/r1' in log
+  # --progress (the default) executables are labelled apart from --noprogress ones.
+  assert f'{MODEL}/L96/msa16x8/r1/progress' in log
 
   log = run([*flags, f'--output_dir={tmp_path / "warm"}'], cache)
   assert xla_compilations(log) == []
-  assert f'executable {MODEL}/L96/msa16x8/r1 loaded from the compilation cache' in log
+  assert f'executable {MODEL}/L96/msa16x8/r1/progress loaded from the compilation cache' in log
   ranking = json.loads((tmp_path / 'warm' / '2q2k_A' / 'ranking_debug.json').read_text())
   plan = ranking['chunk_plans'][f'{MODEL}_pred_0']
   assert plan['plan'] != 'unchunked', plan  # the test covers a chunked plan
@@ -74,3 +75,11 @@ def test_warm_up_then_fold_compiles_nothing(tmp_path):
   cold = pickle.loads((tmp_path / 'cold' / '2q2k_A' / name).read_bytes())
   np.testing.assert_array_equal(warm['structure_module']['final_atom_positions'],
                                 cold['structure_module']['final_atom_positions'])
+
+  # A --noprogress warm-up adds the other executable; `compile_cache list` shows both apart.
+  run([*flags, f'--output_dir={tmp_path / "unused"}', '--warmup_only', '--noprogress'], cache)
+  listed = subprocess.run([sys.executable, '-m', 'compile_cache', 'list', f'--cache_dir={cache}'],
+                          cwd=ROOT, env=child_env(None), capture_output=True, text=True,
+                          timeout=120, check=True).stdout.split()
+  assert listed.count(f'{MODEL}/L96/msa16x8/r1/progress') == 1, listed
+  assert listed.count(f'{MODEL}/L96/msa16x8/r1') == 1, listed
