@@ -33,7 +33,7 @@ if __name__ == '__main__':
 
 from af_jax.data import msa_search  # noqa: E402
 from af_jax.errors import ConfigError  # noqa: E402
-from af_jax.parallel import distributed, mesh  # noqa: E402
+from af_jax.parallel import mesh  # noqa: E402
 from af_jax.run import fold, warmup  # noqa: E402
 from af_jax.run import options as fold_options  # noqa: E402
 from af_jax.run.options import MODEL_PRESETS, FoldOptions  # noqa: E402
@@ -138,7 +138,7 @@ flags.DEFINE_integer('dap', 1, 'Devices that share each prediction (Dynamic Axia
                      'the MSA split along sequences, the pair along rows; about 1/N of the '
                      'activation memory per device). Devices of every process of a multi-host '
                      'run count. With N > 1, consider --autotune_profile=multi_device on GPUs.')
-distributed.define_flags()
+cli.define_distributed_flags()
 FLAGS = flags.FLAGS
 # --help lists the flags under these headings, in this order.
 FLAG_GROUPS = (
@@ -158,7 +158,7 @@ FLAG_GROUPS = (
     ('Compilation cache and XLA', (*cli.COMPILE_CACHE_FLAGS, 'warmup_only',
                                    'warmup_msa_depths')),
     ('Relaxation', ('models_to_relax', 'relax_use_gpu')),
-    ('Many hosts', distributed.FLAG_NAMES),
+    ('Many hosts', cli.DISTRIBUTED_FLAGS),
 )
 
 OVERRIDES: dict[str, str] = {}
@@ -181,7 +181,7 @@ def main(argv) -> None:
   cli.configure_logging()
   options = options_from_flags()
   cli.configure_compile_cache(FLAGS)
-  if distributed.initialize_from_flags(FLAGS):
+  if cli.initialize_distributed(FLAGS):
     import jax
     logging.info('process %d of %d, %d devices in all', jax.process_index(), jax.process_count(),
                  jax.device_count())

@@ -33,7 +33,6 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from af_jax.errors import ConfigError  # noqa: E402
-from af_jax.parallel import distributed  # noqa: E402
 from af_jax.run import cli  # noqa: E402
 from af_jax.train import interrupt  # noqa: E402
 from configs import overrides as config_overrides  # noqa: E402
@@ -67,7 +66,7 @@ flags.DEFINE_integer('data_parallel', None, 'DAP groups training on different ex
 flags.DEFINE_bool('export', True, 'Write the EMA parameters to '
                   '<output_dir>/params/params_<model_preset>.npz at the end.')
 cli.define_compile_cache_flags()
-distributed.define_flags()
+cli.define_distributed_flags()
 FLAGS = flags.FLAGS
 # --help lists the flags under these headings, in this order.
 FLAG_GROUPS = (
@@ -77,7 +76,7 @@ FLAG_GROUPS = (
     ('Model and training', ('config', 'init_params', 'num_steps')),
     ('Memory and devices', ('dap', 'data_parallel')),
     ('Compilation cache and XLA', cli.COMPILE_CACHE_FLAGS),
-    ('Many hosts', distributed.FLAG_NAMES),
+    ('Many hosts', cli.DISTRIBUTED_FLAGS),
 )
 
 OVERRIDES: dict[str, str] = {}
@@ -91,7 +90,7 @@ def main(argv) -> None:
     if FLAGS[name].value is None:
       raise ConfigError(f'--{name} is required')
   cli.configure_compile_cache(FLAGS)
-  if distributed.initialize_from_flags(FLAGS):
+  if cli.initialize_distributed(FLAGS):
     import jax
     logging.info('process %d of %d, %d devices in all', jax.process_index(), jax.process_count(),
                  jax.device_count())

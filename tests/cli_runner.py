@@ -88,8 +88,7 @@ def help_of(script: str, *, cache_dir: str) -> tuple[str, list[str], list[str], 
   for line in full.splitlines():
     if re.fullmatch(r'\S+:', line):
       module = line[:-1]
-    elif module and (module.endswith(script) or module in ('af_jax.run.cli',
-                                                           'af_jax.parallel.distributed')):
+    elif module and (module.endswith(script) or module == 'af_jax.run.cli'):
       defined.update(re.findall(r'^  --(?:\[no\])?(\w+):', line))
   return usage, headings, listed, defined
 

@@ -4,10 +4,11 @@ Every process runs the same command; afterwards `jax.devices()` lists the
 devices of all of them and a mesh (`parallel.make_mesh`) can span hosts. Three
 ways in:
 
-- flags: `--coordinator_address=host:port --num_processes=N --process_id=I`;
+- arguments, which the command lines take from their flags (`af_jax/run/cli.py`):
+  `--coordinator_address=host:port --num_processes=N --process_id=I`;
 - environment: `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`
   (the same three, for launchers that set variables);
-- `--distributed`: let JAX read the cluster's own environment (Slurm, Open MPI,
+- `auto` (`--distributed`): let JAX read the cluster's own environment (Slurm, Open MPI,
   Kubernetes, Cloud TPU).
 
 Nothing of this given: a single process, nothing to do.
@@ -18,25 +19,8 @@ from __future__ import annotations
 import os
 
 import jax
-from absl import flags
 
 from af_jax.errors import InputError
-
-
-FLAG_NAMES = ('coordinator_address', 'num_processes', 'process_id', 'distributed')
-
-
-def define_flags() -> None:
-  """The multi-host flags every af_jax command line accepts (FLAG_NAMES)."""
-  flags.DEFINE_string('coordinator_address', None,
-                      'host:port of process 0, which coordinates a multi-host run '
-                      '(also JAX_COORDINATOR_ADDRESS).')
-  flags.DEFINE_integer('num_processes', None, 'Processes in a multi-host run '
-                       '(also JAX_NUM_PROCESSES).')
-  flags.DEFINE_integer('process_id', None, 'This process in a multi-host run, 0-based '
-                       '(also JAX_PROCESS_ID).')
-  flags.DEFINE_boolean('distributed', False, 'Join a multi-host run described by the '
-                       "cluster's environment (Slurm, Open MPI, Kubernetes, Cloud TPU).")
 
 
 def _env_int(name: str) -> int | None:
@@ -80,9 +64,3 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   jax.distributed.initialize(coordinator_address=address, num_processes=count,
                              process_id=index)
   return True
-
-
-def initialize_from_flags(flag_values) -> bool:
-  """`initialize` with the values of the flags `define_flags` declared."""
-  return initialize(flag_values.coordinator_address, flag_values.num_processes,
-                    flag_values.process_id, auto=flag_values.distributed)

@@ -1,6 +1,6 @@
-"""Shared command-line plumbing: the compilation-cache flags, short log lines, one-line
-errors, SIGINT and SIGTERM as one line and exit status 128 + the signal's number.
-(`--config.*` overrides: configs.overrides.)"""
+"""Shared command-line plumbing: the compilation-cache and multi-host flags, short log
+lines, one-line errors, SIGINT and SIGTERM as one line and exit status 128 + the signal's
+number. (`--config.*` overrides: configs.overrides.)"""
 
 from __future__ import annotations
 
@@ -36,6 +36,31 @@ def define_compile_cache_flags() -> None:
                       'compile_cache --help). Harmless on CPU.')
   flags.DEFINE_string('xla_flags', '', 'Extra XLA flags (space separated), added after the '
                       'profile\'s and part of the cache key.')
+
+
+DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id', 'distributed')
+
+
+def define_distributed_flags() -> None:
+  """The multi-host flags every af_jax command line accepts (DISTRIBUTED_FLAGS), for
+  `af_jax.parallel.distributed.initialize` (`initialize_distributed`)."""
+  flags.DEFINE_string('coordinator_address', None,
+                      'host:port of process 0, which coordinates a multi-host run '
+                      '(also JAX_COORDINATOR_ADDRESS).')
+  flags.DEFINE_integer('num_processes', None, 'Processes in a multi-host run '
+                       '(also JAX_NUM_PROCESSES).')
+  flags.DEFINE_integer('process_id', None, 'This process in a multi-host run, 0-based '
+                       '(also JAX_PROCESS_ID).')
+  flags.DEFINE_boolean('distributed', False, 'Join a multi-host run described by the '
+                       "cluster's environment (Slurm, Open MPI, Kubernetes, Cloud TPU).")
+
+
+def initialize_distributed(flag_values: flags.FlagValues) -> bool:
+  """Join the multi-host run the flags (or the JAX_* variables) describe, if any; returns
+  whether one was joined. Before anything touches a device."""
+  from af_jax.parallel import distributed  # imports JAX: not before the signal handlers
+  return distributed.initialize(flag_values.coordinator_address, flag_values.num_processes,
+                                flag_values.process_id, auto=flag_values.distributed)
 
 
 # Libraries whose INFO lines are their own business (JAX's "Resetting cache", "Unable to
