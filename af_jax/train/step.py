@@ -11,7 +11,8 @@ replicated: XLA splits the examples over the data groups and inserts the mean of
 the gradients across them. Inside each example the model's trunk runs with
 Dynamic Axial Parallelism over the `dap` axis (its shard_map sits inside the vmap).
 
-A step whose loss or gradients are not finite changes nothing but `step`,
+A step whose loss or gradients are not finite (read from the gradients' norms: an
+infinite or NaN element, or a norm beyond float32) changes nothing but `step`,
 `rng` and `num_skipped`: parameters, optimiser state and EMA are selected
 unchanged (`jnp.where` over the update), so one bad example cannot poison a run.
 """
@@ -33,8 +34,8 @@ from af_jax.errors import ConfigError, InputError
 from af_jax.data import schema
 from af_jax.parallel.mesh import DATA_AXIS, dap_size
 from af_jax.train import losses
-from af_jax.train.optimizer import (clip_by_global_norm, ema_update, learning_rate_schedule,
-                                    make_optimizer)
+from af_jax.train.optimizer import (clip_scale, ema_update, global_norm,
+                                    learning_rate_schedule, make_optimizer, weighted_sum)
 from af_jax.train.state import TrainState, check_batch_size, training_model_config
 
 # What the step reads besides the model's inputs: masked-MSA targets ([B, R, ...]) and
@@ -124,11 +125,6 @@ def _dropout(model_cfg) -> bool:
   return not model_cfg.global_config.get('deterministic', False)
 
 
-def _all_finite(tree) -> jax.Array:
-  leaves = jax.tree_util.tree_leaves(tree)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
 def make_gradient_fn(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
                      mesh: Mesh | None = None, plan: ChunkPlan | None = None) -> Callable:
   """`grads(params, batch, key) -> (mean gradient, metrics)`, not jitted.
@@ -155,22 +151,27 @@ def make_gradient_fn(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
     if per_example:
       def one(p, f, lab, k):
         (loss, terms), g = jax.value_and_grad(loss_fn, has_aux=True)(p, f, lab, num_recycles, k)
-        g, norm = clip_by_global_norm(g, clip)
-        return loss, terms, g, norm
+        return loss, terms, g, global_norm(g)
       loss, terms, grads, norms = jax.vmap(one, in_axes=(None, 0, 0, key_axis))(
           params, features, labels, keys)
-      grads = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads)
+      # Each example's gradient clipped to the global norm, then averaged.
+      grads = weighted_sum(grads, clip_scale(norms, clip) / n)
       grad_norm = jnp.mean(norms)
+      norms_finite = jnp.all(jnp.isfinite(norms))
     else:
       def mean_loss(p):
         loss, terms = jax.vmap(loss_fn, in_axes=(None, 0, 0, None, key_axis))(
             p, features, labels, num_recycles, keys)
         return jnp.mean(loss), (loss, terms)
       (_, (loss, terms)), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
-      grad_norm = optax.global_norm(grads)
+      grad_norm = global_norm(grads)
+      norms_finite = jnp.isfinite(grad_norm)
+    # A gradient with an infinite or NaN element has a non-finite norm, so the norms
+    # say whether the step is finite without a check kernel per leaf shape. (A norm
+    # that overflows float32 also counts as non-finite: such a step is skipped too.)
     metrics = {'loss': jnp.mean(loss), **{k: jnp.mean(v) for k, v in terms.items()},
                'grad_norm': grad_norm,
-               'finite': jnp.all(jnp.isfinite(loss)) & _all_finite(grads)}
+               'finite': jnp.all(jnp.isfinite(loss)) & norms_finite}
     return grads, metrics
 
   return grads_fn
@@ -234,17 +235,18 @@ class TrainStep:
       # cores: 150 s of compile instead of 40 s).
       finite = metrics['finite']
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      params = optax.apply_updates(state.params, updates)
-      ema = ema_update(state.ema_params, params, decay)
 
       def keep(new, old):
         return jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
 
+      params = keep(optax.apply_updates(state.params, updates), state.params)
+      # The EMA reads the kept parameters (equal to the new ones when the step is
+      # finite): the update itself then has one reader and is not stored per leaf.
+      ema = keep(ema_update(state.ema_params, params, decay), state.ema_params)
       skipped = (~finite).astype(jnp.int32)
       new = state.replace(
           step=state.step + 1, rng=rng, num_skipped=state.num_skipped + skipped,
-          params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
-          ema_params=keep(ema, state.ema_params))
+          params=params, opt_state=keep(opt_state, state.opt_state), ema_params=ema)
       metrics.update(learning_rate=schedule(state.step - state.num_skipped), skipped=skipped,
                      num_skipped=new.num_skipped, num_recycles=batch['num_recycles'][0])
       return new, metrics

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from af_jax.train.data import TrainingData
@@ -49,6 +50,16 @@ def test_remat_gives_the_same_gradients(case, remat_gradients):
     scale = max(float(np.abs(b).max()), 1e-8)
     assert float(np.abs(a - b).max()) <= 1e-4 * scale + 1e-7, jax.tree_util.keystr(path)
   assert float(m_plain['grad_norm']) > 0 and bool(m_plain['finite'])
+
+
+def test_each_examples_gradient_is_clipped_before_the_mean(case, remat_gradients):
+  """clip_per_example: the mean of two gradients clipped to norm 0.1 has norm <= 0.1,
+  while the examples' own norms (the grad_norm metric) are above it."""
+  cfg, _, _ = case
+  assert cfg.optimizer.clip_per_example and cfg.optimizer.clip_global_norm == 0.1
+  grads, metrics = remat_gradients
+  assert float(metrics['grad_norm']) > 0.1
+  assert float(optax.tree.norm(grads)) <= 0.1 * (1 + 1e-5)
 
 
 def test_chunked_ops_give_the_same_gradients(case, remat_gradients):
