@@ -12,17 +12,25 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def scratch_dir(prefix: str) -> str:
-  """A temporary directory for a whole test module (e.g. a compilation cache its command
-  lines share), removed when the test process exits: test runs leave nothing in /tmp."""
-  path = tempfile.mkdtemp(prefix=prefix)
-  atexit.register(shutil.rmtree, path, ignore_errors=True)
-  return path
-
-
 # One directory per test session, shared by every pytest-xdist worker (conftest.py sets
 # the variable before the workers start and removes the directory when the session ends).
 SESSION_DIR_VARIABLE = 'AF_JAX_TEST_SESSION_DIR'
+
+
+def scratch_dir(prefix: str) -> str:
+  """A temporary directory for a whole test module (e.g. a compilation cache its command
+  lines share): test runs leave nothing in /tmp.
+
+  Under this repository's conftest it lives in the session's directory, which the
+  session's first process removes (pytest-xdist workers can exit without running atexit);
+  otherwise it is removed when this process exits.
+  """
+  root = os.environ.get(SESSION_DIR_VARIABLE)
+  if root and os.path.isdir(root):
+    return tempfile.mkdtemp(prefix=prefix, dir=root)
+  path = tempfile.mkdtemp(prefix=prefix)
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  return path
 
 
 def session_dir(name: str) -> str:
