@@ -90,7 +90,7 @@ def chunk_plan(predictor: Predictor, shapes: Mapping[str, Any], chunk: str | int
   if chunk == 'none':
     return ChunkPlan(), {'plan': 'unchunked'}, 0.0
   if chunk != 'auto':
-    plan = ChunkPlan(**{f.name: chunk for f in dataclasses.fields(ChunkPlan)})
+    plan = ChunkPlan.uniform(chunk)
     return plan, {'plan': plan_summary(plan)}, 0.0
   result = choose_plan(predictor, shapes, memory_budget or default_budget())
   return result.plan, {'plan': plan_summary(result.plan),
