@@ -4,7 +4,8 @@ One step: a dropout key per example; AlphaFold's training forward
 (`AlphaFold.forward_train`: recycles without gradients, the last iteration
 differentiable) and loss (`losses.alphafold_loss`) for each example under
 `jax.vmap`; each example's gradient clipped to the global norm (Suppl. 1.11.3)
-and averaged; Adam with AlphaFold's schedule; the parameter EMA.
+and averaged; Adam with AlphaFold's schedule; the parameter EMA. The gradient and
+the update are two executables (see `TrainStep`: they compile faster apart).
 
 Data parallelism is the vmap with the batch sharded along `data` and the state
 replicated: XLA splits the examples over the data groups and inserts the mean of
@@ -19,7 +20,10 @@ unchanged (`jnp.where` over the update), so one bad example cannot poison a run.
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -199,8 +203,25 @@ def _place(batch: Mapping, model_cfg: ml_collections.ConfigDict, mesh: Mesh | No
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in selected.items()}
 
 
+def _combined_status(statuses: tuple[str, ...]) -> str:
+  """One status for a step made of several executables: the least cached of theirs."""
+  for status in ('uncached', 'compiled', 'loaded', 'skipped', 'in_process'):
+    if status in statuses:
+      return status
+  raise ValueError(f'no status in {statuses}')
+
+
 class TrainStep:
-  """`step(state, batch) -> (state, metrics)`: one jitted, sharded update.
+  """`step(state, batch) -> (state, metrics)`: one sharded update, as two executables.
+
+  The gradient program (the model's forward and backward for every example, the
+  per-example clipping and the batch's mean gradient, with the data-parallel
+  all-reduce) and the update program (Adam, the parameter EMA, the skip of a
+  non-finite step) compile separately: XLA compiles the two apart faster than one
+  program holding both (bench/RESULTS.md, `bench/train.py --mode=compile`), and the
+  update, whose inputs have the state's shapes, lowers and compiles on a second
+  thread while the model is traced. The mean gradient passes from one to the other
+  once per step (one parameter-sized buffer).
 
   Args (of the constructor):
     cfg: the training config (its optimizer, loss and model sections).
@@ -214,7 +235,8 @@ class TrainStep:
   Calling it with a TrainingData batch (numpy, this process's examples) selects
   and casts the entries the step reads and places them on the mesh. Metrics
   (device scalars): loss and each loss term, learning_rate (of this update),
-  grad_norm, skipped (1 if this step's update was dropped), num_skipped, num_recycles.
+  grad_norm, finite, skipped (1 if this step's update was dropped), num_skipped,
+  num_recycles.
   """
 
   def __init__(self, cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
@@ -227,13 +249,14 @@ class TrainStep:
     schedule = learning_rate_schedule(cfg.optimizer)
     decay = float(cfg.optimizer.ema_decay)
 
-    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-      rng, key = jax.random.split(state.rng)
+    def gradients(state: TrainState, batch: dict) -> tuple[Any, dict]:
+      _, key = jax.random.split(state.rng)
       grads, metrics = grads_fn(state.params, batch, key)
-      # `finite` stays an output: as an output XLA materialises it once, otherwise it
-      # fuses the whole non-finite check into every select below (tiny model on 2 CPU
-      # cores: 150 s of compile instead of 40 s).
-      finite = metrics['finite']
+      metrics['num_recycles'] = batch['num_recycles'][0]
+      return grads, metrics
+
+    def update(state: TrainState, grads: Any, finite: jax.Array) -> tuple[TrainState, dict]:
+      rng, _ = jax.random.split(state.rng)  # the split `gradients` drew its key from
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
 
       def keep(new, old):
@@ -247,43 +270,80 @@ class TrainStep:
       new = state.replace(
           step=state.step + 1, rng=rng, num_skipped=state.num_skipped + skipped,
           params=params, opt_state=keep(opt_state, state.opt_state), ema_params=ema)
-      metrics.update(learning_rate=schedule(state.step - state.num_skipped), skipped=skipped,
-                     num_skipped=new.num_skipped, num_recycles=batch['num_recycles'][0])
-      return new, metrics
+      return new, {'learning_rate': schedule(state.step - state.num_skipped),
+                   'skipped': skipped, 'num_skipped': new.num_skipped}
 
-    self._executables: dict[tuple, object] = {}
-    self._jitted = _jit_on_mesh(step, mesh, donate=donate)
+    self._executables: dict[tuple, Callable] = {}
+    self._programs: dict[tuple, tuple] = {}
+    self._gradients = _jit_on_mesh(gradients, mesh)
+    donated = (0,) if donate else ()
+    if mesh is None:
+      self._update = jax.jit(update, donate_argnums=donated)
+    else:
+      replicated = NamedSharding(mesh, PartitionSpec())
+      self._update = jax.jit(update, in_shardings=replicated, out_shardings=replicated,
+                             donate_argnums=donated)
 
   def place(self, batch: Mapping) -> dict:
     """This process's examples as the step's input (global arrays split along `data`)."""
     return _place(batch, self.model_cfg, self.mesh)
 
   def label(self, placed: Mapping) -> str:
-    """`train_step/model_1_ptm/L256/msa128x1024/r4/b8[/dap2]`: the executable's name."""
+    """`train_step/model_1_ptm/L256/msa128x1024/r4/b8[/dap2]`: the executables' name (the
+    update's has `/update` added)."""
     b, r, n = placed['aatype'].shape
     label = (f'train_step/{self.cfg.model_preset}/L{n}/msa{placed["msa_feat"].shape[2]}x'
              f'{placed["extra_msa"].shape[2]}/r{r}/b{b}')
     return label + (f'/dap{dap_size(self.mesh)}' if dap_size(self.mesh) > 1 else '')
 
   def lower(self, state: TrainState, batch: Mapping):
-    """The step lowered for these shapes (memory analysis, ahead-of-time compile)."""
-    return self._jitted.lower(state, self.place(batch))
+    """The gradient program lowered for these shapes (memory analysis: it holds the
+    activations, the step's peak; the update holds the state and one gradient)."""
+    return self._gradients.lower(state, self.place(batch))
 
   def compile_placed(self, state: TrainState, placed: dict):
     """`compile` for a batch already through `place` (a loop places each batch once)."""
     import compile_cache
     key = tuple((k, v.shape) for k, v in sorted(placed.items()))
+    label = self.label(placed)
     if key in self._executables:
-      return compile_cache.CompileResult(self.label(placed), self._executables[key],
-                                         'in_process', 0.0)
-    result = compile_cache.compile_with_cache(self.label(placed),
-                                              self._jitted.lower(state, placed))
-    self._executables[key] = result.compiled
-    return result
+      return compile_cache.CompileResult(label, self._executables[key], 'in_process', 0.0)
+    start = time.monotonic()
+    # The update's inputs are known before the model is traced (the gradient has the
+    # parameters' shapes), so it lowers and compiles on a second thread meanwhile.
+    grad_shapes = jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype),
+                                         state.params)
+    finite_shape = jax.ShapeDtypeStruct((), jnp.bool_)
+
+    def compile_update():
+      return compile_cache.compile_with_cache(
+          label + '/update', self._update.lower(state, grad_shapes, finite_shape))
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      pending = pool.submit(compile_update)
+      grads = compile_cache.compile_with_cache(label, self._gradients.lower(state, placed))
+      update = pending.result()
+    g, u = grads.compiled, update.compiled
+
+    def step(state, placed):
+      grads, metrics = g(state, placed)
+      state, update_metrics = u(state, grads, metrics['finite'])
+      return state, {**metrics, **update_metrics}
+
+    self._executables[key] = step
+    self._programs[key] = (g, u)
+    return compile_cache.CompileResult(label, step,
+                                       _combined_status((grads.status, update.status)),
+                                       time.monotonic() - start)
+
+  def programs(self, placed: Mapping) -> tuple:
+    """(gradient, update) executables compiled for `placed`'s shapes (after `compile`)."""
+    return self._programs[tuple((k, v.shape) for k, v in sorted(placed.items()))]
 
   def compile(self, state: TrainState, batch: Mapping):
     """Compile (or load from the persistent cache, when configured) the step for `batch`'s
-    shapes; returns the compile_cache.CompileResult (status and seconds)."""
+    shapes; returns a compile_cache.CompileResult (the least cached status of the two
+    executables; seconds from lowering to both ready) whose `compiled` runs the step."""
     return self.compile_placed(state, self.place(batch))
 
   def __call__(self, state: TrainState, batch: Mapping) -> tuple[TrainState, dict]:
