@@ -21,6 +21,7 @@ unchanged (`jnp.where` over the update), so one bad example cannot poison a run.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -181,15 +182,19 @@ def make_gradient_fn(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
   return grads_fn
 
 
-def _jit_on_mesh(fn: Callable, mesh: Mesh | None, *, donate: bool = False) -> Callable:
-  """`fn(state, batch)` jitted: on a mesh, the state and outputs replicated and the batch
-  split along `data`; otherwise on the default device."""
+def _jit_on_mesh(fn: Callable, mesh: Mesh | None, *, donate: bool = False,
+                 split_batch: bool = True) -> Callable:
+  """`fn(state, ...)` jitted: on a mesh, the outputs and every input replicated but the
+  second (the batch), which is split along `data` when `split_batch`; otherwise on the
+  default device."""
   donate_argnums = (0,) if donate else ()
   if mesh is None:
     return jax.jit(fn, donate_argnums=donate_argnums)
   replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(fn, in_shardings=(replicated, NamedSharding(mesh, PartitionSpec(DATA_AXIS))),
-                 out_shardings=replicated, donate_argnums=donate_argnums)
+  inputs = ((replicated, NamedSharding(mesh, PartitionSpec(DATA_AXIS))) if split_batch
+            else replicated)
+  return jax.jit(fn, in_shardings=inputs, out_shardings=replicated,
+                 donate_argnums=donate_argnums)
 
 
 def _place(batch: Mapping, model_cfg: ml_collections.ConfigDict, mesh: Mesh | None) -> dict:
@@ -201,6 +206,11 @@ def _place(batch: Mapping, model_cfg: ml_collections.ConfigDict, mesh: Mesh | No
   check_batch_size(selected['aatype'].shape[0] * jax.process_count(), mesh)
   sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in selected.items()}
+
+
+def _shape_key(placed: Mapping) -> tuple:
+  """What a batch's executables are looked up by: its entries' shapes."""
+  return tuple((k, v.shape) for k, v in sorted(placed.items()))
 
 
 def _combined_status(statuses: tuple[str, ...]) -> str:
@@ -273,16 +283,12 @@ class TrainStep:
       return new, {'learning_rate': schedule(state.step - state.num_skipped),
                    'skipped': skipped, 'num_skipped': new.num_skipped}
 
-    self._executables: dict[tuple, Callable] = {}
-    self._programs: dict[tuple, tuple] = {}
+    # Per batch shapes: (step, gradient executable, update executable).
+    self._compiled: dict[tuple, tuple] = {}
+    # The update's shapes are the state's: one executable serves every batch shape.
+    self._update_result = None
     self._gradients = _jit_on_mesh(gradients, mesh)
-    donated = (0,) if donate else ()
-    if mesh is None:
-      self._update = jax.jit(update, donate_argnums=donated)
-    else:
-      replicated = NamedSharding(mesh, PartitionSpec())
-      self._update = jax.jit(update, in_shardings=replicated, out_shardings=replicated,
-                             donate_argnums=donated)
+    self._update = _jit_on_mesh(update, mesh, donate=donate, split_batch=False)
 
   def place(self, batch: Mapping) -> dict:
     """This process's examples as the step's input (global arrays split along `data`)."""
@@ -304,25 +310,22 @@ class TrainStep:
   def compile_placed(self, state: TrainState, placed: dict):
     """`compile` for a batch already through `place` (a loop places each batch once)."""
     import compile_cache
-    key = tuple((k, v.shape) for k, v in sorted(placed.items()))
+    key = _shape_key(placed)
     label = self.label(placed)
-    if key in self._executables:
-      return compile_cache.CompileResult(label, self._executables[key], 'in_process', 0.0)
+    if key in self._compiled:
+      return compile_cache.CompileResult(label, self._compiled[key][0], 'in_process', 0.0)
     start = time.monotonic()
-    # The update's inputs are known before the model is traced (the gradient has the
-    # parameters' shapes), so it lowers and compiles on a second thread meanwhile.
-    grad_shapes = jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype),
-                                         state.params)
-    finite_shape = jax.ShapeDtypeStruct((), jnp.bool_)
-
-    def compile_update():
-      return compile_cache.compile_with_cache(
-          label + '/update', self._update.lower(state, grad_shapes, finite_shape))
-
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-      pending = pool.submit(compile_update)
+      # The update's inputs are known before the model is traced (the gradient has the
+      # parameters' shapes), so it lowers and compiles on a second thread meanwhile.
+      pending = (pool.submit(self._compile_update, state, label + '/update')
+                 if self._update_result is None else None)
       grads = compile_cache.compile_with_cache(label, self._gradients.lower(state, placed))
-      update = pending.result()
+      if pending is not None:
+        self._update_result = pending.result()
+        update = self._update_result
+      else:
+        update = dataclasses.replace(self._update_result, status='in_process', seconds=0.0)
     g, u = grads.compiled, update.compiled
 
     def step(state, placed):
@@ -330,15 +333,22 @@ class TrainStep:
       state, update_metrics = u(state, grads, metrics['finite'])
       return state, {**metrics, **update_metrics}
 
-    self._executables[key] = step
-    self._programs[key] = (g, u)
+    self._compiled[key] = (step, g, u)
     return compile_cache.CompileResult(label, step,
                                        _combined_status((grads.status, update.status)),
                                        time.monotonic() - start)
 
+  def _compile_update(self, state: TrainState, label: str):
+    import compile_cache
+    grad_shapes = jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype),
+                                         state.params)
+    finite_shape = jax.ShapeDtypeStruct((), jnp.bool_)
+    return compile_cache.compile_with_cache(
+        label, self._update.lower(state, grad_shapes, finite_shape))
+
   def programs(self, placed: Mapping) -> tuple:
     """(gradient, update) executables compiled for `placed`'s shapes (after `compile`)."""
-    return self._programs[tuple((k, v.shape) for k, v in sorted(placed.items()))]
+    return self._compiled[_shape_key(placed)][1:]
 
   def compile(self, state: TrainState, batch: Mapping):
     """Compile (or load from the persistent cache, when configured) the step for `batch`'s
