@@ -4,13 +4,15 @@ One step: a dropout key per example; AlphaFold's training forward
 (`AlphaFold.forward_train`: recycles without gradients, the last iteration
 differentiable) and loss (`losses.alphafold_loss`) for each example under
 `jax.vmap`; each example's gradient clipped to the global norm (Suppl. 1.11.3)
-and averaged; Adam with AlphaFold's schedule; the parameter EMA. The gradient and
-the update are two executables (see `TrainStep`: they compile faster apart).
+and averaged; Adam with AlphaFold's schedule; the parameter EMA. The examples'
+gradients and the update (clipping, mean, Adam, EMA) are two executables (see
+`TrainStep`: they compile faster apart).
 
-Data parallelism is the vmap with the batch sharded along `data` and the state
-replicated: XLA splits the examples over the data groups and inserts the mean of
-the gradients across them. Inside each example the model's trunk runs with
-Dynamic Axial Parallelism over the `dap` axis (its shard_map sits inside the vmap).
+Data parallelism is the vmap with the batch, and the examples' gradients, sharded
+along `data` and the state replicated: XLA splits the examples over the data
+groups, and the update program's clipped mean adds up across them. Inside each
+example the model's trunk runs with Dynamic Axial Parallelism over the `dap` axis
+(its shard_map sits inside the vmap).
 
 A step whose loss or gradients are not finite (read from the gradients' norms: an
 infinite or NaN element, or a norm beyond float32) changes nothing but `step`,
@@ -130,22 +132,19 @@ def _dropout(model_cfg) -> bool:
   return not model_cfg.global_config.get('deterministic', False)
 
 
-def make_gradient_fn(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
-                     mesh: Mesh | None = None, plan: ChunkPlan | None = None) -> Callable:
-  """`grads(params, batch, key) -> (mean gradient, metrics)`, not jitted.
+def make_example_gradients(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
+                           mesh: Mesh | None = None, plan: ChunkPlan | None = None) -> Callable:
+  """`grads(params, batch, key) -> (gradients, metrics)`, not jitted: the model's part of a step.
 
-  The gradient is the mean over the batch of each example's gradient, each
-  clipped to `optimizer.clip_global_norm` when `optimizer.clip_per_example`
-  (otherwise the gradient of the mean loss, clipped by the optimiser). Metrics:
-  `loss` and every loss term (batch means), `grad_norm` (the mean of the
-  examples' norms before clipping, or the batch gradient's norm), `finite`.
+  With `optimizer.clip_per_example`, each example's gradient (every leaf
+  `[B, ...]`, to be clipped and averaged by `make_gradient_mean`); otherwise the
+  gradient of the batch's mean loss. Metrics: `loss` and every loss term (batch
+  means), `finite` (every example's loss finite).
   """
   model_cfg = training_model_config(cfg)
   plan = training_plan(cfg) if plan is None else plan
   loss_fn = _Loss(graphdef, model_cfg, plan, mesh)
-  opt = cfg.optimizer
-  per_example = bool(opt.clip_per_example)
-  clip = float(opt.clip_global_norm)
+  per_example = bool(cfg.optimizer.clip_per_example)
   dropout = _dropout(model_cfg)
 
   def grads_fn(params, batch, key):
@@ -156,44 +155,88 @@ def make_gradient_fn(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
     if per_example:
       def one(p, f, lab, k):
         (loss, terms), g = jax.value_and_grad(loss_fn, has_aux=True)(p, f, lab, num_recycles, k)
-        return loss, terms, g, global_norm(g)
-      loss, terms, grads, norms = jax.vmap(one, in_axes=(None, 0, 0, key_axis))(
+        return loss, terms, g
+      loss, terms, grads = jax.vmap(one, in_axes=(None, 0, 0, key_axis))(
           params, features, labels, keys)
-      # Each example's gradient clipped to the global norm, then averaged.
-      grads = weighted_sum(grads, clip_scale(norms, clip) / n)
-      grad_norm = jnp.mean(norms)
-      norms_finite = jnp.all(jnp.isfinite(norms))
     else:
       def mean_loss(p):
         loss, terms = jax.vmap(loss_fn, in_axes=(None, 0, 0, None, key_axis))(
             p, features, labels, num_recycles, keys)
         return jnp.mean(loss), (loss, terms)
       (_, (loss, terms)), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
-      grad_norm = global_norm(grads)
-      norms_finite = jnp.isfinite(grad_norm)
-    # A gradient with an infinite or NaN element has a non-finite norm, so the norms
-    # say whether the step is finite without a check kernel per leaf shape. (A norm
-    # that overflows float32 also counts as non-finite: such a step is skipped too.)
     metrics = {'loss': jnp.mean(loss), **{k: jnp.mean(v) for k, v in terms.items()},
-               'grad_norm': grad_norm,
-               'finite': jnp.all(jnp.isfinite(loss)) & norms_finite}
+               'finite': jnp.all(jnp.isfinite(loss))}
     return grads, metrics
 
   return grads_fn
 
 
-def _jit_on_mesh(fn: Callable, mesh: Mesh | None, *, donate: bool = False,
-                 split_batch: bool = True) -> Callable:
-  """`fn(state, ...)` jitted: on a mesh, the outputs and every input replicated but the
-  second (the batch), which is split along `data` when `split_batch`; otherwise on the
-  default device."""
+def make_gradient_mean(cfg: ml_collections.ConfigDict) -> Callable:
+  """`mean(gradients, finite) -> (gradient, metrics)`: the batch's gradient from
+  `make_example_gradients`' output.
+
+  Per example (`optimizer.clip_per_example`): each example's gradient clipped to
+  `optimizer.clip_global_norm` (Suppl. 1.11.3), then averaged; `grad_norm` is the
+  mean of the examples' norms before clipping. Otherwise the batch gradient as it
+  is (the optimiser clips it) and its norm. `finite` is the input's and-ed with
+  finite norms: a gradient with an infinite or NaN element has a non-finite norm,
+  so the norms say whether the step is finite without a check kernel per leaf
+  shape (a norm that overflows float32 also counts as non-finite).
+  """
+  per_example = bool(cfg.optimizer.clip_per_example)
+  clip = float(cfg.optimizer.clip_global_norm)
+
+  def mean(grads, finite):
+    if per_example:
+      norms = jax.vmap(global_norm)(grads)
+      grads = weighted_sum(grads, clip_scale(norms, clip) / norms.shape[0])
+      grad_norm = jnp.mean(norms)
+      norms_finite = jnp.all(jnp.isfinite(norms))
+    else:
+      grad_norm = global_norm(grads)
+      norms_finite = jnp.isfinite(grad_norm)
+    return grads, {'grad_norm': grad_norm, 'finite': finite & norms_finite}
+
+  return mean
+
+
+def make_gradient_fn(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, *,
+                     mesh: Mesh | None = None, plan: ChunkPlan | None = None) -> Callable:
+  """`grads(params, batch, key) -> (mean gradient, metrics)`, not jitted.
+
+  `make_example_gradients` then `make_gradient_mean` in one function: the mean
+  over the batch of each example's gradient, each clipped to
+  `optimizer.clip_global_norm` when `optimizer.clip_per_example` (otherwise the
+  gradient of the mean loss, clipped by the optimiser). Metrics: `loss` and every
+  loss term (batch means), `grad_norm` (the mean of the examples' norms before
+  clipping, or the batch gradient's norm), `finite`.
+  """
+  example_grads = make_example_gradients(cfg, graphdef, mesh=mesh, plan=plan)
+  mean = make_gradient_mean(cfg)
+
+  def grads_fn(params, batch, key):
+    grads, metrics = example_grads(params, batch, key)
+    grads, more = mean(grads, metrics['finite'])
+    return grads, {**metrics, **more}
+
+  return grads_fn
+
+
+_REPLICATED, _SPLIT = PartitionSpec(), PartitionSpec(DATA_AXIS)
+
+
+def _jit_on_mesh(fn: Callable, mesh: Mesh | None, inputs: tuple, outputs: Any = _REPLICATED, *,
+                 donate: bool = False) -> Callable:
+  """`fn(state, ...)` jitted: on a mesh, each input and output placed by its
+  PartitionSpec (pytree prefixes: `_REPLICATED`, or `_SPLIT` along `data`);
+  otherwise on the default device. `donate`: the first input's buffers."""
   donate_argnums = (0,) if donate else ()
   if mesh is None:
     return jax.jit(fn, donate_argnums=donate_argnums)
-  replicated = NamedSharding(mesh, PartitionSpec())
-  inputs = ((replicated, NamedSharding(mesh, PartitionSpec(DATA_AXIS))) if split_batch
-            else replicated)
-  return jax.jit(fn, in_shardings=inputs, out_shardings=replicated,
+  sharding = lambda spec: NamedSharding(mesh, spec)  # noqa: E731
+  is_spec = lambda x: isinstance(x, PartitionSpec)  # noqa: E731
+  return jax.jit(fn, in_shardings=jax.tree_util.tree_map(sharding, inputs, is_leaf=is_spec),
+                 out_shardings=jax.tree_util.tree_map(sharding, outputs, is_leaf=is_spec),
                  donate_argnums=donate_argnums)
 
 
@@ -224,14 +267,16 @@ def _combined_status(statuses: tuple[str, ...]) -> str:
 class TrainStep:
   """`step(state, batch) -> (state, metrics)`: one sharded update, as two executables.
 
-  The gradient program (the model's forward and backward for every example, the
-  per-example clipping and the batch's mean gradient, with the data-parallel
-  all-reduce) and the update program (Adam, the parameter EMA, the skip of a
-  non-finite step) compile separately: XLA compiles the two apart faster than one
-  program holding both (bench/RESULTS.md, `bench/train.py --mode=compile`), and the
-  update, whose inputs have the state's shapes, lowers and compiles on a second
-  thread while the model is traced. The mean gradient passes from one to the other
-  once per step (one parameter-sized buffer).
+  The gradient program (the model's forward and backward for every example) and
+  the update program (the per-example clipping and the batch's mean gradient, with
+  the data-parallel all-reduce; Adam, the parameter EMA, the skip of a non-finite
+  step) compile separately: XLA compiles the two apart faster than one program
+  holding both (bench/RESULTS.md, `bench/train.py --mode=compile`). The update's
+  inputs have the state's shapes (and the batch size), so it lowers and compiles on
+  a second thread while the model is traced and optimised, which leaves the second
+  core idle; the clipping's per-leaf kernels are off the critical path there. The
+  examples' gradients pass from one to the other once per step (`[B, ...]` per leaf,
+  split along `data` like the batch).
 
   Args (of the constructor):
     cfg: the training config (its optimizer, loss and model sections).
@@ -254,18 +299,22 @@ class TrainStep:
     plan = training_plan(cfg) if plan is None else plan
     self.cfg, self.mesh, self.plan = cfg, mesh, plan
     self.model_cfg = training_model_config(cfg)
-    grads_fn = make_gradient_fn(cfg, graphdef, mesh=mesh, plan=plan)
+    self._per_example = bool(cfg.optimizer.clip_per_example)
+    example_grads = make_example_gradients(cfg, graphdef, mesh=mesh, plan=plan)
+    mean = make_gradient_mean(cfg)
     tx = make_optimizer(cfg.optimizer)
     schedule = learning_rate_schedule(cfg.optimizer)
     decay = float(cfg.optimizer.ema_decay)
 
     def gradients(state: TrainState, batch: dict) -> tuple[Any, dict]:
       _, key = jax.random.split(state.rng)
-      grads, metrics = grads_fn(state.params, batch, key)
+      grads, metrics = example_grads(state.params, batch, key)
       metrics['num_recycles'] = batch['num_recycles'][0]
       return grads, metrics
 
     def update(state: TrainState, grads: Any, finite: jax.Array) -> tuple[TrainState, dict]:
+      grads, grad_metrics = mean(grads, finite)
+      finite = grad_metrics['finite']
       rng, _ = jax.random.split(state.rng)  # the split `gradients` drew its key from
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
 
@@ -280,15 +329,19 @@ class TrainStep:
       new = state.replace(
           step=state.step + 1, rng=rng, num_skipped=state.num_skipped + skipped,
           params=params, opt_state=keep(opt_state, state.opt_state), ema_params=ema)
-      return new, {'learning_rate': schedule(state.step - state.num_skipped),
+      return new, {**grad_metrics, 'learning_rate': schedule(state.step - state.num_skipped),
                    'skipped': skipped, 'num_skipped': new.num_skipped}
 
     # Per batch shapes: (step, gradient executable, update executable).
     self._compiled: dict[tuple, tuple] = {}
-    # The update's shapes are the state's: one executable serves every batch shape.
-    self._update_result = None
-    self._gradients = _jit_on_mesh(gradients, mesh)
-    self._update = _jit_on_mesh(update, mesh, donate=donate, split_batch=False)
+    # The update's shapes are the state's and the batch size's: per batch size, one
+    # executable serves every crop and MSA depth.
+    self._updates: dict[int, Any] = {}
+    grads_spec = _SPLIT if self._per_example else _REPLICATED
+    self._gradients = _jit_on_mesh(gradients, mesh, (_REPLICATED, _SPLIT),
+                                   (grads_spec, _REPLICATED))
+    self._update = _jit_on_mesh(update, mesh, (_REPLICATED, grads_spec, _REPLICATED),
+                                donate=donate)
 
   def place(self, batch: Mapping) -> dict:
     """This process's examples as the step's input (global arrays split along `data`)."""
@@ -304,7 +357,7 @@ class TrainStep:
 
   def lower(self, state: TrainState, batch: Mapping):
     """The gradient program lowered for these shapes (memory analysis: it holds the
-    activations, the step's peak; the update holds the state and one gradient)."""
+    activations, the step's peak; the update holds the state and the gradients)."""
     return self._gradients.lower(state, self.place(batch))
 
   def compile_placed(self, state: TrainState, placed: dict):
@@ -315,17 +368,18 @@ class TrainStep:
     if key in self._compiled:
       return compile_cache.CompileResult(label, self._compiled[key][0], 'in_process', 0.0)
     start = time.monotonic()
+    batch_size = placed['aatype'].shape[0]
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-      # The update's inputs are known before the model is traced (the gradient has the
-      # parameters' shapes), so it lowers and compiles on a second thread meanwhile.
-      pending = (pool.submit(self._compile_update, state, label + '/update')
-                 if self._update_result is None else None)
+      # The update's inputs are known before the model is traced (the gradients have
+      # the parameters' shapes), so it lowers and compiles on a second thread meanwhile.
+      pending = (pool.submit(self._compile_update, state, batch_size, label + '/update')
+                 if batch_size not in self._updates else None)
       grads = compile_cache.compile_with_cache(label, self._gradients.lower(state, placed))
       if pending is not None:
-        self._update_result = pending.result()
-        update = self._update_result
+        update = self._updates[batch_size] = pending.result()
       else:
-        update = dataclasses.replace(self._update_result, status='in_process', seconds=0.0)
+        update = dataclasses.replace(self._updates[batch_size], status='in_process',
+                                     seconds=0.0)
     g, u = grads.compiled, update.compiled
 
     def step(state, placed):
@@ -338,10 +392,11 @@ class TrainStep:
                                        _combined_status((grads.status, update.status)),
                                        time.monotonic() - start)
 
-  def _compile_update(self, state: TrainState, label: str):
+  def _compile_update(self, state: TrainState, batch_size: int, label: str):
     import compile_cache
-    grad_shapes = jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype),
-                                         state.params)
+    lead = (batch_size,) if self._per_example else ()
+    grad_shapes = jax.tree_util.tree_map(
+        lambda p: jax.ShapeDtypeStruct((*lead, *p.shape), p.dtype), state.params)
     finite_shape = jax.ShapeDtypeStruct((), jnp.bool_)
     return compile_cache.compile_with_cache(
         label, self._update.lower(state, grad_shapes, finite_shape))
@@ -382,7 +437,7 @@ class EvalStep:
           params, features, labels, num_recycles, None)
       return {'loss': jnp.mean(loss), **{k: jnp.mean(v) for k, v in terms.items()}}
 
-    self._jitted = _jit_on_mesh(evaluate, mesh)
+    self._jitted = _jit_on_mesh(evaluate, mesh, (_REPLICATED, _SPLIT))
 
   def __call__(self, state: TrainState, batch: Mapping) -> dict:
     return self._jitted(state, _place(batch, self.model_cfg, self.mesh))
