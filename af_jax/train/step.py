@@ -334,9 +334,10 @@ class TrainStep:
 
     # Per batch shapes: (step, gradient executable, update executable).
     self._compiled: dict[tuple, tuple] = {}
-    # The update's shapes are the state's and the batch size's: per batch size, one
-    # executable serves every crop and MSA depth.
-    self._updates: dict[int, Any] = {}
+    # The update's shapes are the state's, with the examples' axis on the gradients
+    # when clipping per example: keyed by that axis, one executable serves every crop
+    # and MSA depth.
+    self._updates: dict[tuple, Any] = {}
     grads_spec = _SPLIT if self._per_example else _REPLICATED
     self._gradients = _jit_on_mesh(gradients, mesh, (_REPLICATED, _SPLIT),
                                    (grads_spec, _REPLICATED))
@@ -368,18 +369,18 @@ class TrainStep:
     if key in self._compiled:
       return compile_cache.CompileResult(label, self._compiled[key][0], 'in_process', 0.0)
     start = time.monotonic()
-    batch_size = placed['aatype'].shape[0]
+    lead = (placed['aatype'].shape[0],) if self._per_example else ()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
       # The update's inputs are known before the model is traced (the gradients have
-      # the parameters' shapes), so it lowers and compiles on a second thread meanwhile.
-      pending = (pool.submit(self._compile_update, state, batch_size, label + '/update')
-                 if batch_size not in self._updates else None)
+      # the parameters' shapes after `lead`), so it lowers and compiles on a second
+      # thread meanwhile.
+      pending = (pool.submit(self._compile_update, state, lead, label + '/update')
+                 if lead not in self._updates else None)
       grads = compile_cache.compile_with_cache(label, self._gradients.lower(state, placed))
       if pending is not None:
-        update = self._updates[batch_size] = pending.result()
+        update = self._updates[lead] = pending.result()
       else:
-        update = dataclasses.replace(self._updates[batch_size], status='in_process',
-                                     seconds=0.0)
+        update = dataclasses.replace(self._updates[lead], status='in_process', seconds=0.0)
     g, u = grads.compiled, update.compiled
 
     def step(state, placed):
@@ -392,9 +393,8 @@ class TrainStep:
                                        _combined_status((grads.status, update.status)),
                                        time.monotonic() - start)
 
-  def _compile_update(self, state: TrainState, batch_size: int, label: str):
+  def _compile_update(self, state: TrainState, lead: tuple, label: str):
     import compile_cache
-    lead = (batch_size,) if self._per_example else ()
     grad_shapes = jax.tree_util.tree_map(
         lambda p: jax.ShapeDtypeStruct((*lead, *p.shape), p.dtype), state.params)
     finite_shape = jax.ShapeDtypeStruct((), jnp.bool_)
