@@ -273,10 +273,10 @@ class TrainStep:
   step) compile separately: XLA compiles the two apart faster than one program
   holding both (bench/RESULTS.md, `bench/train.py --mode=compile`). The update's
   inputs have the state's shapes (and the batch size), so it lowers and compiles on
-  a second thread while the model is traced and optimised, which leaves the second
-  core idle; the clipping's per-leaf kernels are off the critical path there. The
-  examples' gradients pass from one to the other once per step (`[B, ...]` per leaf,
-  split along `data` like the batch).
+  a second thread while the gradient program is traced and runs XLA's single-threaded
+  passes: the clipping's per-leaf kernels compile on a core that would otherwise
+  idle. The examples' gradients pass from one to the other once per step
+  (`[B, ...]` per leaf, split along `data` like the batch).
 
   Args (of the constructor):
     cfg: the training config (its optimizer, loss and model sections).
