@@ -90,6 +90,8 @@ _ENUMS = {'model_preset': tuple(MODEL_PRESETS), 'msa_mode': msa_search.MODES,
 _LISTS = {'model_names', 'msa_paths', 'buckets'}
 _INTEGERS = {'num_recycle', 'random_seed', 'num_seeds', 'num_multimer_predictions_per_model',
              'n_cpu', 'dap'}
+# The integer flags' smallest values, checked where the flag's spelling is known.
+_MINIMUMS = {'num_recycle': 0, 'dap': 1}
 _BOOLEANS = {'random_params', 'use_templates', 'relax_use_gpu', 'progress'}
 # --<name>_database_path and --<tool>_binary_path -> msa_search.Databases fields.
 _DATABASES = {**{f'{n}_database_path': n for n in (
@@ -192,9 +194,12 @@ def _value(name: str, value: Any, spell: Callable[[str], str]) -> Any:
     try:
       if isinstance(value, bool) or (kind is int and isinstance(value, float)):
         raise TypeError(name)
-      return kind(value)
+      value = kind(value)
     except (TypeError, ValueError):
       raise ConfigError(f'{shown}: pass {"an integer" if kind is int else "a number"}') from None
+    if name in _MINIMUMS and value < _MINIMUMS[name]:
+      raise ConfigError(f'{shown} must be >= {_MINIMUMS[name]}')
+    return value
   if name in _BOOLEANS:
     if not isinstance(value, bool):
       raise ConfigError(f'{shown}: pass True or False')

@@ -51,6 +51,8 @@ BAD = [
     {'model_preset': 'multimer', 'num_multimer_predictions_per_model': 0},
     {'model_names': 'model_1_ptm,model_1_multimer_v3'},
     {'num_recycle': 'x'},
+    {'num_recycle': -1},
+    {'dap': 0},
     {'search_timeout': 'soon'},
     # absl refuses these on the command line with its own message.
     {'model_preset': 'monomer_xl'},
