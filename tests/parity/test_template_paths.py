@@ -101,6 +101,11 @@ def test_monomer_trunk_bfloat16(pipeline_raw):
 
 
 _TRUNK_RUNS: dict = {}  # (case, switch, bfloat16) -> _monomer_trunk's result, for this file
+# (switch, bfloat16) -> the reference trunk transformed and jitted: the cases have the same
+# shapes, so each config compiles once for all of them.
+_REFERENCE_TRUNKS: dict = {}
+# af_jax's trunk, jitted once: nnx.jit reuses its executable for modules of equal config.
+_OUR_TRUNK = nnx.jit(lambda m, b, p: m(b, p))
 
 
 def _monomer_trunk(pipeline_raw, case, switch, bfloat16=False):
@@ -134,31 +139,34 @@ def _run_monomer_trunk(pipeline_raw, case, switch, bfloat16):
                prev_pair=rng.normal(size=(n_res, n_res, c.pair_channel)).astype(np.float32))
   assert batch['template_mask'].sum() == 4
 
-  def trunk(b):
-    seen = {}
+  if (switch, bfloat16) not in _REFERENCE_TRUNKS:
+    def trunk(b):
+      seen = {}
 
-    def capture(next_f, args, kwargs, context):
-      out = next_f(*args, **kwargs)
-      name = context.module.module_name.split('/')[-1]
-      if context.method_name == '__call__' and name in ('template_embedding',
-                                                        'template_projection'):
-        seen[name] = (args, out)
-      return out
+      def capture(next_f, args, kwargs, context):
+        out = next_f(*args, **kwargs)
+        name = context.module.module_name.split('/')[-1]
+        if context.method_name == '__call__' and name in ('template_embedding',
+                                                          'template_projection'):
+          seen[name] = (args, out)
+        return out
 
-    with hk.intercept_methods(capture):
-      out = modules.EmbeddingsAndEvoformer(c, gc)(b, is_training=False)
-    return out, seen
+      with hk.intercept_methods(capture):
+        out = modules.EmbeddingsAndEvoformer(c, gc)(b, is_training=False)
+      return out, seen
 
-  transformed = hk.transform(trunk)
+    transformed = hk.transform(trunk)
+    _REFERENCE_TRUNKS[switch, bfloat16] = transformed, jax.jit(transformed.apply)
+  transformed, apply = _REFERENCE_TRUNKS[switch, bfloat16]
   with ref_utils.undefined_torsions_pinned():
     params = _init_and_perturb(transformed, 0, batch)
-    ref_out, seen = jax.jit(transformed.apply)(params, jax.random.PRNGKey(1), batch)
+    ref_out, seen = apply(params, jax.random.PRNGKey(1), batch)
 
   ours = EmbeddingsAndEvoformer(c, gc, rngs=nnx.Rngs(0))
   ref_utils.load_into(ours, ref_utils.flatten(params), 'evoformer')
   jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
   prev = {k: jbatch[k] for k in ('prev_pos', 'prev_msa_first_row', 'prev_pair')}
-  out = nnx.jit(lambda m, b, p: m(b, p))(ours, jbatch, prev)
+  out = _OUR_TRUNK(ours, jbatch, prev)
   compared = [(name, out[name], ref_out[name])
               for name in ('pair', 'msa', 'single', 'msa_first_row')]
 
@@ -205,6 +213,11 @@ def _complex_templates(raw, case):
   return templates, asym_id
 
 
+# The multimer template embedding, each side jitted once for every case (same shapes).
+_MULTIMER_REFERENCE: dict = {}
+_OUR_MULTIMER_EMBEDDING = nnx.jit(lambda m, *a: m(*a))
+
+
 @pytest.mark.parametrize('case', CASES)
 def test_multimer_template_embedding_and_rows(pipeline_raw, case):
   cfg = ref_utils.ref_model_config('model_1_multimer_v3')
@@ -217,23 +230,25 @@ def test_multimer_template_embedding_and_rows(pipeline_raw, case):
   mask_2d = seq_mask[:, None] * seq_mask[None]
   same_chain = asym_id[:, None] == asym_id[None, :]
 
-  def ref_fn(p, t, m, s):
-    pair_update = modules_multimer.TemplateEmbedding(c, gc)(p, t, m, s, is_training=False)
-    rows, row_mask = modules_multimer.template_embedding_1d(t, 256, gc)
-    return pair_update, rows, row_mask
+  if not _MULTIMER_REFERENCE:
+    def ref_fn(p, t, m, s):
+      pair_update = modules_multimer.TemplateEmbedding(c, gc)(p, t, m, s, is_training=False)
+      rows, row_mask = modules_multimer.template_embedding_1d(t, 256, gc)
+      return pair_update, rows, row_mask
 
-  transformed = hk.transform(ref_fn)
+    transformed = hk.transform(ref_fn)
+    _MULTIMER_REFERENCE['fns'] = transformed, jax.jit(transformed.apply)
+  transformed, apply = _MULTIMER_REFERENCE['fns']
   args = (pair, templates, mask_2d, same_chain)
   with ref_utils.self_unit_vectors_zeroed():
     params = _init_and_perturb(transformed, 3, *args)
-    ref_pair, ref_rows, ref_mask = jax.jit(transformed.apply)(
-        params, jax.random.PRNGKey(4), *args)
+    ref_pair, ref_rows, ref_mask = apply(params, jax.random.PRNGKey(4), *args)
   flat = ref_utils.flatten(params)
 
   mod = TemplateEmbeddingMultimer(c, c_z=128, rngs=nnx.Rngs(0))
   ref_utils.load_into(mod, {k: v for k, v in flat.items()
                             if k.startswith('template_embedding/')}, 'template_embedding')
-  out_pair = nnx.jit(lambda m, *a: m(*a))(mod, *args)
+  out_pair = _OUR_MULTIMER_EMBEDDING(mod, *args)
   feats, row_mask = embedders_multimer.template_single_features(
       {k: jnp.asarray(v) for k, v in templates.items()})
   np.testing.assert_array_equal(np.asarray(row_mask), np.asarray(ref_mask))
